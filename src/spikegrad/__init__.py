@@ -1,0 +1,20 @@
+"""spikegrad: spiking neural networks trained with surrogate gradients.
+
+    import spikegrad as sg
+    config = sg.load_config("randman", ["training.epochs=30"])
+    result = sg.train(config, out_dir="runs/randman")
+"""
+
+from spikegrad.config import ConfigError, ExperimentConfig, load_config
+from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.model import SNN, LeakyReadout, LIFLayer
+from spikegrad.surrogates import SURROGATES, Surrogate, register_surrogate, spike
+from spikegrad.training import Trainer, build_model, evaluate, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "ExperimentConfig", "LIFDynamics", "LIFLayer", "LeakyReadout",
+    "ReadoutDynamics", "SNN", "SURROGATES", "Surrogate", "Trainer", "build_model", "evaluate",
+    "load_config", "register_surrogate", "spike", "train",
+]

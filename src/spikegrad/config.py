@@ -1,0 +1,266 @@
+"""The experiment config: the single, validated, serialisable truth of a training run.
+
+Load one from a YAML file or a built-in name, apply ``--set key=value``
+overrides (dotted paths, list indices allowed: ``model.hidden.0.size=200``),
+validate it, and store it next to every result::
+
+    config = load_config("randman", ["training.epochs=20", "surrogate.slope=5"])
+    config.to_yaml()
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from spikegrad.data.configs import DataConfig
+from spikegrad.losses import ReadoutReduction
+from spikegrad.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Strict
+from spikegrad.surrogates import SURROGATES
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the field."""
+
+
+class TimeConfig(Strict):
+    """The simulation grid shared by data and network."""
+
+    dt_ms: PositiveFloat = 1.0
+    n_steps: PositiveInt = 100
+
+
+class SurrogateConfig(Strict):
+    """Surrogate derivative used in the backward pass of every hidden layer."""
+
+    name: str = "superspike"
+    slope: NonNegativeFloat = 10.0
+    scale: NonNegativeFloat = 1.0
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SURROGATES:
+            raise ValueError(f"unknown surrogate {name!r} (known: {', '.join(sorted(SURROGATES))})")
+        return name
+
+
+class ActivityConfig(Strict):
+    """Activity regularisation of one hidden layer; rates are spikes per neuron per sample."""
+
+    upper_strength: NonNegativeFloat = 0.0
+    upper_rate: NonNegativeFloat = 0.0
+    upper_exponent: PositiveFloat = 2.0
+    lower_strength: NonNegativeFloat = 0.0
+    lower_rate: NonNegativeFloat = 0.0
+
+
+class HiddenLayerConfig(Strict):
+    size: PositiveInt = 100
+    recurrent: bool = False
+    tau_mem_ms: PositiveFloat = 10.0
+    tau_syn_ms: PositiveFloat = 5.0
+    detach_reset: bool = True
+    recurrent_gradient: bool = True
+    activity: ActivityConfig = Field(default_factory=ActivityConfig)
+
+
+class ReadoutConfig(Strict):
+    tau_mem_ms: PositiveFloat = 20.0
+    tau_syn_ms: PositiveFloat = 5.0
+    reduction: ReadoutReduction = "max"
+
+
+class InitConfig(Strict):
+    """Weight initialisation.
+
+    ``uniform``: U(-scale·√k, scale·√k), k = 1/fan_in (PyTorch's default at scale 1, the
+    paper's). ``gaussian``: N(0, (scale/√fan_in)^2) (the SpyTorch tutorials').
+    """
+
+    scheme: Literal["uniform", "gaussian"] = "uniform"
+    scale: PositiveFloat = 1.0
+
+
+class ModelConfig(Strict):
+    hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()])
+    readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
+    engine: Literal["reference", "fast"] = "reference"
+
+
+class TrainingConfig(Strict):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: PositiveFloat = 2e-3
+    momentum: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 250
+    epochs: PositiveInt = 100
+    eval_batch_size: PositiveInt = 1000
+
+
+class ExperimentConfig(Strict):
+    """Everything that defines a training run. Same config + seed: same result on CPU."""
+
+    name: str = "experiment"
+    seed: int = 0
+    time: TimeConfig = Field(default_factory=TimeConfig)
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _time_constants_exceed_dt(self) -> ExperimentConfig:
+        dt = self.time.dt_ms
+        taus = [
+            (f"model.hidden.{i}.{name}", getattr(layer, name))
+            for i, layer in enumerate(self.model.hidden)
+            for name in ("tau_mem_ms", "tau_syn_ms")
+        ] + [(f"model.readout.{name}", getattr(self.model.readout, name))
+             for name in ("tau_mem_ms", "tau_syn_ms")]
+        for path, tau in taus:
+            if tau <= dt:
+                raise ValueError(f"{path}: must be greater than time.dt_ms ({dt}), got {tau}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        """A stable hash of the full config (canonical JSON), used to identify runs."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+
+
+def builtin_config_names() -> list[str]:
+    folder = resources.files("spikegrad") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_config_source(source: str | Path) -> dict[str, Any]:
+    """Read a YAML file, or the built-in config of that name, as a plain dict."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{source}: no such config file")
+        text, origin = path.read_text(), str(path)
+    elif str(source) in builtin_config_names():
+        text = (resources.files("spikegrad") / "configs" / f"{source}.yaml").read_text()
+        origin = f"built-in config {source!r}"
+    else:
+        known = ", ".join(builtin_config_names())
+        raise ConfigError(f"{source}: no such config file or built-in config (built-in: {known})")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{origin}: invalid YAML: {first}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``key.path=value`` overrides (values parsed as YAML)."""
+    result = copy.deepcopy(raw)
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError(f"--set {text!r}: expected key=value")
+            key, value = text.split("=", 1)
+            try:
+                items.append((key.strip(), yaml.safe_load(value)))
+            except yaml.YAMLError:
+                raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+    for key, value in items:
+        set_path(result, key, value)
+    return result
+
+
+def set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"{key!r}: malformed key")
+    node: Any = tree
+    for depth, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, here)]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = [{}] if part == "hidden" else {}
+        node = node[part]
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"{here}: is a value, cannot set {key}")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, path: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{path}: no list entry {part!r} (the list has {len(node)} entries)")
+    return int(part)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem: ``field.path: message (got value)``; the first is returned."""
+    first = error.errors()[0]
+    location = ".".join(str(p) for p in first["loc"])
+    # a discriminated union puts the tag in the path (data.randman.alpha): drop it
+    if location.startswith("data.") and len(first["loc"]) > 2:
+        location = "data." + ".".join(str(p) for p in first["loc"][2:])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{location}: unknown key"
+    if first["type"] == "missing":
+        return f"{location}: required field is missing"
+    got = first.get("input")
+    if location and not isinstance(got, dict | list):
+        return f"{location}: {message} (got {got!r})"
+    if location:
+        return f"{location}: {message}"
+    return message
+
+
+def validate_config(raw: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | ExperimentConfig,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Load, override and validate a config. Raises :class:`ConfigError` with one line."""
+    if isinstance(source, ExperimentConfig):
+        raw = source.to_dict()
+    elif isinstance(source, dict):
+        raw = source
+    else:
+        raw = read_config_source(source)
+    return validate_config(apply_overrides(raw, overrides or []))

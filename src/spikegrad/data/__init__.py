@@ -1,0 +1,42 @@
+"""Data sets, encoders and loaders. Each data set is chosen by ``data.name`` in a config.
+
+``build_data(data_config, n_steps, dt_ms)`` returns the train/valid/test
+:class:`~spikegrad.data.base.DataSplits` of any registered data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+
+from spikegrad.data.base import (
+    CurrentDataset,
+    DataSplits,
+    EventDataset,
+    iterate_batches,
+)
+
+# data set name -> "module:function"; imported lazily so that heavy readers load on demand
+DATASET_BUILDERS: dict[str, str] = {
+    "randman": "spikegrad.data.randman:build_randman",
+}
+
+
+def get_builder(name: str) -> Callable[..., DataSplits]:
+    try:
+        module_name, function = DATASET_BUILDERS[name].split(":")
+    except KeyError:
+        known = ", ".join(DATASET_BUILDERS)
+        raise ValueError(f"unknown data set {name!r} (known: {known})") from None
+    return getattr(import_module(module_name), function)
+
+
+def build_data(data_config, n_steps: int, dt_ms: float) -> DataSplits:
+    """Build the train/valid/test splits of the data set that ``data_config.name`` names."""
+    return get_builder(data_config.name)(data_config, n_steps=n_steps, dt_ms=dt_ms)
+
+
+__all__ = [
+    "CurrentDataset", "DataSplits", "EventDataset", "build_data", "iterate_batches",
+    "DATASET_BUILDERS",
+]

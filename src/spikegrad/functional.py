@@ -1,0 +1,145 @@
+"""The neuron and synapse equations as plain functions (the reference path).
+
+Discrete time with step ``dt``; all layers start at rest (U[0] = I[0] = 0).
+For a hidden leaky integrate-and-fire (LIF) layer with current-based synapses::
+
+    S[n]   = Θ(U[n] - 1)                                   threshold 1, Θ(0) = 0
+    U[n+1] = (β_mem U[n] + (1 - β_mem) I[n]) (1 - S[n])    multiplicative reset to 0
+    I[n+1] = β_syn I[n] + W S_in[n] (+ V S[n] if recurrent)
+    β      = exp(-dt / τ)
+
+The layer's output is the spike train S[0..T-1]. In the backward pass Θ' is
+replaced by a surrogate (``spikegrad.surrogates``); the reset factor (1 - S[n])
+is detached from the graph unless ``detach_reset`` is False, and the recurrent
+term V S[n] carries gradient unless ``recurrent_gradient`` is False.
+
+The readout is a leaky, non-spiking unit with the same current dynamics::
+
+    U_out[n+1] = β_out U_out[n] + (1 - β_out) I_out[n]
+    I_out[n+1] = β_syn I_out[n] + W_out S[n]
+
+and its recorded trace is U_out[1..T] (the state after each of the T steps).
+
+Tensors are batch first: inputs ``[batch, time, features]``; weights follow
+``torch.nn.Linear``: ``[out_features, in_features]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from spikegrad.surrogates import Surrogate, spike
+
+THRESHOLD = 1.0
+
+
+def decay_factor(tau_ms: float, dt_ms: float) -> float:
+    """β = exp(-dt / τ): the per-step decay of a leaky variable with time constant τ."""
+    return math.exp(-dt_ms / tau_ms)
+
+
+@dataclass(frozen=True)
+class LIFDynamics:
+    """Everything, besides weights, that defines how a hidden LIF layer evolves."""
+
+    beta_mem: float
+    beta_syn: float
+    surrogate: Surrogate = field(default_factory=Surrogate)
+    detach_reset: bool = True
+    recurrent_gradient: bool = True
+
+    @classmethod
+    def from_time_constants(
+        cls, tau_mem_ms: float, tau_syn_ms: float, dt_ms: float, **kwargs
+    ) -> LIFDynamics:
+        return cls(decay_factor(tau_mem_ms, dt_ms), decay_factor(tau_syn_ms, dt_ms), **kwargs)
+
+
+@dataclass(frozen=True)
+class ReadoutDynamics:
+    beta_mem: float
+    beta_syn: float
+
+    @classmethod
+    def from_time_constants(cls, tau_mem_ms: float, tau_syn_ms: float, dt_ms: float):
+        return cls(decay_factor(tau_mem_ms, dt_ms), decay_factor(tau_syn_ms, dt_ms))
+
+
+def lif_step(
+    feedforward_input: Tensor,
+    membrane: Tensor,
+    current: Tensor,
+    dynamics: LIFDynamics,
+    recurrent_weight: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One time step n of a LIF layer.
+
+    Takes the feed-forward synaptic input W S_in[n], U[n] and I[n]; returns
+    (S[n], U[n+1], I[n+1]).
+    """
+    spikes = spike(membrane - THRESHOLD, dynamics.surrogate)
+    reset = spikes.detach() if dynamics.detach_reset else spikes
+    next_membrane = (dynamics.beta_mem * membrane + (1.0 - dynamics.beta_mem) * current) * (
+        1.0 - reset
+    )
+    next_current = dynamics.beta_syn * current + feedforward_input
+    if recurrent_weight is not None:
+        recurrent_spikes = spikes if dynamics.recurrent_gradient else spikes.detach()
+        next_current = next_current + recurrent_spikes @ recurrent_weight.t()
+    return spikes, next_membrane, next_current
+
+
+def lif_layer(
+    inputs: Tensor,
+    weight: Tensor,
+    dynamics: LIFDynamics,
+    recurrent_weight: Tensor | None = None,
+    record_membrane: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Run a LIF layer over all T steps of ``inputs`` [B, T, C_in]; returns spikes [B, T, N].
+
+    The feed-forward projection of all steps is one matrix product; the time loop
+    then calls :func:`lif_step`. With ``record_membrane`` also returns U[0..T-1].
+    """
+    batch, steps, _ = inputs.shape
+    feedforward = inputs @ weight.t()
+    membrane = feedforward.new_zeros(batch, weight.shape[0])
+    current = feedforward.new_zeros(batch, weight.shape[0])
+    spikes, membranes = [], []
+    for n in range(steps):
+        if record_membrane:
+            membranes.append(membrane)
+        s, membrane, current = lif_step(
+            feedforward[:, n], membrane, current, dynamics, recurrent_weight
+        )
+        spikes.append(s)
+    spike_train = torch.stack(spikes, dim=1)
+    if record_membrane:
+        return spike_train, torch.stack(membranes, dim=1)
+    return spike_train
+
+
+def readout_step(
+    feedforward_input: Tensor, membrane: Tensor, current: Tensor, dynamics: ReadoutDynamics
+) -> tuple[Tensor, Tensor]:
+    """One step of the leaky readout: returns (U_out[n+1], I_out[n+1])."""
+    next_membrane = dynamics.beta_mem * membrane + (1.0 - dynamics.beta_mem) * current
+    next_current = dynamics.beta_syn * current + feedforward_input
+    return next_membrane, next_current
+
+
+def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:
+    """Run the readout over all T steps; returns the membrane trace U_out[1..T] as [B, T, K]."""
+    batch, steps, _ = inputs.shape
+    feedforward = inputs @ weight.t()
+    membrane = feedforward.new_zeros(batch, weight.shape[0])
+    current = feedforward.new_zeros(batch, weight.shape[0])
+    trace = []
+    for n in range(steps):
+        membrane, current = readout_step(feedforward[:, n], membrane, current, dynamics)
+        trace.append(membrane)
+    return torch.stack(trace, dim=1)

@@ -1,0 +1,197 @@
+"""Spiking network modules: thin ``torch.nn.Module`` shells around :mod:`spikegrad.functional`.
+
+A network is a stack of hidden LIF layers (each feed-forward or recurrent)
+followed by a leaky non-spiking readout::
+
+    net = SNN.build(n_inputs=20, hidden_sizes=[100], n_outputs=10)
+    output = net(spikes)            # spikes: [batch, time, 20]
+    output.readout                  # U_out [batch, time, 10]
+    output.hidden_spikes[0]         # S [batch, time, 100]
+
+The modules hold parameters and call the functional equations; ``engine`` picks
+the implementation of the time loop: ``"reference"`` (a plain step-by-step
+autograd loop) or ``"fast"`` (fused forward/backward, :mod:`spikegrad.engine`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from spikegrad import functional
+from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.surrogates import Surrogate
+
+Engine = Literal["reference", "fast"]
+InitScheme = Literal["uniform", "gaussian"]
+
+
+def _fast_engine():
+    from spikegrad import engine  # imported on first use: compiles or loads the fast kernels
+
+    return engine
+
+
+class LIFLayer(nn.Module):
+    """A hidden layer of LIF neurons; ``weight`` is [out, in], ``recurrent_weight`` [out, out]."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        dynamics: LIFDynamics,
+        recurrent: bool = False,
+        engine: Engine = "reference",
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.dynamics = dynamics
+        self.engine = engine
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.recurrent_weight = (
+            nn.Parameter(torch.empty(out_features, out_features)) if recurrent else None
+        )
+        init_weights(self, "uniform", 1.0)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.recurrent_weight is not None
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Input spikes (or current) [B, T, in] -> output spikes [B, T, out]."""
+        if self.engine == "fast":
+            return _fast_engine().lif_layer(
+                inputs, self.weight, self.dynamics, self.recurrent_weight
+            )
+        return functional.lif_layer(inputs, self.weight, self.dynamics, self.recurrent_weight)
+
+    def extra_repr(self) -> str:
+        d = self.dynamics
+        return (
+            f"{self.in_features} -> {self.out_features}, recurrent={self.recurrent}, "
+            f"beta_mem={d.beta_mem:.4f}, beta_syn={d.beta_syn:.4f}, surrogate={d.surrogate}, "
+            f"detach_reset={d.detach_reset}, recurrent_gradient={d.recurrent_gradient}"
+        )
+
+
+class LeakyReadout(nn.Module):
+    """Leaky non-spiking readout units; ``weight`` is [out, in]."""
+
+    def __init__(
+        self, in_features: int, out_features: int, dynamics: ReadoutDynamics,
+        engine: Engine = "reference",
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.dynamics = dynamics
+        self.engine = engine
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        init_weights(self, "uniform", 1.0)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Hidden spikes [B, T, in] -> membrane trace U_out[1..T] as [B, T, out]."""
+        if self.engine == "fast":
+            return _fast_engine().readout_layer(inputs, self.weight, self.dynamics)
+        return functional.readout_layer(inputs, self.weight, self.dynamics)
+
+    def extra_repr(self) -> str:
+        d = self.dynamics
+        return (f"{self.in_features} -> {self.out_features}, beta_mem={d.beta_mem:.4f}, "
+                f"beta_syn={d.beta_syn:.4f}")
+
+
+@dataclass
+class SNNOutput:
+    readout: Tensor
+    hidden_spikes: list[Tensor]
+
+
+class SNN(nn.Module):
+    """Hidden LIF layers followed by a leaky readout."""
+
+    def __init__(self, hidden: Sequence[LIFLayer], readout: LeakyReadout) -> None:
+        super().__init__()
+        self.hidden = nn.ModuleList(hidden)
+        self.readout = readout
+
+    @classmethod
+    def build(
+        cls,
+        n_inputs: int,
+        hidden_sizes: Sequence[int],
+        n_outputs: int,
+        *,
+        recurrent: bool | Sequence[bool] = False,
+        dt_ms: float = 1.0,
+        tau_mem_ms: float = 10.0,
+        tau_syn_ms: float = 5.0,
+        tau_out_ms: float = 20.0,
+        surrogate: Surrogate | None = None,
+        detach_reset: bool = True,
+        recurrent_gradient: bool = True,
+        engine: Engine = "reference",
+        init: InitScheme = "uniform",
+        init_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> SNN:
+        """A network whose hidden layers all share the same dynamics (the common case)."""
+        flags = [recurrent] * len(hidden_sizes) if isinstance(recurrent, bool) else list(recurrent)
+        dynamics = LIFDynamics.from_time_constants(
+            tau_mem_ms, tau_syn_ms, dt_ms, surrogate=surrogate or Surrogate(),
+            detach_reset=detach_reset, recurrent_gradient=recurrent_gradient,
+        )
+        sizes = [n_inputs, *hidden_sizes]
+        layers = [
+            LIFLayer(sizes[i], sizes[i + 1], dynamics, flags[i], engine)
+            for i in range(len(hidden_sizes))
+        ]
+        readout = LeakyReadout(
+            sizes[-1], n_outputs,
+            ReadoutDynamics.from_time_constants(tau_out_ms, tau_syn_ms, dt_ms), engine,
+        )
+        net = cls(layers, readout)
+        init_weights(net, init, init_scale, generator)
+        return net
+
+    def forward(self, inputs: Tensor) -> SNNOutput:
+        hidden_spikes = []
+        x = inputs
+        for layer in self.hidden:
+            x = layer(x)
+            hidden_spikes.append(x)
+        return SNNOutput(readout=self.readout(x), hidden_spikes=hidden_spikes)
+
+    def set_engine(self, engine: Engine) -> SNN:
+        for module in self.modules():
+            if isinstance(module, LIFLayer | LeakyReadout):
+                module.engine = engine
+        return self
+
+
+def init_weights(
+    module: nn.Module, scheme: InitScheme = "uniform", scale: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Initialise every weight matrix in ``module`` (fan_in = its number of columns).
+
+    ``uniform``: U(-scale/√fan_in, scale/√fan_in), PyTorch's default (and the paper's) at
+    scale 1. ``gaussian``: N(0, (scale/√fan_in)^2), as in the SpyTorch tutorials.
+    """
+    with torch.no_grad():
+        for name, weight in module.named_parameters():
+            if not name.endswith("weight"):
+                continue
+            bound = scale / math.sqrt(weight.shape[1])
+            if scheme == "uniform":
+                noise = torch.rand(weight.shape, generator=generator, dtype=weight.dtype)
+                weight.copy_((2.0 * noise - 1.0) * bound)
+            elif scheme == "gaussian":
+                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+                             * bound)
+            else:
+                raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian)")

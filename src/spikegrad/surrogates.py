@@ -1,0 +1,178 @@
+"""Surrogate derivatives of the spike non-linearity.
+
+The forward pass of a spiking unit is always the exact Heaviside step
+``S = Θ(x)`` with ``x = U - threshold`` and ``Θ(0) = 0``. Only the backward pass
+replaces the derivative of Θ (zero almost everywhere) by a surrogate ``σ'(x)``.
+
+Every surrogate is a plain function ``derivative(x, slope) -> Tensor`` in its
+*natural* form (the formulas of Zenke & Vogels 2021, Table 1). A separate
+``scale`` multiplies it, so the peak height of the surrogate actually used is
+``scale * natural_peak(slope)``:
+
+=========================  ==================================  ==============
+name                       natural σ'(x)                       natural peak
+=========================  ==================================  ==============
+``superspike``             1 / (β|x| + 1)^2                    1
+``sigmoid``                s(x)(1 - s(x)), s = 1/(1+e^{-βx})   1/4
+``esser``                  max(0, 1 - β|x|)                    1
+``superspike_asymptotic``  β / (β|x| + 1)^2                    β
+``exponential``            exp(-β|x|)                          1
+``arctan``                 1 / (1 + (π β x / 2)^2)             1
+``gaussian``               exp(-(β x)^2 / 2)                   1
+``true``                   0  (the true derivative, a.e.)      0
+``constant``               1  (β is ignored)                   1
+=========================  ==================================  ==============
+
+Add your own with one decorated function::
+
+    @spikegrad.register_surrogate("triangle_squared")
+    def triangle_squared(x, slope):
+        return torch.clamp(1 - slope * x.abs(), min=0) ** 2
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+DerivativeFn = Callable[[Tensor, float], Tensor]
+
+
+@dataclass(frozen=True)
+class SurrogateShape:
+    """A registered surrogate: its natural derivative and a description."""
+
+    name: str
+    derivative: DerivativeFn
+    description: str
+
+    def natural_peak(self, slope: float) -> float:
+        """Height of the natural derivative at x = 0 (its maximum for all built-ins)."""
+        return float(self.derivative(torch.zeros((), dtype=torch.float64), slope))
+
+
+SURROGATES: dict[str, SurrogateShape] = {}
+
+
+def register_surrogate(name: str, description: str | None = None):
+    """Decorator that adds ``fn(x, slope) -> σ'(x)`` to the registry under ``name``."""
+
+    def decorator(fn: DerivativeFn) -> DerivativeFn:
+        if name in SURROGATES:
+            raise ValueError(f"surrogate {name!r} is already registered")
+        doc_lines = (fn.__doc__ or "").strip().splitlines()
+        text = description or (doc_lines[0] if doc_lines else name)
+        SURROGATES[name] = SurrogateShape(name=name, derivative=fn, description=text)
+        return fn
+
+    return decorator
+
+
+def get_surrogate_shape(name: str) -> SurrogateShape:
+    try:
+        return SURROGATES[name]
+    except KeyError:
+        known = ", ".join(sorted(SURROGATES))
+        raise ValueError(f"unknown surrogate {name!r} (known: {known})") from None
+
+
+@register_surrogate("superspike")
+def superspike(x: Tensor, slope: float) -> Tensor:
+    """SuperSpike / fast sigmoid: 1 / (β|x| + 1)^2, peak 1."""
+    return 1.0 / (slope * x.abs() + 1.0) ** 2
+
+
+@register_surrogate("sigmoid")
+def sigmoid_derivative(x: Tensor, slope: float) -> Tensor:
+    """Derivative of the logistic sigmoid: s(x)(1 - s(x)), s(x) = 1/(1 + exp(-βx)), peak 1/4."""
+    s = torch.sigmoid(slope * x)
+    return s * (1.0 - s)
+
+
+@register_surrogate("esser")
+def esser(x: Tensor, slope: float) -> Tensor:
+    """Piecewise linear (Esser et al. 2016): max(0, 1 - β|x|), peak 1."""
+    return torch.clamp(1.0 - slope * x.abs(), min=0.0)
+
+
+@register_surrogate("superspike_asymptotic")
+def superspike_asymptotic(x: Tensor, slope: float) -> Tensor:
+    """Asymptotic SuperSpike: β / (β|x| + 1)^2, peak β (tends to a delta as β grows)."""
+    return slope / (slope * x.abs() + 1.0) ** 2
+
+
+@register_surrogate("exponential")
+def exponential(x: Tensor, slope: float) -> Tensor:
+    """Exponential: exp(-β|x|), peak 1."""
+    return torch.exp(-slope * x.abs())
+
+
+@register_surrogate("arctan")
+def arctan(x: Tensor, slope: float) -> Tensor:
+    """Arctan derivative, normalised: 1 / (1 + (π β x / 2)^2), peak 1."""
+    return 1.0 / (1.0 + (0.5 * math.pi * slope * x) ** 2)
+
+
+@register_surrogate("gaussian")
+def gaussian(x: Tensor, slope: float) -> Tensor:
+    """Gaussian: exp(-(β x)^2 / 2), peak 1."""
+    return torch.exp(-0.5 * (slope * x) ** 2)
+
+
+@register_surrogate("true")
+def true_gradient(x: Tensor, slope: float) -> Tensor:
+    """The true derivative of the step function: zero almost everywhere (control)."""
+    return torch.zeros_like(x)
+
+
+@register_surrogate("constant")
+def constant(x: Tensor, slope: float) -> Tensor:
+    """Constant surrogate σ'(x) = 1 (β = 0 limit; control)."""
+    return torch.ones_like(x)
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A surrogate in use: shape name, slope β and scale (multiplies the natural form)."""
+
+    name: str = "superspike"
+    slope: float = 10.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        get_surrogate_shape(self.name)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """σ'(x) = scale * natural_derivative(x, slope)."""
+        return self.scale * get_surrogate_shape(self.name).derivative(x, self.slope)
+
+    @property
+    def peak(self) -> float:
+        return self.scale * get_surrogate_shape(self.name).natural_peak(self.slope)
+
+
+def heaviside(x: Tensor) -> Tensor:
+    """The exact forward spike non-linearity Θ(x), with Θ(0) = 0."""
+    return (x > 0).to(x.dtype)
+
+
+class _SpikeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return heaviside(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.surrogate.derivative(x), None
+
+
+def spike(x: Tensor, surrogate: Surrogate) -> Tensor:
+    """S = Θ(x) in the forward pass; dS/dx = σ'(x) in the backward pass."""
+    return _SpikeFunction.apply(x, surrogate)

@@ -1,0 +1,345 @@
+"""Training and evaluation of a spiking network from an :class:`ExperimentConfig`.
+
+    from spikegrad import load_config, train
+    result = train(load_config("randman", ["training.epochs=30"]), out_dir="runs/randman")
+    result["test_accuracy"]
+
+One run: build the data and the network from the config, train with Adam (or
+SGD) on the training split, keep the weights of the epoch with the best
+validation accuracy, and report train/valid/test metrics of those weights.
+After every epoch a checkpoint is written atomically to ``out_dir``, so a
+killed run resumed with ``resume=True`` ends with exactly the metrics of an
+uninterrupted one. A NaN or inf in the loss or the weights ends the run with
+status ``"diverged"`` (and the epoch), not with an exception.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from spikegrad.config import ConfigError, ExperimentConfig
+from spikegrad.data import DataSplits, build_data, iterate_batches
+from spikegrad.data.base import SampleDataset
+from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from spikegrad.losses import (
+    classification_loss,
+    lower_rate_penalty,
+    reduce_readout,
+    upper_rate_penalty,
+)
+from spikegrad.model import SNN, LeakyReadout, LIFLayer, init_weights
+from spikegrad.surrogates import Surrogate
+
+CHECKPOINT = "checkpoint.pt"
+SHUFFLE_SEED_OFFSET = 1_000_003
+
+
+def build_model(
+    config: ExperimentConfig, n_inputs: int, n_classes: int,
+    generator: torch.Generator | None = None,
+) -> SNN:
+    """The network the config describes, initialised from ``generator`` (or ``config.seed``)."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(config.seed)
+    dt = config.time.dt_ms
+    surrogate = Surrogate(config.surrogate.name, config.surrogate.slope, config.surrogate.scale)
+    engine = config.model.engine
+    layers, width = [], n_inputs
+    for spec in config.model.hidden:
+        dynamics = LIFDynamics.from_time_constants(
+            spec.tau_mem_ms, spec.tau_syn_ms, dt, surrogate=surrogate,
+            detach_reset=spec.detach_reset, recurrent_gradient=spec.recurrent_gradient,
+        )
+        layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine))
+        width = spec.size
+    readout_spec = config.model.readout
+    readout = LeakyReadout(
+        width, n_classes,
+        ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms, dt),
+        engine,
+    )
+    model = SNN(layers, readout)
+    init_weights(model, config.model.init.scheme, config.model.init.scale, generator)
+    return model
+
+
+def activity_penalty(config: ExperimentConfig, hidden_spikes: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of the configured upper and lower activity regularisers over hidden layers."""
+    total = hidden_spikes[0].new_zeros(()) if hidden_spikes else torch.zeros(())
+    for spec, spikes in zip(config.model.hidden, hidden_spikes, strict=True):
+        counts = spikes.sum(dim=1)  # spikes per neuron per sample, [B, N]
+        a = spec.activity
+        if a.upper_strength > 0:
+            total = total + upper_rate_penalty(counts, a.upper_strength, a.upper_rate,
+                                               a.upper_exponent)
+        if a.lower_strength > 0:
+            total = total + lower_rate_penalty(counts, a.lower_strength, a.lower_rate)
+    return total
+
+
+@torch.no_grad()
+def evaluate(
+    model: SNN, dataset: SampleDataset, reduction: str = "max", batch_size: int = 1000
+) -> dict[str, Any]:
+    """Loss, accuracy and hidden spikes per neuron per sample (one value per layer)."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    spike_sums = [0.0] * len(model.hidden)
+    for inputs, labels in iterate_batches(dataset, batch_size):
+        output = model(inputs)
+        logits = reduce_readout(output.readout, reduction)
+        loss_sum += float(classification_loss(logits, labels)) * len(labels)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        n += len(labels)
+        for i, spikes in enumerate(output.hidden_spikes):
+            spike_sums[i] += float(spikes.sum(dim=1).mean(dim=1).sum())
+    return {
+        "loss": loss_sum / max(n, 1),
+        "accuracy": correct / max(n, 1),
+        "hidden_spikes_per_neuron": [s / max(n, 1) for s in spike_sums],
+    }
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    valid_loss: float
+    valid_accuracy: float
+    hidden_spikes_per_neuron: list[float]
+    epoch_time_s: float
+
+
+@dataclass
+class TrainingState:
+    """Everything a checkpoint holds: enough to continue bit for bit."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_accuracy: float = -1.0
+    best_model_state: dict[str, torch.Tensor] | None = None
+    status: str = "running"
+    diverged_epoch: int | None = None
+    divergence_reason: str | None = None
+    elapsed_s: float = 0.0
+
+
+def _weights_finite(model: SNN) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+class Trainer:
+    """Trains the network of one config; ``fit()`` returns the final metrics."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        out_dir: str | Path | None = None,
+        data: DataSplits | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.data = data or build_data(config.data, config.time.n_steps, config.time.dt_ms)
+        if self.data.n_steps != config.time.n_steps:
+            raise ConfigError(
+                f"time.n_steps: data set has {self.data.n_steps} steps, config says "
+                f"{config.time.n_steps}"
+            )
+        self.model = build_model(config, self.data.n_inputs, self.data.n_classes)
+        self.optimizer = self._make_optimizer()
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
+        self.state = TrainingState()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.config.training
+        if t.optimizer == "adam":
+            return torch.optim.Adam(self.model.parameters(), lr=t.learning_rate)
+        return torch.optim.SGD(self.model.parameters(), lr=t.learning_rate, momentum=t.momentum)
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT if self.out_dir else None
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        atomic_torch_save(
+            {
+                "config_hash": self.config.config_hash(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "shuffle_generator": self.shuffle_generator.get_state(),
+                "state": asdict(self.state),
+            },
+            self.checkpoint_path,
+        )
+
+    def load_checkpoint(self) -> bool:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        try:
+            saved = torch.load(path, weights_only=False)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ConfigError(f"{path}: cannot read checkpoint ({error})") from None
+        if saved.get("config_hash") != self.config.config_hash():
+            raise ConfigError(
+                f"{path}: was written by a different config "
+                f"({saved.get('config_hash')} != {self.config.config_hash()}); use another --out"
+            )
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.shuffle_generator.set_state(saved["shuffle_generator"])
+        self.state = TrainingState(**saved["state"])
+        return True
+
+    # -- training ----------------------------------------------------------------------
+
+    def _train_epoch(self) -> tuple[float, float, list[float]] | str:
+        """One pass over the training set; returns metrics, or the reason it diverged."""
+        self.model.train()
+        reduction = self.config.model.readout.reduction
+        loss_sum, correct, n = 0.0, 0, 0
+        spike_sums = [0.0] * len(self.model.hidden)
+        for inputs, labels in iterate_batches(
+            self.data.train, self.config.training.batch_size, shuffle=True,
+            generator=self.shuffle_generator,
+        ):
+            output = self.model(inputs)
+            logits = reduce_readout(output.readout, reduction)
+            loss = classification_loss(logits, labels)
+            loss = loss + activity_penalty(self.config, output.hidden_spikes)
+            if not torch.isfinite(loss):
+                return f"loss is {float(loss)}"
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if not _weights_finite(self.model):
+                return "weights are not finite"
+            loss_sum += float(loss.detach()) * len(labels)
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            n += len(labels)
+            for i, spikes in enumerate(output.hidden_spikes):
+                spike_sums[i] += float(spikes.detach().sum(dim=1).mean(dim=1).sum())
+        return loss_sum / n, correct / n, [s / n for s in spike_sums]
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train for ``training.epochs`` epochs (continuing a checkpoint if ``resume``)."""
+        if self.out_dir is not None:
+            if not resume and self.checkpoint_path.exists():
+                raise ConfigError(
+                    f"{self.out_dir}: already holds a run; pass --resume or choose another --out"
+                )
+            if resume:
+                self.load_checkpoint()
+            atomic_write_text(self.out_dir / "config.yaml", self.config.to_yaml())
+        epochs = self.config.training.epochs
+        bar = tqdm(total=epochs, initial=self.state.epoch, desc=self.config.name, unit="epoch",
+                   disable=not self.progress, leave=False)
+        while self.state.status == "running" and self.state.epoch < epochs:
+            started = time.perf_counter()
+            epoch = self.state.epoch + 1
+            outcome = self._train_epoch()
+            if isinstance(outcome, str):
+                self.state.status, self.state.diverged_epoch = "diverged", epoch
+                self.state.divergence_reason = outcome
+                self.state.elapsed_s += time.perf_counter() - started
+                self.save_checkpoint()
+                break
+            train_loss, train_accuracy, train_spikes = outcome
+            valid = evaluate(self.model, self.data.valid, self.config.model.readout.reduction,
+                             self.config.training.eval_batch_size)
+            record = EpochRecord(
+                epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                valid_loss=valid["loss"], valid_accuracy=valid["accuracy"],
+                hidden_spikes_per_neuron=train_spikes,
+                epoch_time_s=time.perf_counter() - started,
+            )
+            self.state.history.append(asdict(record))
+            if valid["accuracy"] > self.state.best_valid_accuracy:
+                self.state.best_valid_accuracy = valid["accuracy"]
+                self.state.best_epoch = epoch
+                self.state.best_model_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
+            self.state.epoch = epoch
+            self.state.elapsed_s += time.perf_counter() - started
+            self.save_checkpoint()
+            self._write_metrics()
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_accuracy:.3f}",
+                            valid=f"{valid['accuracy']:.3f}")
+        bar.close()
+        if self.state.status == "running":
+            self.state.status = "completed"
+            self.save_checkpoint()
+        result = self.final_metrics()
+        if self.out_dir is not None:
+            self._write_metrics()
+            atomic_write_json(self.out_dir / "result.json", result)
+        return result
+
+    def _write_metrics(self) -> None:
+        if self.out_dir is not None:
+            import json
+
+            lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
+            atomic_write_text(self.out_dir / "metrics.jsonl", lines)
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Metrics of the best-validation weights on all three splits."""
+        s = self.state
+        result: dict[str, Any] = {
+            "name": self.config.name,
+            "status": s.status,
+            "diverged_epoch": s.diverged_epoch,
+            "divergence_reason": s.divergence_reason,
+            "epochs_completed": s.epoch,
+            "best_epoch": s.best_epoch,
+            "config_hash": self.config.config_hash(),
+            "seed": self.config.seed,
+        }
+        if s.best_model_state is None:
+            nan = math.nan
+            n_layers = len(self.model.hidden)
+            for split in ("train", "valid", "test"):
+                result[f"{split}_accuracy"] = nan
+                result[f"{split}_loss"] = nan
+            result["hidden_spikes_per_neuron"] = [nan] * n_layers
+        else:
+            self.model.load_state_dict(s.best_model_state)
+            reduction = self.config.model.readout.reduction
+            for split in ("train", "valid", "test"):
+                metrics = evaluate(self.model, getattr(self.data, split), reduction,
+                                   self.config.training.eval_batch_size)
+                result[f"{split}_accuracy"] = metrics["accuracy"]
+                result[f"{split}_loss"] = metrics["loss"]
+                if split == "test":
+                    result["hidden_spikes_per_neuron"] = metrics["hidden_spikes_per_neuron"]
+        result["wall_time_s"] = s.elapsed_s
+        return result
+
+
+def train(
+    config: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    data: DataSplits | None = None,
+) -> dict[str, Any]:
+    """Train the network of ``config``; returns the final metrics (see :class:`Trainer`)."""
+    return Trainer(config, out_dir=out_dir, data=data, progress=progress).fit(resume=resume)
