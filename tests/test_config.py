@@ -1,0 +1,62 @@
+import pytest
+
+from spikegrad.config import ConfigError, builtin_config_names, load_config
+
+
+def test_builtin_randman_is_the_paper_setting():
+    config = load_config("randman")
+    assert "randman" in builtin_config_names()
+    assert (config.data.n_classes, config.data.n_units, config.data.manifold_dim) == (10, 20, 1)
+    assert config.data.alpha == 1.0 and config.model.hidden[0].size == 100
+    assert config.time.n_steps == 100 and config.data.step_frac == 0.5
+
+
+def test_overrides_with_list_index_and_yaml_values():
+    config = load_config("randman", ["model.hidden.0.size=7", "model.hidden.0.recurrent=true",
+                                     "surrogate.slope=1e2", "seed=5"])
+    assert config.model.hidden[0].size == 7 and config.model.hidden[0].recurrent
+    assert config.surrogate.slope == 100.0 and config.seed == 5
+
+
+def test_round_trip_and_hash(tmp_path):
+    config = load_config("randman")
+    path = tmp_path / "c.yaml"
+    path.write_text(config.to_yaml())
+    again = load_config(path)
+    assert again == config and again.config_hash() == config.config_hash()
+    assert load_config("randman", ["seed=1"]).config_hash() != config.config_hash()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["model.hidden.0.size=0"], "model.hidden.0.size: Input should be greater than"),
+        (["surrogate.name=nope"], "surrogate.name: unknown surrogate 'nope'"),
+        (["model.hidden.0.tau_mem_ms=1"], "model.hidden.0.tau_mem_ms: must be greater than"),
+        (["time.dt_ms=30"], "must be greater than time.dt_ms"),
+        (["training.bogus=1"], "training.bogus: unknown key"),
+        (["training.epochs=many"], "training.epochs: Input should be a valid integer"),
+        (["data.alpha=-1"], "data.alpha: Input should be greater than 0"),
+        (["model.hidden.3.size=1"], "model.hidden.3: no list entry"),
+        (["model.readout.reduction=median"], "model.readout.reduction: Input should be"),
+        (["noequals"], "expected key=value"),
+    ],
+)
+def test_bad_configs_name_the_field(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config("randman", override)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="data: required field is missing"):
+        load_config(empty)
