@@ -1,0 +1,100 @@
+"""The compiled CPU kernels (``kernels.cpp``): built on first use, then cached.
+
+The source is compiled with ``torch.utils.cpp_extension`` into the torch extensions
+cache (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) the first
+time the engine runs on a CPU tensor (tens of seconds, once per machine and torch
+version). When no compiler is available, or ``SPIKEGRAD_ENGINE=torch`` is set, the engine
+uses the pure-PyTorch kernels of :mod:`spikegrad.engine.torch_kernels` instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import sysconfig
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+
+
+@functools.cache
+def available() -> bool:
+    """Compile (or load the cached build of) the kernels; False when that is impossible."""
+    if os.environ.get("SPIKEGRAD_ENGINE", "").lower() == "torch":
+        return False
+    try:
+        from torch.utils.cpp_extension import load
+
+        scripts = sysconfig.get_path("scripts")  # where pip put ninja, if it did
+        if shutil.which("ninja") is None and scripts:
+            os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+        flags = ["-O3", "-fopenmp"] + (["-march=native"] if sys.platform == "linux" else [])
+        load(
+            name="spikegrad_engine",
+            sources=[str(SOURCE)],
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=False,
+        )
+        return True
+    except Exception as error:  # no compiler, no ninja, unsupported platform ...
+        warnings.warn(
+            f"spikegrad: compiled kernels unavailable ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); using the PyTorch kernels",
+            stacklevel=2,
+        )
+        return False
+
+
+def _ops():
+    return torch.ops.spikegrad_engine
+
+
+def to_sparse(x: Tensor, max_density: float) -> tuple[Tensor, Tensor, Tensor] | None:
+    parts = _ops().to_sparse(x, max_density)
+    return tuple(parts) if parts else None
+
+
+def sparse_mm(sparse: tuple[Tensor, Tensor, Tensor], wt: Tensor) -> Tensor:
+    return _ops().sparse_mm(*sparse, wt.contiguous())
+
+
+def sparse_tmm(sparse: tuple[Tensor, Tensor, Tensor], g: Tensor, columns: int) -> Tensor:
+    return _ops().sparse_tmm(*sparse, g.contiguous(), columns)
+
+
+def lif_forward(
+    x: Tensor, recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float,
+    keep_pre_reset: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    vt = x.new_empty(0) if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
+    s, u, p = _ops().lif_forward(x.contiguous(), vt, beta_mem, 1.0 - beta_mem, beta_syn,
+                                 keep_pre_reset)
+    return s, u, p if keep_pre_reset else None
+
+
+def lif_backward(
+    grad: Tensor, s: Tensor, sg: Tensor, p: Tensor | None, v: Tensor | None,
+    beta_mem: float, beta_syn: float,
+) -> Tensor:
+    empty = grad.new_empty(0)
+    return _ops().lif_backward(
+        grad.contiguous(), s.contiguous(), sg.contiguous(),
+        empty if p is None else p.contiguous(), empty if v is None else v.detach().contiguous(),
+        beta_mem, 1.0 - beta_mem, beta_syn,
+    )
+
+
+def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
+    return _ops().leaky_filter(x.contiguous(), beta_mem, 1.0 - beta_mem, beta_syn)
+
+
+def leaky_filter_backward(dy: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
+    return _ops().leaky_filter_backward(dy.contiguous(), beta_mem, 1.0 - beta_mem, beta_syn)

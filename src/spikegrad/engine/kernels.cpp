@@ -1,0 +1,332 @@
+// CPU kernels of the fast engine; the equations are in spikegrad/engine/__init__.py.
+//
+// Registered as torch operators `torch.ops.spikegrad_engine.*`. Each kernel is a plain
+// loop over contiguous memory, parallel over the batch: every thread runs its own time
+// loop, so a call opens one parallel region, not one per time step.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+int64_t n_chunks(int64_t n) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+}
+
+// Run f(chunk, begin, end) on `chunks` contiguous slices of [0, n), one task per chunk.
+template <typename F>
+void for_chunks(int64_t n, int64_t chunks, const F& f) {
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) f(c, n * c / chunks, n * (c + 1) / chunks);
+  });
+}
+
+// CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
+// matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
+std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "to_sparse: contiguous 2-d input expected");
+  const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R);
+  Tensor row_ptr = at::zeros({R + 1}, x.options().dtype(at::kLong));
+  Tensor col_t, val_t;
+  std::atomic<bool> too_dense{false};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "to_sparse", [&] {
+    std::vector<std::vector<int32_t>> cols(chunks);
+    std::vector<std::vector<scalar_t>> vals(chunks);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    int64_t* rp = row_ptr.data_ptr<int64_t>();
+    for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
+      const auto limit = static_cast<size_t>(max_density * double((r1 - r0) * C)) + 1;
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* row = xp + r * C;
+        const size_t before = cols[c].size();
+        for (int64_t k = 0; k < C; ++k) {
+          if (row[k] != 0) {
+            cols[c].push_back(static_cast<int32_t>(k));
+            vals[c].push_back(row[k]);
+          }
+        }
+        rp[r + 1] = static_cast<int64_t>(cols[c].size() - before);
+        if (cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
+          too_dense = true;
+          return;
+        }
+      }
+    });
+    if (too_dense) return;
+    for (int64_t r = 0; r < R; ++r) rp[r + 1] += rp[r];
+    col_t = at::empty({rp[R]}, x.options().dtype(at::kInt));
+    val_t = at::empty({rp[R]}, x.options());
+    int64_t offset = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      std::copy(cols[c].begin(), cols[c].end(), col_t.data_ptr<int32_t>() + offset);
+      std::copy(vals[c].begin(), vals[c].end(), val_t.data_ptr<scalar_t>() + offset);
+      offset += static_cast<int64_t>(cols[c].size());
+    }
+  });
+  if (too_dense) return {};
+  return {row_ptr, col_t, val_t};
+}
+
+// out[r, :] = Σ_e vals[e] wt[cols[e], :] over the non-zeros e of row r: the CSR matrix
+// [R, C] times the dense wt [C, N].
+Tensor sparse_mm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
+                 const Tensor& wt) {
+  TORCH_CHECK(wt.dim() == 2 && wt.is_contiguous(), "sparse_mm: contiguous weight expected");
+  const int64_t R = row_ptr.size(0) - 1, N = wt.size(1);
+  Tensor out = at::zeros({R, N}, wt.options());
+  AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "sparse_mm", [&] {
+    const int64_t* rp = row_ptr.data_ptr<int64_t>();
+    const int32_t* cp = cols.data_ptr<int32_t>();
+    const scalar_t* vp = vals.data_ptr<scalar_t>();
+    const scalar_t* w = wt.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        scalar_t* orow = o + r * N;
+        for (int64_t e = rp[r]; e < rp[r + 1]; ++e) {
+          const scalar_t v = vp[e];
+          const scalar_t* wrow = w + int64_t(cp[e]) * N;
+          for (int64_t k = 0; k < N; ++k) orow[k] += v * wrow[k];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// out [C, N] = (CSR [R, C])^T g [R, N]: the weight gradient Σ_r x[r]^T g[r] that only
+// visits the non-zeros of x. Each chunk of rows sums into its own buffer.
+Tensor sparse_tmm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
+                  const Tensor& g, int64_t C) {
+  TORCH_CHECK(g.dim() == 2 && g.is_contiguous(), "sparse_tmm: contiguous gradient expected");
+  const int64_t R = row_ptr.size(0) - 1, N = g.size(1), chunks = n_chunks(R);
+  Tensor parts = at::zeros({chunks, C, N}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "sparse_tmm", [&] {
+    const int64_t* rp = row_ptr.data_ptr<int64_t>();
+    const int32_t* cp = cols.data_ptr<int32_t>();
+    const scalar_t* vp = vals.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* pp = parts.data_ptr<scalar_t>();
+    for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
+      scalar_t* part = pp + c * C * N;
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* grow = gp + r * N;
+        for (int64_t e = rp[r]; e < rp[r + 1]; ++e) {
+          const scalar_t v = vp[e];
+          scalar_t* prow = part + int64_t(cp[e]) * N;
+          for (int64_t k = 0; k < N; ++k) prow[k] += v * grow[k];
+        }
+      }
+    });
+  });
+  return chunks == 1 ? parts[0] : parts.sum(0);
+}
+
+// Forward time loop of a LIF layer from the projected input x [B, T, N] (x[n] = W S_in[n]).
+// Returns S[0..T-1], U[0..T-1] and, with keep_pre_reset, P[n] = β_m U[n] + (1 - β_m) I[n].
+// vt is V^T [N, N] (contiguous) or an empty tensor for a feed-forward layer.
+std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_mem,
+                                double one_minus_beta_mem, double beta_syn,
+                                bool keep_pre_reset) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "lif_forward: contiguous [B, T, N] expected");
+  const int64_t B = x.size(0), T = x.size(1), N = x.size(2);
+  const bool recurrent = vt.defined() && vt.numel() > 0;
+  Tensor S = at::empty_like(x), U = at::empty_like(x);
+  Tensor P = keep_pre_reset ? at::empty_like(x) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
+    const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
+    const scalar_t bs = scalar_t(beta_syn), one = 1;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* v = recurrent ? vt.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sp = S.data_ptr<scalar_t>();
+    scalar_t* up = U.data_ptr<scalar_t>();
+    scalar_t* pp = keep_pre_reset ? P.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> u(N), i(N);
+      std::vector<int64_t> active;
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(u.begin(), u.end(), scalar_t(0));
+        std::fill(i.begin(), i.end(), scalar_t(0));
+        for (int64_t n = 0; n < T; ++n) {
+          const int64_t off = (b * T + n) * N;
+          const scalar_t* xr = xp + off;
+          scalar_t *sr = sp + off, *ur = up + off;
+          for (int64_t k = 0; k < N; ++k) {
+            const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
+            const scalar_t p = bm * uk + obm * i[k];
+            ur[k] = uk;
+            sr[k] = s;
+            if (pp) pp[off + k] = p;
+            u[k] = p * (one - s);
+            i[k] = bs * i[k] + xr[k];
+          }
+          if (!recurrent) continue;
+          active.clear();
+          for (int64_t k = 0; k < N; ++k) {
+            if (sr[k] != 0) active.push_back(k);
+          }
+          for (const int64_t j : active) {
+            const scalar_t* vr = v + j * N;
+            for (int64_t k = 0; k < N; ++k) i[k] += vr[k];
+          }
+        }
+      }
+    });
+  });
+  return {S, U, keep_pre_reset ? P : at::empty({0}, x.options())};
+}
+
+// BPTT of a LIF layer: from dL/dS [B, T, N] to dL/dx [B, T, N] (dx[n] = dI[n+1]).
+// s, sg = σ'(U - 1) and, for a differentiable reset, the pre-reset membrane p (else empty);
+// v = V [N, N] when gradients flow through the recurrence (else empty). Backwards in time:
+//   g     = dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
+//   a     = dU[n+1] (1 - S[n])
+//   dU[n] = β_m a + g σ'[n],   dI[n] = (1 - β_m) a + β_s dI[n+1]
+Tensor lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const Tensor& p,
+                    const Tensor& v, double beta_mem, double one_minus_beta_mem,
+                    double beta_syn) {
+  TORCH_CHECK(grad.is_contiguous() && s.is_contiguous() && sg.is_contiguous(),
+              "lif_backward: contiguous tensors expected");
+  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2), chunks = n_chunks(B);
+  const bool reset_grad = p.numel() > 0, recurrent = v.numel() > 0;
+  Tensor dx = at::empty_like(grad);
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lif_backward", [&] {
+    const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
+    const scalar_t bs = scalar_t(beta_syn), one = 1;
+    const scalar_t *gp = grad.data_ptr<scalar_t>(), *spk = s.data_ptr<scalar_t>();
+    const scalar_t* sgp = sg.data_ptr<scalar_t>();
+    const scalar_t* pp = reset_grad ? p.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    for_chunks(B, chunks, [&](int64_t, int64_t b0, int64_t b1) {
+      const int64_t nb = b1 - b0;
+      Tensor du = at::zeros({nb, N}, grad.options()), di = at::zeros({nb, N}, grad.options());
+      Tensor rec = recurrent ? at::empty({nb, N}, grad.options()) : Tensor();
+      scalar_t *dup = du.data_ptr<scalar_t>(), *dip = di.data_ptr<scalar_t>();
+      // Steps after the last non-zero dL/dS of the chunk have zero adjoints: skip them.
+      int64_t last = -1;
+      for (int64_t n = T - 1; n >= 0 && last < 0; --n) {
+        for (int64_t b = b0; b < b1 && last < 0; ++b) {
+          const scalar_t* gr = gp + (b * T + n) * N;
+          for (int64_t k = 0; k < N; ++k) {
+            if (gr[k] != 0) {
+              last = n;
+              break;
+            }
+          }
+        }
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t n = std::max<int64_t>(last, 0); n < T; ++n) {
+          std::fill_n(dxp + (b * T + n) * N, N, scalar_t(0));
+        }
+      }
+      for (int64_t n = last; n >= 0; --n) {
+        for (int64_t b = 0; b < nb; ++b) {
+          std::copy_n(dip + b * N, N, dxp + ((b0 + b) * T + n) * N);
+        }
+        if (recurrent) at::mm_out(rec, di, v);
+        const scalar_t* rp = recurrent ? rec.data_ptr<scalar_t>() : nullptr;
+        for (int64_t b = 0; b < nb; ++b) {
+          const int64_t off = ((b0 + b) * T + n) * N;
+          scalar_t *dur = dup + b * N, *dir = dip + b * N;
+          for (int64_t k = 0; k < N; ++k) {
+            scalar_t g = gp[off + k];
+            if (rp) g += rp[b * N + k];
+            if (pp) g -= dur[k] * pp[off + k];
+            const scalar_t a = dur[k] * (one - spk[off + k]);
+            dur[k] = bm * a + g * sgp[off + k];
+            dir[k] = obm * a + bs * dir[k];
+          }
+        }
+      }
+    });
+  });
+  return dx;
+}
+
+// The leaky readout as a linear filter of x [B, T, K]; returns U[1..T]:
+//   U[n+1] = β_m U[n] + (1 - β_m) I[n],   I[n+1] = β_s I[n] + x[n].
+Tensor leaky_filter(const Tensor& x, double beta_mem, double one_minus_beta_mem,
+                    double beta_syn) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "leaky_filter: contiguous [B, T, K] expected");
+  const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
+  Tensor y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "leaky_filter", [&] {
+    const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
+    const scalar_t bs = scalar_t(beta_syn);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> u(K), i(K);
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(u.begin(), u.end(), scalar_t(0));
+        std::fill(i.begin(), i.end(), scalar_t(0));
+        for (int64_t n = 0; n < T; ++n) {
+          const int64_t off = (b * T + n) * K;
+          for (int64_t k = 0; k < K; ++k) {
+            u[k] = bm * u[k] + obm * i[k];
+            i[k] = bs * i[k] + xp[off + k];
+            yp[off + k] = u[k];
+          }
+        }
+      }
+    });
+  });
+  return y;
+}
+
+// Adjoint of leaky_filter: dL/dx from dL/dU[1..T]. With λ_U, λ_I the adjoints of U[n+1],
+// I[n+1]: λ_U += dy[n]; dx[n] = λ_I; (λ_U, λ_I) <- (β_m λ_U, (1 - β_m) λ_U + β_s λ_I).
+Tensor leaky_filter_backward(const Tensor& dy, double beta_mem, double one_minus_beta_mem,
+                             double beta_syn) {
+  TORCH_CHECK(dy.dim() == 3 && dy.is_contiguous(), "leaky_filter_backward: contiguous input");
+  const int64_t B = dy.size(0), T = dy.size(1), K = dy.size(2);
+  Tensor dx = at::empty_like(dy);
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "leaky_filter_backward", [&] {
+    const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
+    const scalar_t bs = scalar_t(beta_syn);
+    const scalar_t* gp = dy.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> lu(K), li(K);
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(lu.begin(), lu.end(), scalar_t(0));
+        std::fill(li.begin(), li.end(), scalar_t(0));
+        for (int64_t n = T - 1; n >= 0; --n) {
+          const int64_t off = (b * T + n) * K;
+          for (int64_t k = 0; k < K; ++k) {
+            const scalar_t u = lu[k] + gp[off + k];
+            dxp[off + k] = li[k];
+            lu[k] = bm * u;
+            li[k] = obm * u + bs * li[k];
+          }
+        }
+      }
+    });
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(spikegrad_engine, m) {
+  m.def("to_sparse(Tensor x, float max_density) -> Tensor[]", &to_sparse);
+  m.def("sparse_mm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor wt) -> Tensor", &sparse_mm);
+  m.def("sparse_tmm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor g, int C) -> Tensor",
+        &sparse_tmm);
+  m.def("lif_forward(Tensor x, Tensor vt, float beta_mem, float one_minus_beta_mem, "
+        "float beta_syn, bool keep_pre_reset) -> Tensor[]", &lif_forward);
+  m.def("lif_backward(Tensor grad, Tensor s, Tensor sg, Tensor p, Tensor v, float beta_mem, "
+        "float one_minus_beta_mem, float beta_syn) -> Tensor", &lif_backward);
+  m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn) "
+        "-> Tensor", &leaky_filter);
+  m.def("leaky_filter_backward(Tensor dy, float beta_mem, float one_minus_beta_mem, "
+        "float beta_syn) -> Tensor", &leaky_filter_backward);
+}

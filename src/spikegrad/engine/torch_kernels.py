@@ -1,0 +1,81 @@
+"""Pure-PyTorch kernels of the fast engine: same signatures as :mod:`spikegrad.engine.cpp`.
+
+They run on any device (the GPU path) and wherever the compiled kernels are unavailable.
+The time loops are plain tensor operations without autograd; the equations are in
+:mod:`spikegrad.engine`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def to_sparse(x: Tensor, max_density: float) -> None:
+    """Dense products only (a GPU multiplies dense matrices faster than it gathers rows)."""
+    return None
+
+
+def lif_forward(
+    x: Tensor, recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float,
+    keep_pre_reset: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """S[0..T-1], U[0..T-1] and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in."""
+    batch, steps, n = x.shape
+    s_all, u_all = torch.empty_like(x), torch.empty_like(x)
+    p_all = torch.empty_like(x) if keep_pre_reset else None
+    u, i = x.new_zeros(batch, n), x.new_zeros(batch, n)
+    for t in range(steps):
+        s = (u > 1.0).to(x.dtype)
+        u_all[:, t], s_all[:, t] = u, s
+        p = beta_mem * u + (1.0 - beta_mem) * i
+        if p_all is not None:
+            p_all[:, t] = p
+        u = p * (1.0 - s)
+        i = beta_syn * i + x[:, t]
+        if recurrent_weight is not None:
+            i = i + s @ recurrent_weight.t()
+    return s_all, u_all, p_all
+
+
+def lif_backward(
+    grad: Tensor, s: Tensor, sg: Tensor, p: Tensor | None, v: Tensor | None,
+    beta_mem: float, beta_syn: float,
+) -> Tensor:
+    """dL/dx (dx[n] = dI[n+1]) from dL/dS by the adjoint recursion, backwards in time."""
+    batch, steps, n = grad.shape
+    dx = torch.empty_like(grad)
+    du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
+    for t in reversed(range(steps)):
+        dx[:, t] = di
+        g = grad[:, t]
+        if v is not None:
+            g = g + di @ v
+        if p is not None:
+            g = g - du * p[:, t]
+        a = du * (1.0 - s[:, t])
+        du = beta_mem * a + g * sg[:, t]
+        di = (1.0 - beta_mem) * a + beta_syn * di
+    return dx
+
+
+def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
+    """U[1..T] of U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n]."""
+    y = torch.empty_like(x)
+    u, i = torch.zeros_like(x[:, 0]), torch.zeros_like(x[:, 0])
+    for t in range(x.shape[1]):
+        u = beta_mem * u + (1.0 - beta_mem) * i
+        i = beta_syn * i + x[:, t]
+        y[:, t] = u
+    return y
+
+
+def leaky_filter_backward(dy: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
+    """dL/dx from dL/dU[1..T] (the adjoint of :func:`leaky_filter`)."""
+    dx = torch.empty_like(dy)
+    lu, li = torch.zeros_like(dy[:, 0]), torch.zeros_like(dy[:, 0])
+    for t in reversed(range(dy.shape[1])):
+        lu = lu + dy[:, t]
+        dx[:, t] = li
+        lu, li = beta_mem * lu, (1.0 - beta_mem) * lu + beta_syn * li
+    return dx
