@@ -1,0 +1,153 @@
+"""The fast engine against the reference path: same forward values, same gradients.
+
+Every variant of the core (feed-forward / recurrent, detached / differentiable reset,
+gradient through the recurrence or not, every registered surrogate, the readout) on both
+kernel sets (compiled CPU kernels and pure PyTorch), in float64 and float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from spikegrad import engine, functional
+from spikegrad.engine import cpp, torch_kernels
+from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.model import SNN
+from spikegrad.surrogates import SURROGATES, Surrogate, register_surrogate
+
+BACKENDS = ["cpp", "torch"]
+TOLERANCE = 1e-5
+
+if "test_triangle_squared" not in SURROGATES:  # a user-registered surrogate
+
+    @register_surrogate("test_triangle_squared")
+    def _triangle_squared(x, slope):
+        return torch.clamp(1 - slope * x.abs(), min=0) ** 2
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    if request.param == "cpp":
+        if not cpp.available():
+            pytest.skip("compiled kernels unavailable")
+        monkeypatch.setattr(engine, "kernels_for", lambda tensor: cpp)
+    else:
+        monkeypatch.setattr(engine, "kernels_for", lambda tensor: torch_kernels)
+    return request.param
+
+
+def assert_close(fast, ref, what):
+    scale = ref.abs().max().item()
+    error = (fast - ref).abs().max().item()
+    assert error <= TOLERANCE * scale + 1e-12, f"{what}: max error {error:.3g}, scale {scale:.3g}"
+
+
+def random_case(seed, dtype, recurrent, density=0.1, weight_scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    batch, steps, n_in, n_hidden = (
+        int(torch.randint(low, high, (), generator=g)) for low, high in ((1, 5), (5, 40), (1, 30),
+                                                                         (1, 20))
+    )
+    inputs = (torch.rand(batch, steps, n_in, generator=g) < density).to(dtype)
+    weight = torch.randn(n_hidden, n_in, generator=g, dtype=dtype) * weight_scale / n_in**0.5
+    v = torch.randn(n_hidden, n_hidden, generator=g, dtype=dtype) * 0.5 if recurrent else None
+    readout = torch.randn(3, n_hidden, generator=g, dtype=dtype)
+    return inputs, weight, v, readout
+
+
+def compare(inputs, weight, v, readout, dynamics, input_grad=True, **engine_kwargs):
+    """Forward values and gradients of the fast engine equal the reference path's."""
+    readout_dynamics = ReadoutDynamics(0.95, 0.8)
+    results = []
+    for impl in (functional, engine):
+        leaves = [t.detach().clone().requires_grad_() for t in (inputs, weight, readout)]
+        leaves[0].requires_grad_(input_grad)
+        rec = None if v is None else v.detach().clone().requires_grad_()
+        kwargs = engine_kwargs if impl is engine else {}
+        spikes = impl.lif_layer(leaves[0], leaves[1], dynamics, rec, **kwargs)
+        trace = impl.readout_layer(spikes, leaves[2], readout_dynamics)
+        weights = torch.linspace(-1, 1, spikes.shape[-1], dtype=spikes.dtype)
+        loss = trace.max(1).values.pow(2).sum() + trace.sum() + (spikes * weights).sum()
+        params = leaves[int(not input_grad):] + ([rec] if rec is not None else [])
+        results.append((spikes, trace, torch.autograd.grad(loss, params)))
+    (s_ref, y_ref, g_ref), (s_fast, y_fast, g_fast) = results
+    assert torch.equal(s_fast, s_ref), "spikes differ"
+    assert_close(y_fast, y_ref, "readout")
+    for i, (a, b) in enumerate(zip(g_fast, g_ref, strict=True)):
+        assert_close(a, b, f"gradient {i}")
+    return s_ref
+
+
+VARIANTS = list(itertools.product([False, True], [True, False], [True, False]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("recurrent,detach_reset,recurrent_gradient", VARIANTS)
+def test_variants_match_reference(backend, dtype, recurrent, detach_reset, recurrent_gradient):
+    for seed in range(3):
+        inputs, weight, v, readout = random_case(seed, dtype, recurrent)
+        dynamics = LIFDynamics(0.9, 0.8, Surrogate("superspike", 10.0, 1.0), detach_reset,
+                               recurrent_gradient)
+        compare(inputs, weight, v, readout, dynamics, input_grad=seed != 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_every_surrogate(backend, dtype, name):
+    inputs, weight, v, readout = random_case(7, dtype, recurrent=True)
+    dynamics = LIFDynamics(0.9, 0.8, Surrogate(name, 5.0, 0.7), detach_reset=False)
+    compare(inputs, weight, v, readout, dynamics)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_no_spikes_at_all(backend, recurrent):
+    inputs, weight, v, readout = random_case(3, torch.float64, recurrent)
+    dynamics = LIFDynamics(0.9, 0.8, detach_reset=False)
+    spikes = compare(inputs * 0, weight, v, readout, dynamics)
+    assert spikes.sum() == 0
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_spikes_at_every_step(backend, recurrent):
+    """Every input spikes at every step (dense path); the layer fires as fast as it can."""
+    inputs, weight, v, readout = random_case(4, torch.float64, recurrent)
+    dynamics = LIFDynamics(0.9, 0.8, detach_reset=False)
+    spikes = compare(torch.ones_like(inputs), weight.abs() * 10, v, readout, dynamics)
+    assert (spikes[:, 2::2].mean() > 0.9) and (spikes[:, 1:].sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("density", [0.05, 1.0])
+def test_real_valued_input_current(backend, density):
+    """First layer in the current paradigm: real-valued input, sparse or dense."""
+    inputs, weight, v, readout = random_case(5, torch.float64, True, density=density)
+    noisy = inputs * torch.rand(inputs.shape, generator=torch.Generator().manual_seed(0),
+                                dtype=inputs.dtype) * 3
+    compare(noisy, weight, v, readout, LIFDynamics(0.9, 0.8))
+
+
+def test_recompute_matches(backend):
+    inputs, weight, v, readout = random_case(6, torch.float32, True)
+    compare(inputs, weight, v, readout, LIFDynamics(0.9, 0.8, detach_reset=False),
+            recompute=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_two_layer_network(backend, dtype):
+    """Whole networks: gradients flow into the spikes of the first layer as well."""
+    g = torch.Generator().manual_seed(11)
+    inputs = (torch.rand(6, 50, 40, generator=g) < 0.1).to(dtype)
+    grads = []
+    for engine_name in ("reference", "fast"):
+        net = SNN.build(40, [30, 20], 5, recurrent=[True, False], detach_reset=False,
+                        engine=engine_name, init_scale=6.0,
+                        generator=torch.Generator().manual_seed(1)).to(dtype)
+        out = net(inputs)
+        loss = out.readout.max(1).values.logsumexp(-1).sum()
+        loss.backward()
+        grads.append([p.grad for p in net.parameters()])
+        assert out.hidden_spikes[0].sum() > 0
+    for a, b in zip(*grads, strict=True):
+        assert_close(b, a, "network gradient")
