@@ -117,5 +117,10 @@ def config_show(config: str, overrides: tuple[str, ...]) -> None:
     click.echo(load_config(config, list(overrides)).to_yaml(), nl=False)
 
 
+from spikegrad.studies.commands import study  # noqa: E402 - needs the helpers above
+
+main.add_command(study)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,234 @@
+"""``spikegrad study ...``: run, inspect and export studies (a thin shell over the library)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from spikegrad.cli import print_json, set_option, user_errors
+from spikegrad.config import ConfigError
+
+db_option = click.option("--db", "db_path", required=True, metavar="FILE",
+                         type=click.Path(dir_okay=False, path_type=Path),
+                         help="The results database (SQLite).")
+study_option = click.option("--study", "study_name", metavar="NAME",
+                            help="Only this study (default: all studies in the database).")
+
+
+def _open_db(path: Path):
+    from spikegrad.studies.db import ResultsDB
+
+    return ResultsDB(path, create=False)
+
+
+def _axes_label(axes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in axes.items())
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@click.group()
+def study() -> None:
+    """Sweep grids of training runs into a results database; resume, query, export."""
+
+
+@study.command("list")
+def study_list() -> None:
+    """Names of the built-in study specs."""
+    from spikegrad.studies.spec import builtin_study_names
+
+    for name in builtin_study_names():
+        click.echo(name)
+
+
+@study.command("show")
+@click.argument("spec")
+@set_option
+@click.option("--trials", "list_trials", is_flag=True, help="List every trial and its hash.")
+@user_errors
+def study_show(spec: str, overrides: tuple[str, ...], list_trials: bool) -> None:
+    """Print the validated SPEC (a YAML file or a built-in name) and its number of trials."""
+    from spikegrad.studies.spec import dump_spec_yaml, load_study_spec
+
+    loaded = load_study_spec(spec, list(overrides))
+    trials = loaded.trials()
+    click.echo(dump_spec_yaml(loaded), nl=False)
+    click.echo(f"# {len(trials)} trials over {', '.join(loaded.axis_names()) or 'no axes'}")
+    if list_trials:
+        for trial in trials:
+            click.echo(f"{trial.config_hash()}  {_axes_label(trial.axes)}")
+
+
+@study.command("run")
+@click.argument("spec")
+@db_option
+@set_option
+@click.option("--workers", type=int, help="Local worker processes (default: one per core).")
+@click.option("--address", metavar="ADDR",
+              help="Run on the Ray cluster at ADDR (host:port), e.g. 127.0.0.1:6379.")
+@click.option("--retry-failed", is_flag=True, help="Run failed and crashed trials again.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@user_errors
+def study_run(spec: str, db_path: Path, overrides: tuple[str, ...], workers: int | None,
+              address: str | None, retry_failed: bool, quiet: bool, as_json: bool) -> None:
+    """Run every unfinished trial of SPEC (a YAML file or a built-in name) into --db.
+
+    Finished trials are skipped, so the same command resumes a stopped study.
+    --set KEY=VALUE changes the base config of every trial.
+    """
+    from spikegrad.studies.runner import run_study
+    from spikegrad.studies.spec import load_study_spec
+
+    loaded = load_study_spec(spec, list(overrides))
+    summary = run_study(loaded, db_path, workers=workers, address=address,
+                        progress=not quiet, retry_failed=retry_failed)
+    if as_json:
+        print_json(summary)
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    click.echo(f"{summary['study']}: {summary['trials']} trials ({summary['already_finished']} "
+               f"already finished, {summary['ran']} run in {summary['wall_time_s']:.1f} s): "
+               f"{counts}")
+    best = summary["best"]
+    if best is not None:
+        metric = loaded.metric
+        click.echo(f"best {metric} {best[metric]:.4f}: {_axes_label(best['axes'])} "
+                   f"({best['config_hash']})")
+
+
+@study.command("status")
+@db_option
+@study_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@user_errors
+def study_status(db_path: Path, study_name: str | None, as_json: bool) -> None:
+    """Counts per status, progress and failures of the studies in --db."""
+    with _open_db(db_path) as db:
+        names = [study_name] if study_name else [s["name"] for s in db.studies()]
+        if study_name and study_name not in {s["name"] for s in db.studies()}:
+            raise ConfigError(f"--study {study_name}: no such study in {db_path}")
+        reports = {name: db.status(name) for name in names}
+    if as_json:
+        print_json(reports[study_name] if study_name else
+                   {"studies": {name: {k: v for k, v in r.items() if k != "studies"}
+                                for name, r in reports.items()}})
+        return
+    for name, report in reports.items():
+        counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
+        click.echo(f"{name}: {report['total']} trials, {report['finished']} finished "
+                   f"({100 * report['progress']:.1f}%): {counts}")
+        for problem in report["failures"]:
+            click.echo(f"  {problem['status']:<8} {problem['config_hash']}  "
+                       f"{_axes_label(problem['axes'])}: {problem['error']}")
+
+
+@study.command("export")
+@db_option
+@study_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (default for csv: standard output).")
+@click.option("--epochs", is_flag=True, help="One row per trial and epoch instead of per trial.")
+@user_errors
+def study_export(db_path: Path, study_name: str | None, fmt: str, out_path: Path | None,
+                 epochs: bool) -> None:
+    """Export the trials of --db (axes, status, metrics, timings, config) as a table."""
+    if fmt == "parquet" and out_path is None:
+        raise ConfigError("--format parquet: needs --out FILE")
+    with _open_db(db_path) as db:
+        frame = db.to_dataframe(study=study_name, epochs=epochs)
+    if fmt == "csv":
+        if out_path is None:
+            frame.to_csv(sys.stdout, index=False)
+        else:
+            frame.to_csv(out_path, index=False)
+    else:
+        frame.to_parquet(out_path, index=False)
+    if out_path is not None:
+        click.echo(f"{out_path}: {len(frame)} rows, {len(frame.columns)} columns", err=True)
+
+
+@study.command("best")
+@db_option
+@study_option
+@click.option("--by", "group_by", multiple=True, metavar="FIELD",
+              help="Best per value of FIELD (a config path such as surrogate.name); repeatable.")
+@click.option("--metric", help="Metric to rank by (default: the study's, e.g. test_accuracy).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@user_errors
+def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
+               metric: str | None, as_json: bool) -> None:
+    """The best trial (by --metric), overall or per value of each --by FIELD."""
+    from spikegrad.studies.spec import METRICS
+
+    with _open_db(db_path) as db:
+        studies = {s["name"]: s["spec"] for s in db.studies()}
+        if study_name and study_name not in studies:
+            raise ConfigError(f"--study {study_name}: no such study in {db_path}")
+        trials = db.trials(study=study_name)
+    if metric is None:
+        chosen = studies.get(study_name) if study_name else next(iter(studies.values()), None)
+        metric = (chosen or {}).get("metric", "test_accuracy")
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric}: unknown metric (known: {', '.join(METRICS)})")
+    rows = best_by(trials, list(group_by), metric)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo(f"no trial has a {metric} yet")
+        return
+    for row in rows:
+        group = ", ".join(f"{k}={_short(v)}" for k, v in row["group"].items()) or "all trials"
+        click.echo(f"{group}: best {metric} {row['best']:.4f} (mean {row['mean']:.4f} over "
+                   f"{row['n']} trials) from {_axes_label(row['axes'])} ({row['config_hash']})")
+
+
+def best_by(trials: list[dict[str, Any]], fields: list[str], metric: str) -> list[dict[str, Any]]:
+    """Per combination of ``fields`` values: best and mean ``metric`` and the best trial."""
+    from spikegrad.studies.spec import METRICS
+
+    maximise = METRICS[metric] == "max"
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for trial in trials:
+        value = trial.get(metric)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        key = tuple(_field(trial, f) for f in fields)
+        groups.setdefault(key, []).append(trial)
+    rows = []
+    for key, members in groups.items():
+        values = [t[metric] for t in members]
+        best = (max if maximise else min)(members, key=lambda t: t[metric])
+        rows.append({
+            "group": dict(zip(fields, key, strict=True)), "metric": metric, "best": best[metric],
+            "mean": statistics.fmean(values), "n": len(values),
+            "config_hash": best["config_hash"], "study": best["study"], "axes": best["axes"],
+        })
+    rows.sort(key=lambda r: -r["best"] if maximise else r["best"])
+    return rows
+
+
+def _field(trial: dict[str, Any], path: str) -> Any:
+    if path in trial["axes"]:
+        return trial["axes"][path]
+    node: Any = trial["config"]
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise ConfigError(f"--by {path}: no such config field")
+    if isinstance(node, dict | list):
+        raise ConfigError(f"--by {path}: is a section, not a value")
+    return node

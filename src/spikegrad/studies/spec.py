@@ -1,0 +1,407 @@
+"""Study specs: a base config, the axes to sweep, and the seeds, expanded into trials.
+
+A spec is a YAML file (or a built-in name, or a dict)::
+
+    name: randman-surrogates
+    base: randman                 # built-in config name, YAML path, or an inline mapping
+    set:                          # overrides applied to the base for every trial
+      training.epochs: 20
+    axes:                         # the Cartesian product of these, in this order
+      surrogate.name: [superspike, sigmoid, esser]
+      surrogate.slope: {log: [0.1, 1000], num: 8}
+      training.learning_rate: {linear: [1.0e-3, 3.0e-3], num: 3}
+    zip:                          # groups of axes that vary together (equal lengths);
+      - model.hidden.0.size: [50, 100]     # each group is one more product dimension
+        training.batch_size: [128, 256]
+    seeds: [0, 1]                 # or: repeats: 2 (seeds base.seed, base.seed + 1)
+    metric: test_accuracy         # what "best" means (maximised)
+
+``load_study_spec(source).trials()`` returns one validated
+:class:`TrialConfig` per grid point and seed; configs that hash alike collapse.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from spikegrad.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    format_validation_error,
+    read_config_source,
+)
+from spikegrad.schema import PositiveInt, Strict
+
+# final metrics of a trial that a spec may name as its objective (all maximised or minimised)
+METRICS = {
+    "test_accuracy": "max", "valid_accuracy": "max", "train_accuracy": "max",
+    "test_loss": "min", "valid_loss": "min", "train_loss": "min",
+}
+
+
+class TrialConfig(ExperimentConfig):
+    """An :class:`ExperimentConfig` that knows its study and its axis values.
+
+    The extra attributes are private: they are not part of ``to_dict()`` nor of
+    ``config_hash()``, so a trial hashes exactly like the plain config.
+    """
+
+    _study: str = PrivateAttr(default="")
+    _axes: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def study(self) -> str:
+        return self._study
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        """Axis values of this trial (dotted config path -> value), seed included."""
+        return dict(self._axes)
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self._axes.items())
+
+
+class AxisRange(Strict):
+    """``{log: [low, high], num: n}`` or ``{linear: [low, high], num: n}`` (both ends included).
+
+    Values are rounded to 12 significant digits so that they print and hash cleanly;
+    ``integer: true`` rounds them to whole numbers (repeats then collapse).
+    """
+
+    log: tuple[float, float] | None = None
+    linear: tuple[float, float] | None = None
+    num: PositiveInt
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AxisRange:
+        if (self.log is None) == (self.linear is None):
+            raise ValueError("give exactly one of log: [low, high] or linear: [low, high]")
+        if self.log is not None and min(self.log) <= 0:
+            raise ValueError(f"log range needs positive ends, got {list(self.log)}")
+        return self
+
+    def values(self) -> list[Any]:
+        low, high = self.log if self.log is not None else self.linear
+        n = self.num
+        out = []
+        for i in range(n):
+            t = i / (n - 1) if n > 1 else 0.0
+            if self.log is not None:
+                value = math.exp(math.log(low) + t * (math.log(high) - math.log(low)))
+            else:
+                value = low + t * (high - low)
+            if i == n - 1 and n > 1:
+                value = high
+            out.append(int(round(value)) if self.integer else float(f"{value:.12g}"))
+        return out
+
+
+AxisValues = list[Any] | AxisRange
+
+
+class EarlyStopping(Strict):
+    """Median stopping rule (off unless the spec has an ``early_stopping`` section).
+
+    A trial is stopped after epoch ``e >= grace_epochs`` when its best validation
+    accuracy so far is below the median, over at least ``min_trials`` finished trials
+    of the study, of their best validation accuracy up to epoch ``e``. A stopped trial
+    is recorded with status ``stopped`` and the metrics of its best epoch. Which trials
+    stop depends on the order in which trials finish, so leave it off for exact
+    reproduction studies.
+    """
+
+    rule: Literal["median"] = "median"
+    grace_epochs: PositiveInt = 3
+    min_trials: PositiveInt = 5
+
+
+class StudySpec(Strict):
+    """A validated study spec; :meth:`trials` expands it."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    base: str | dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, AxisValues] = Field(default_factory=dict)
+    zip: list[dict[str, AxisValues]] = Field(default_factory=list)
+    seeds: list[int] | None = None
+    repeats: PositiveInt | None = None
+    metric: str = "test_accuracy"
+    cpus_per_trial: PositiveInt = 1
+    early_stopping: EarlyStopping | None = None
+
+    # where relative paths in ``base`` are looked up (the spec file's folder)
+    _origin: str = PrivateAttr(default="study spec")
+    _folder: Path | None = PrivateAttr(default=None)
+    _trials: list[TrialConfig] | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if name.strip() != name or "\n" in name:
+            raise ValueError("must not start or end with spaces")
+        return name
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        return metric
+
+    @field_validator("axes")
+    @classmethod
+    def _nonempty_axes(cls, axes: dict[str, Any]) -> dict[str, Any]:
+        for key, values in axes.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"axis {key!r} has no values")
+        return axes
+
+    @field_validator("zip")
+    @classmethod
+    def _equal_lengths(cls, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, group in enumerate(groups):
+            if not group:
+                raise ValueError(f"group {i} is empty")
+            lengths = {key: len(_axis_values(v)) for key, v in group.items()}
+            if len(set(lengths.values())) > 1:
+                detail = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+                raise ValueError(f"group {i}: zipped axes need equal lengths ({detail})")
+            if 0 in lengths.values():
+                raise ValueError(f"group {i}: an axis has no values")
+        return groups
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        if self.seeds is not None and self.repeats is not None:
+            raise ValueError("seeds and repeats: give one of them, not both")
+        if self.seeds is not None and not self.seeds:
+            raise ValueError("seeds: the list is empty")
+        keys = list(self.axes) + [k for group in self.zip for k in group]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"axes: {duplicates[0]!r} is swept more than once")
+        if (self.seeds is not None or self.repeats is not None) and "seed" in keys:
+            raise ValueError("seeds: 'seed' is also an axis; sweep it in one place only")
+        return self
+
+    # -- expansion -----------------------------------------------------------------------
+
+    def base_dict(self) -> dict[str, Any]:
+        """The base config as a plain dict, ``set`` overrides applied (not yet validated)."""
+        if isinstance(self.base, dict):
+            raw = copy.deepcopy(self.base)
+        else:
+            source: str | Path = self.base
+            if self._folder is not None and (self._folder / self.base).is_file():
+                source = self._folder / self.base
+            raw = read_config_source(source)
+        try:
+            return apply_overrides(raw, _flatten(self.set))
+        except ConfigError as error:
+            raise ConfigError(f"{self._origin}: set: {error}") from None
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Axis values of every grid point (product of axes and zip groups, then seeds)."""
+        dimensions: list[list[dict[str, Any]]] = [
+            [{key: value} for value in _axis_values(values)] for key, values in self.axes.items()
+        ]
+        for group in self.zip:
+            columns = {key: _axis_values(values) for key, values in group.items()}
+            length = len(next(iter(columns.values())))
+            dimensions.append([{k: v[i] for k, v in columns.items()} for i in range(length)])
+        seeds = self.seed_values()
+        if seeds is not None:
+            dimensions.append([{"seed": s} for s in seeds])
+        points = []
+        for combination in itertools.product(*dimensions):
+            point: dict[str, Any] = {}
+            for part in combination:
+                point.update(part)
+            points.append(point)
+        return points
+
+    def seed_values(self) -> list[int] | None:
+        if self.seeds is not None:
+            return list(self.seeds)
+        if self.repeats is not None:
+            first = int(self.base_dict().get("seed", 0))
+            return [first + i for i in range(self.repeats)]
+        return None
+
+    def trials(self) -> list[TrialConfig]:
+        """Every trial, validated, in grid order; configs with equal hashes appear once."""
+        if self._trials is None:
+            base = self.base_dict()
+            trials, seen = [], set()
+            for point in self.grid_points():
+                trial = self._make_trial(base, point)
+                digest = trial.config_hash()
+                if digest not in seen:
+                    seen.add(digest)
+                    trials.append(trial)
+            self._trials = trials
+        return list(self._trials)
+
+    def _make_trial(self, base: dict[str, Any], point: dict[str, Any]) -> TrialConfig:
+        label = ", ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            raw = apply_overrides(base, point)
+            trial = TrialConfig.model_validate(raw)
+        except ConfigError as error:
+            raise ConfigError(f"{self._origin}: {error} (trial {label})") from None
+        except ValidationError as error:
+            message = format_validation_error(error)
+            where = f" (trial {label})" if point else ""
+            raise ConfigError(f"{self._origin}: {message}{where}") from None
+        dumped = trial.to_dict()
+        trial._study = self.name
+        trial._axes = {key: _get_path(dumped, key) for key in point}
+        return trial
+
+    def axis_names(self) -> list[str]:
+        names = list(self.axes) + [k for group in self.zip for k in group]
+        if self.seeds is not None or self.repeats is not None:
+            names.append("seed")
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _axis_values(values: AxisValues) -> list[Any]:
+    return values.values() if isinstance(values, AxisRange) else list(values)
+
+
+def _get_path(tree: Any, key: str) -> Any:
+    node = tree
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def builtin_study_names() -> list[str]:
+    folder = resources.files("spikegrad") / "studies"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_spec_source(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{source}: no such study spec file")
+        text, origin, folder = path.read_text(), str(path), path.resolve().parent
+    elif str(source) in builtin_study_names():
+        text = (resources.files("spikegrad") / "studies" / f"{source}.yaml").read_text()
+        origin, folder = f"built-in study {source!r}", None
+    else:
+        known = ", ".join(builtin_study_names())
+        raise ConfigError(
+            f"{source}: no such study spec file or built-in study (built-in: {known})"
+        )
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: invalid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
+    return raw, origin, folder
+
+
+def load_study_spec(
+    source: str | Path | dict[str, Any] | StudySpec,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> StudySpec:
+    """Load and validate a study spec; every trial config is validated too.
+
+    ``source``: a YAML path, a built-in study name (``spikegrad study list``), a dict
+    or a spec. ``overrides`` (``["training.epochs=5"]`` or ``{"training.epochs": 5}``)
+    change the base config of every trial, after the spec's own ``set``.
+    Raises :class:`~spikegrad.config.ConfigError` with one line naming the field.
+    """
+    folder: Path | None = None
+    if isinstance(source, StudySpec):
+        raw, origin, folder = source.to_dict(), source._origin, source._folder
+    elif isinstance(source, dict):
+        raw, origin = copy.deepcopy(source), "study spec"
+    else:
+        raw, origin, folder = _read_spec_source(source)
+    if overrides:
+        raw = dict(raw)
+        raw["set"] = {**_flatten(raw.get("set") or {}), **_parse_overrides(overrides)}
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: {_format_spec_error(error)}") from None
+    spec._origin, spec._folder = origin, folder
+    spec.trials()  # validate every trial now: errors surface before anything runs
+    return spec
+
+
+def _parse_overrides(overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for text in overrides:
+        if "=" not in text:
+            raise ConfigError(f"--set {text!r}: expected key=value")
+        key, value = text.split("=", 1)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+    return parsed
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+_UNION_TAGS = {"list[any]", "AxisRange", "str", "dict[str,any]"}
+
+
+def _format_spec_error(error: ValidationError) -> str:
+    """Like the config's messages, but axis keys (which contain dots) stay readable."""
+    errors = error.errors()
+    # a union (list | range, name | mapping) reports every branch: prefer the branch whose
+    # type matched the input, and name the field, not the branch
+    mismatches = ("list_type", "string_type", "dict_type", "model_type", "model_attributes_type")
+    first = next((e for e in errors if e["type"] not in mismatches), errors[0])
+    loc = [str(p) for p in first["loc"]
+           if str(p) not in _UNION_TAGS and not str(p).startswith("function-")]
+    location = ".".join(loc)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{location}: unknown key"
+    if first["type"] == "missing":
+        return f"{location}: required field is missing"
+    got = first.get("input")
+    if location and not isinstance(got, dict | list):
+        return f"{location}: {message} (got {got!r})"
+    return f"{location}: {message}" if location else message
+
+
+def dump_spec_yaml(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False)

@@ -1,0 +1,457 @@
+"""Studies: spec validation, grid expansion, the local runner, the database and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from spikegrad.cli import main
+from spikegrad.config import ConfigError, load_config
+from spikegrad.studies import ResultsDB, load_study_spec, run_study
+from spikegrad.studies.worker import run_trial
+from spikegrad.training import train
+
+SPIKEGRAD = str(Path(sys.executable).with_name("spikegrad"))
+
+# a tiny Randman task: a trial takes about a second
+TINY_BASE = {
+    "name": "tiny",
+    "seed": 0,
+    "time": {"dt_ms": 1.0, "n_steps": 20},
+    "data": {"name": "randman", "n_classes": 3, "n_units": 10, "samples_per_class": 30,
+             "seed": 7},
+    "model": {"hidden": [{"size": 20}], "init": {"scheme": "gaussian", "scale": 3.0}},
+    "training": {"batch_size": 16, "epochs": 2},
+}
+
+
+def tiny_spec(**changes) -> dict:
+    spec = {
+        "name": "tiny-study",
+        "base": json.loads(json.dumps(TINY_BASE)),
+        "axes": {"surrogate.name": ["superspike", "esser"]},
+        "seeds": [0, 1],
+    }
+    spec.update(changes)
+    return spec
+
+
+def spec_error(spec: dict, overrides=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_study_spec(spec, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------------------------------
+# Spec validation: every error is one line naming the field
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"axis": {}}, "axis: unknown key"),
+        ({"base": None}, "base:"),
+        ({"name": ""}, "name:"),
+        ({"metric": "accuracy"}, "metric: unknown metric 'accuracy'"),
+        ({"seeds": [0], "repeats": 2}, "seeds and repeats"),
+        ({"seeds": []}, "seeds: the list is empty"),
+        ({"repeats": 0}, "repeats:"),
+        ({"cpus_per_trial": 0}, "cpus_per_trial:"),
+        ({"axes": {"surrogate.slope": {"log": [0, 10], "num": 3}}},
+         "axes.surrogate.slope: log range needs positive ends"),
+        ({"axes": {"surrogate.slope": {"log": [1, 10]}}}, "axes.surrogate.slope.num:"),
+        ({"axes": {"surrogate.slope": {"log": [1, 10], "linear": [1, 2], "num": 2}}},
+         "exactly one of log"),
+        ({"axes": {"surrogate.slope": {"logg": [1, 10], "num": 2}}},
+         "axes.surrogate.slope.logg: unknown key"),
+        ({"axes": {"surrogate.slope": []}}, "axis 'surrogate.slope' has no values"),
+        ({"zip": [{"surrogate.slope": [1, 2], "surrogate.scale": [1]}]},
+         "zip: group 0: zipped axes need equal lengths"),
+        ({"axes": {"seed": [1, 2]}}, "'seed' is also an axis"),
+        ({"axes": {"surrogate.slope": [1]}, "zip": [{"surrogate.slope": [2]}]},
+         "'surrogate.slope' is swept more than once"),
+        ({"early_stopping": {"rule": "asha"}}, "early_stopping.rule:"),
+    ],
+)
+def test_spec_errors_name_the_field(change, expected):
+    assert expected in spec_error(tiny_spec(**change))
+
+
+def test_trial_config_errors_name_the_field_and_the_trial():
+    message = spec_error(tiny_spec(axes={"surrogate.slop": [1, 2]}))
+    assert "surrogate.slop: unknown key" in message and "trial surrogate.slop=1" in message
+    message = spec_error(tiny_spec(axes={"surrogate.name": ["superspike", "nope"]}))
+    assert "surrogate.name: unknown surrogate 'nope'" in message
+    assert "surrogate.name=nope" in message
+    message = spec_error(tiny_spec(axes={"surrogate.slope": [1.0, -2.0]}))
+    assert "surrogate.slope:" in message and "-2.0" in message
+    assert "training.epochs:" in spec_error(tiny_spec(), ["training.epochs=0"])
+    assert "model.hidden.3: no list entry" in spec_error(tiny_spec(axes={
+        "model.hidden.3.size": [1]}))
+
+
+def test_spec_sources(tmp_path):
+    assert "no such study spec file" in spec_error_source(tmp_path / "missing.yaml")
+    assert "built-in study" in spec_error_source("no-such-study")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    assert "invalid YAML" in spec_error_source(bad)
+    bad.write_text("- a list\n")
+    assert "top level must be a mapping" in spec_error_source(bad)
+    # a base given as a path is found next to the spec file
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**tiny_spec(), "base": "base.yaml"}))
+    assert len(load_study_spec(spec).trials()) == 4
+    assert "no such config file" in spec_error_source_dict({**tiny_spec(), "base": "nope.yaml"})
+
+
+def spec_error_source(source) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_study_spec(source)
+    return str(info.value)
+
+
+def spec_error_source_dict(spec) -> str:
+    return spec_error(spec)
+
+
+def test_cli_reports_a_bad_spec_in_one_line(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(metric="speed")))
+    result = CliRunner().invoke(main, ["study", "run", str(spec), "--db", str(tmp_path / "db")])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("spikegrad: error: ")
+    assert "metric: unknown metric 'speed'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Grid expansion
+
+
+def test_product_order_seeds_and_axis_values():
+    spec = load_study_spec(tiny_spec(
+        axes={"surrogate.name": ["superspike", "sigmoid", "esser"],
+              "surrogate.slope": [1, 10]},
+        seeds=[3, 4],
+    ))
+    trials = spec.trials()
+    assert len(trials) == 3 * 2 * 2
+    assert trials[0].axes == {"surrogate.name": "superspike", "surrogate.slope": 1.0, "seed": 3}
+    assert trials[1].axes == {"surrogate.name": "superspike", "surrogate.slope": 1.0, "seed": 4}
+    assert trials[2].axes["surrogate.slope"] == 10.0
+    assert trials[-1].axes == {"surrogate.name": "esser", "surrogate.slope": 10.0, "seed": 4}
+    for trial in trials:
+        assert trial.surrogate.name == trial.axes["surrogate.name"]
+        assert trial.seed == trial.axes["seed"]
+        assert trial.study == "tiny-study"
+        # a trial hashes like the plain config it describes
+        assert trial.config_hash() == load_config(trial.to_dict()).config_hash()
+    assert len({t.config_hash() for t in trials}) == len(trials)
+    assert spec.axis_names() == ["surrogate.name", "surrogate.slope", "seed"]
+
+
+def test_log_and_linear_ranges():
+    spec = load_study_spec(tiny_spec(
+        axes={"surrogate.slope": {"log": [0.1, 1000], "num": 5},
+              "training.learning_rate": {"linear": [0.001, 0.003], "num": 3},
+              "model.hidden.0.size": {"linear": [10, 30], "num": 3, "integer": True}},
+        seeds=None,
+    ))
+    trials = spec.trials()
+    assert len(trials) == 5 * 3 * 3
+    slopes = sorted({t.surrogate.slope for t in trials})
+    assert slopes == [0.1, 1.0, 10.0, 100.0, 1000.0]
+    assert sorted({t.training.learning_rate for t in trials}) == [0.001, 0.002, 0.003]
+    assert sorted({t.model.hidden[0].size for t in trials}) == [10, 20, 30]
+    eight = load_study_spec(tiny_spec(axes={"surrogate.slope": {"log": [0.1, 1000], "num": 8}}))
+    values = sorted({t.surrogate.slope for t in eight.trials()})
+    assert len(values) == 8 and values[0] == 0.1 and values[-1] == 1000.0
+    ratios = [b / a for a, b in zip(values, values[1:], strict=False)]
+    assert max(ratios) - min(ratios) < 1e-9
+
+
+def test_zip_groups_vary_together():
+    spec = load_study_spec(tiny_spec(
+        axes={"surrogate.name": ["superspike", "esser"]},
+        zip=[{"model.hidden.0.size": [10, 20, 30], "training.batch_size": [8, 16, 32]}],
+        seeds=None,
+    ))
+    trials = spec.trials()
+    assert len(trials) == 2 * 3
+    pairs = {(t.model.hidden[0].size, t.training.batch_size) for t in trials}
+    assert pairs == {(10, 8), (20, 16), (30, 32)}
+    assert trials[0].axes == {"surrogate.name": "superspike", "model.hidden.0.size": 10,
+                              "training.batch_size": 8}
+
+
+def test_repeats_duplicates_overrides_and_set():
+    spec = load_study_spec(tiny_spec(seeds=None, repeats=3, set={"seed": 10}))
+    assert [t.seed for t in spec.trials()] == [10, 11, 12] * 2
+    # configs that hash alike collapse: slope 10 and 10.0 are the same trial
+    spec = load_study_spec(tiny_spec(axes={"surrogate.slope": [10, 10.0, 5]}, seeds=None))
+    assert len(spec.trials()) == 2
+    # overrides change every trial's base, after the spec's own "set"
+    spec = load_study_spec(tiny_spec(set={"training.epochs": 3}), ["training.epochs=1",
+                                                                  "model.hidden.0.size=7"])
+    assert {(t.training.epochs, t.model.hidden[0].size) for t in spec.trials()} == {(1, 7)}
+    spec = load_study_spec(tiny_spec(set={"training": {"epochs": 4}}), {"data.n_units": 12})
+    assert {(t.training.epochs, t.data.n_units) for t in spec.trials()} == {(4, 12)}
+
+
+def test_builtin_randman_surrogates_study():
+    spec = load_study_spec("randman-surrogates")
+    trials = spec.trials()
+    assert len(trials) == 3 * 8 * 2
+    assert {t.surrogate.name for t in trials} == {"superspike", "sigmoid", "esser"}
+    assert len({t.surrogate.slope for t in trials}) == 8
+    assert {t.seed for t in trials} == {0, 1}
+    result = CliRunner().invoke(main, ["study", "list"])
+    assert "randman-surrogates" in result.output.split()
+
+
+# ---------------------------------------------------------------------------------------
+# Running studies
+
+
+def comparable(trial: dict) -> dict:
+    """What must be identical between two runs of the same trial (no timings)."""
+    keys = ("config_hash", "study", "position", "axes", "status", "train_accuracy",
+            "valid_accuracy", "test_accuracy", "train_loss", "valid_loss", "test_loss",
+            "hidden_spikes_per_neuron", "epochs_completed", "best_epoch", "diverged_epoch",
+            "divergence_reason", "config")
+    return {k: trial[k] for k in keys}
+
+
+def comparable_epochs(db: ResultsDB, config_hash: str) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "epoch_time_s"} for e in db.epochs(config_hash)]
+
+
+def database_snapshot(path) -> dict:
+    with ResultsDB(path, create=False) as db:
+        trials = db.trials()
+        return {t["config_hash"]: {**comparable(t),
+                                   "epochs": comparable_epochs(db, t["config_hash"])}
+                for t in trials}
+
+
+def test_small_study_end_to_end(tmp_path):
+    db_path = tmp_path / "study.sqlite"
+    spec = load_study_spec(tiny_spec())
+    summary = run_study(spec, db_path, workers=2, progress=False)
+    assert summary["trials"] == 4 and summary["ran"] == 4 and summary["already_finished"] == 0
+    assert summary["counts"] == {"completed": 4}
+    assert summary["best"]["test_accuracy"] == max(
+        t["test_accuracy"] for t in ResultsDB(db_path).trials())
+    with ResultsDB(db_path) as db:
+        trials = db.trials(study="tiny-study")
+        assert [t["axes"] for t in trials] == [t.axes for t in spec.trials()]
+        for trial in trials:
+            assert trial["status"] == "completed" and trial["attempts"] == 1
+            assert trial["versions"]["torch"] and trial["host"]
+            assert trial["wall_time_s"] > 0 and trial["trial_time_s"] >= trial["wall_time_s"]
+            epochs = db.epochs(trial["config_hash"])
+            assert [e["epoch"] for e in epochs] == [1, 2]
+        # the study's numbers are those of a plain training run of the same config
+        first = trials[0]
+        direct = train(load_config(first["config"]))
+        for key in ("test_accuracy", "valid_accuracy", "train_loss", "hidden_spikes_per_neuron"):
+            assert first[key] == direct[key]
+        assert db.trials(status="diverged") == []
+        status = db.status("tiny-study")
+        assert status["finished"] == 4 and status["progress"] == 1.0
+    # running the same spec again skips every finished trial
+    again = run_study(tiny_spec(), db_path, workers=2, progress=False)
+    assert again["ran"] == 0 and again["already_finished"] == 4
+    # a wider spec runs only the new trials
+    wider = run_study(tiny_spec(seeds=[0, 1, 2]), db_path, workers=2, progress=False)
+    assert wider["ran"] == 2 and wider["already_finished"] == 4 and wider["trials"] == 6
+
+    # CLI: status, best, export
+    runner = CliRunner()
+    result = runner.invoke(main, ["study", "status", "--db", str(db_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["studies"]["tiny-study"]
+    assert report["counts"] == {"completed": 6} and report["total"] == 6
+    result = runner.invoke(main, ["study", "best", "--db", str(db_path),
+                                  "--by", "surrogate.name", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert sorted(r["group"]["surrogate.name"] for r in rows) == ["esser", "superspike"]
+    assert all(r["n"] == 3 and r["best"] >= r["mean"] for r in rows)
+    result = runner.invoke(main, ["study", "best", "--db", str(db_path), "--by", "nope.field"])
+    assert result.exit_code == 2 and "--by nope.field: no such config field" in result.output
+    parquet = tmp_path / "trials.parquet"
+    result = runner.invoke(main, ["study", "export", "--db", str(db_path), "--format",
+                                  "parquet", "--out", str(parquet)])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    frame = pd.read_parquet(parquet)
+    assert len(frame) == 6
+    assert {"surrogate.name", "seed", "status", "test_accuracy", "config_hash",
+            "hidden_spikes_per_neuron.0", "config"} <= set(frame.columns)
+    csv = tmp_path / "epochs.csv"
+    result = runner.invoke(main, ["study", "export", "--db", str(db_path), "--epochs",
+                                  "--out", str(csv)])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(csv)) == 6 * 2
+    result = runner.invoke(main, ["study", "status", "--db", str(tmp_path / "none.sqlite")])
+    assert result.exit_code == 2 and "no such results database" in result.output
+
+
+def test_diverging_failing_and_crashing_trials_are_recorded(tmp_path):
+    # zip: a normal trial; a surrogate scale of 1e38 whose gradients overflow (NaN/inf
+    # weights: "diverged"); an Adam step so large that torch raises ("failed")
+    spec = tiny_spec(
+        axes={},
+        zip=[{"surrogate.scale": [1.0, 1e38, 1.0],
+              "training.optimizer": ["adam", "sgd", "adam"],
+              "training.learning_rate": [0.002, 1e10, 1e39]}],
+        seeds=[0, 1],
+    )
+    db_path = tmp_path / "study.sqlite"
+    summary = run_study(spec, db_path, workers=2, progress=False,
+                        trial_function=crash_on_seed_one_of_normal_trials)
+    assert summary["counts"] == {"completed": 1, "diverged": 2, "failed": 2, "crashed": 1}
+    with ResultsDB(db_path) as db:
+        by_status = {}
+        for trial in db.trials():
+            by_status.setdefault(trial["status"], []).append(trial)
+        for trial in by_status["diverged"]:
+            assert trial["axes"]["surrogate.scale"] == 1e38
+            assert trial["diverged_epoch"] == 1 and "diverged in epoch 1" in trial["error"]
+            assert trial["test_accuracy"] is None
+        for trial in by_status["failed"]:
+            assert trial["axes"]["training.learning_rate"] == 1e39
+            assert trial["error"].startswith("RuntimeError")
+        (crashed,) = by_status["crashed"]
+        assert crashed["axes"]["seed"] == 1 and "worker process died (exit code 3)" in \
+            crashed["error"]
+        assert {p["status"] for p in db.status()["failures"]} == {"diverged", "failed",
+                                                                  "crashed"}
+    result = CliRunner().invoke(main, ["study", "status", "--db", str(db_path)])
+    assert "crashed" in result.output and "diverged in epoch 1" in result.output
+    # failed and crashed trials are finished: a re-run skips them, --retry-failed does not
+    assert run_study(spec, db_path, workers=1, progress=False)["ran"] == 0
+    again = run_study(spec, db_path, workers=1, progress=False, retry_failed=True)
+    assert again["ran"] == 3
+    assert again["counts"] == {"completed": 2, "diverged": 2, "failed": 2}
+
+
+def crash_on_seed_one_of_normal_trials(payload):
+    """A trial function whose worker process dies for one trial (runs in the worker)."""
+    config = payload["config"]
+    if config["seed"] == 1 and config["training"]["learning_rate"] == 0.002:
+        os._exit(3)
+    return run_trial(payload)
+
+
+def test_early_stopping_median_rule(tmp_path):
+    from spikegrad.studies.worker import _stopping_trainer, cached_data
+
+    config = load_config(TINY_BASE, {"training.epochs": 4})
+    # no finished trial can be beaten: stopped after the grace epochs, best weights kept
+    trainer = _stopping_trainer(config, cached_data(config), [1.1] * 4, grace_epochs=2)
+    result = trainer.fit()
+    assert result["status"] == "stopped" and result["epochs_completed"] == 2
+    assert math.isfinite(result["test_accuracy"])
+    # no medians (off, or too few finished trials): the trial runs to the end
+    trainer = _stopping_trainer(config, cached_data(config), None, grace_epochs=1)
+    assert trainer.fit()["status"] == "completed"
+    # in a study: with one worker, later trials are compared with the finished ones
+    spec = tiny_spec(early_stopping={"grace_epochs": 1, "min_trials": 1},
+                     set={"training.epochs": 3})
+    summary = run_study(spec, tmp_path / "db.sqlite", workers=1, progress=False)
+    assert sum(summary["counts"].values()) == 4
+    assert set(summary["counts"]) <= {"completed", "stopped"}
+
+
+def test_one_driver_per_database(tmp_path):
+    from spikegrad.studies.runner import _DriverLock
+
+    db_path = tmp_path / "study.sqlite"
+    with _DriverLock(db_path), pytest.raises(ConfigError, match="another study driver"):
+        run_study(tiny_spec(), db_path, workers=1, progress=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Fault tolerance: SIGKILL the driver at random moments, resume, compare
+
+
+def worker_processes(tag: str) -> list[int]:
+    """Processes (workers included) whose environment carries ``tag``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if tag.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path):
+    spec = tiny_spec(axes={"surrogate.name": ["superspike", "esser"],
+                           "surrogate.slope": [5.0, 20.0]})
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+
+    def command(db):
+        return [SPIKEGRAD, "study", "run", str(spec_path), "--db", str(db), "--workers", "2",
+                "--quiet"]
+
+    reference = tmp_path / "reference.sqlite"
+    subprocess.run(command(reference), check=True, capture_output=True, timeout=300)
+
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    interrupted = tmp_path / "interrupted.sqlite"
+    finished_counts = []
+    for _ in range(3):
+        tag = f"SPIKEGRAD_TEST_{uuid.uuid4().hex}"
+        env = {**os.environ, tag: "1"}
+        driver = subprocess.Popen(command(interrupted), env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 9.0))
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        # the workers of a killed driver end themselves
+        deadline = time.monotonic() + 15
+        while worker_processes(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert worker_processes(tag) == [], f"orphaned workers (random seed {seed})"
+        with sqlite3.connect(interrupted) as conn:
+            finished_counts.append(conn.execute(
+                "SELECT count(*) FROM trials WHERE status = 'completed'").fetchone()[0])
+    result = subprocess.run(command(interrupted), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert finished_counts == sorted(finished_counts), finished_counts
+
+    expected, actual = database_snapshot(reference), database_snapshot(interrupted)
+    assert sorted(actual) == sorted(expected), f"random seed {seed}"
+    for config_hash, trial in expected.items():
+        assert actual[config_hash] == trial, f"trial {config_hash} differs (random seed {seed})"
+    with sqlite3.connect(interrupted) as conn:
+        assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 8
+        assert conn.execute("SELECT count(*) FROM study_trials").fetchone()[0] == 8
+        assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 8 * 2
