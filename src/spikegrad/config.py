@@ -237,6 +237,11 @@ def format_validation_error(error: ValidationError) -> str:
         return f"{location}: unknown key"
     if first["type"] == "missing":
         return f"{location}: required field is missing"
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):  # data.name
+        known = first.get("ctx", {}).get("expected_tags", "")
+        got = first.get("ctx", {}).get("tag")
+        problem = f"unknown data set {got!r}" if got is not None else "required field is missing"
+        return f"{location}.name: {problem}" + (f" (known: {known})" if got is not None else "")
     got = first.get("input")
     if location and not isinstance(got, dict | list):
         return f"{location}: {message} (got {got!r})"

@@ -19,6 +19,14 @@ from spikegrad.data.base import (
 # data set name -> "module:function"; imported lazily so that heavy readers load on demand
 DATASET_BUILDERS: dict[str, str] = {
     "randman": "spikegrad.data.randman:build_randman",
+    "digits": "spikegrad.data.images:build_digits",
+    "mnist": "spikegrad.data.images:build_mnist",
+    "fashion-mnist": "spikegrad.data.images:build_mnist",
+    "shd": "spikegrad.data.shd:build_shd",
+    "ssc": "spikegrad.data.shd:build_shd",
+    "spoken-digits": "spikegrad.data.shd:build_shd",
+    "audio": "spikegrad.data.audio:build_audio",
+    "spoken-digits-audio": "spikegrad.data.audio:build_audio",
 }
 
 

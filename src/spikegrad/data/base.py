@@ -55,8 +55,9 @@ class EventDataset(Dataset):
         if len(units) and (units.min() < 0 or units.max() >= n_units):
             raise ValueError(f"units must lie in [0, {n_units})")
         self.offsets = offsets
-        self.time_bins = np.asarray(time_bins, dtype=np.int64)
-        self.units = np.asarray(units, dtype=np.int64)
+        # integer arrays keep their (possibly compact) dtype: large sets such as SHD stay small
+        self.time_bins = _as_integers(time_bins)
+        self.units = _as_integers(units)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.n_steps = int(n_steps)
         self.n_units = int(n_units)
@@ -99,8 +100,8 @@ class EventDataset(Dataset):
         sample_of_event = np.repeat(np.arange(len(idx)), lengths)
         within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         source = np.repeat(starts, lengths) + within
-        flat = (sample_of_event * self.n_steps + self.time_bins[source]) * self.n_units
-        flat += self.units[source]
+        flat = (sample_of_event * self.n_steps + self.time_bins[source].astype(np.int64))
+        flat = flat * self.n_units + self.units[source].astype(np.int64)
         dense = torch.zeros(len(idx) * self.n_steps * self.n_units, dtype=torch.float32)
         dense.index_add_(0, torch.from_numpy(flat), torch.ones(total, dtype=torch.float32))
         if self.binary:
@@ -120,6 +121,11 @@ class EventDataset(Dataset):
         ) if len(idx) else np.zeros(0, dtype=np.int64)
         return EventDataset(offsets, self.time_bins[source], self.units[source],
                             self.labels.numpy()[idx], self.n_steps, self.n_units, self.binary)
+
+
+def _as_integers(values) -> np.ndarray:
+    values = np.asarray(values)
+    return values if np.issubdtype(values.dtype, np.integer) else values.astype(np.int64)
 
 
 class CurrentDataset(Dataset):
