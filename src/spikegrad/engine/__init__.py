@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
-from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
+from spikegrad.functional import LIFDynamics, ReadoutDynamics
 
 __all__ = ["lif_layer", "readout_layer", "kernels_for", "MAX_SPARSE_DENSITY"]
 
@@ -54,9 +54,15 @@ def kernels_for(tensor: Tensor) -> ModuleType:
 
 
 def _project(kernels: ModuleType, inputs: Tensor, weight: Tensor):
-    """x = inputs W^T for all steps at once; also returns the sparse form of the inputs."""
+    """x = inputs W^T for all steps at once; also returns the sparse form of the inputs.
+
+    Spikes made by this engine carry their sparse form (as long as they are not modified);
+    other inputs are scanned for it, and multiplied densely when too dense.
+    """
     flat = inputs.reshape(-1, inputs.shape[-1]).contiguous()
-    sparse = kernels.to_sparse(flat, MAX_SPARSE_DENSITY)
+    version, sparse = getattr(inputs, "_spikegrad_sparse", (None, None))
+    if version != inputs._version:
+        sparse = kernels.to_sparse(flat, MAX_SPARSE_DENSITY)
     x = flat @ weight.t() if sparse is None else kernels.sparse_mm(sparse, weight.t())
     return x.view(*inputs.shape[:-1], weight.shape[0]), sparse
 
@@ -68,18 +74,28 @@ def _weight_grad(kernels: ModuleType, dx: Tensor, inputs: Tensor, sparse) -> Ten
     return kernels.sparse_tmm(sparse, dx, inputs.shape[-1]).t()
 
 
+def _last_active_step(grad: Tensor) -> int:
+    """1 + the last step at which dL/dS is non-zero (0 when it is zero everywhere)."""
+    active = grad.ne(0).any(dim=-1).any(dim=0).nonzero()
+    return int(active[-1]) + 1 if len(active) else 0
+
+
 class _LIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, dynamics: LIFDynamics, recompute: bool):
         kernels = kernels_for(inputs)
         x, sparse = _project(kernels, inputs, weight)
         keep_p = not dynamics.detach_reset
-        s, u, p = kernels.lif_forward(
+        s, u, p, sparse_s = kernels.lif_forward(
             x, recurrent_weight, dynamics.beta_mem, dynamics.beta_syn, keep_p
         )
-        ctx.dynamics, ctx.kernels, ctx.recompute, ctx.sparse = dynamics, kernels, recompute, sparse
+        del x
+        ctx.dynamics, ctx.kernels, ctx.recompute = dynamics, kernels, recompute
+        ctx.sparse, ctx.sparse_s = sparse, sparse_s
         saved = (None, None) if recompute else (u, p)
         ctx.save_for_backward(inputs, weight, recurrent_weight, s, *saved)
+        if sparse_s is not None:
+            s._spikegrad_sparse = (s._version, sparse_s)
         return s
 
     @staticmethod
@@ -88,17 +104,14 @@ class _LIF(torch.autograd.Function):
         d, kernels, sparse = ctx.dynamics, ctx.kernels, ctx.sparse
         if ctx.recompute:
             x = _project(kernels, inputs, weight)[0]
-            _, u, p = kernels.lif_forward(
-                x, v, d.beta_mem, d.beta_syn, not d.detach_reset
-            )
+            _, u, p, _ = kernels.lif_forward(x, v, d.beta_mem, d.beta_syn, not d.detach_reset)
             del x
-        surrogate = d.surrogate.derivative(u - THRESHOLD)
-        del u
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
         dx = kernels.lif_backward(
-            grad_s, s, surrogate, p, through_recurrence, d.beta_mem, d.beta_syn
+            grad_s, s, u, p, through_recurrence, d.beta_mem, d.beta_syn, d.surrogate,
+            _last_active_step(grad_s),
         )
-        del surrogate, p
+        del u, p
         flat_dx = dx.reshape(-1, dx.shape[-1])
         flat_in = inputs.reshape(-1, inputs.shape[-1])
         grad_in = grad_w = grad_v = None
@@ -107,10 +120,8 @@ class _LIF(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = _weight_grad(kernels, flat_dx, flat_in, sparse)
         if v is not None and ctx.needs_input_grad[2]:
-            flat_s = s.reshape(-1, s.shape[-1]).contiguous()
-            grad_v = _weight_grad(
-                kernels, flat_dx, flat_s, kernels.to_sparse(flat_s, MAX_SPARSE_DENSITY)
-            )
+            flat_s = s.reshape(-1, s.shape[-1])
+            grad_v = _weight_grad(kernels, flat_dx, flat_s, ctx.sparse_s)
         return grad_in, grad_w, grad_v, None, None
 
 

@@ -20,6 +20,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from spikegrad import surrogates
+from spikegrad.functional import THRESHOLD
+from spikegrad.surrogates import Surrogate
+
 SOURCE = Path(__file__).with_name("kernels.cpp")
 
 
@@ -73,23 +77,42 @@ def sparse_tmm(sparse: tuple[Tensor, Tensor, Tensor], g: Tensor, columns: int) -
 def lif_forward(
     x: Tensor, recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float,
     keep_pre_reset: bool,
-) -> tuple[Tensor, Tensor, Tensor | None]:
+) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor]]:
     vt = x.new_empty(0) if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
-    s, u, p = _ops().lif_forward(x.contiguous(), vt, beta_mem, 1.0 - beta_mem, beta_syn,
-                                 keep_pre_reset)
-    return s, u, p if keep_pre_reset else None
+    s, u, p, *sparse = _ops().lif_forward(x.contiguous(), vt, beta_mem, 1.0 - beta_mem,
+                                          beta_syn, keep_pre_reset)
+    return s, u, p if keep_pre_reset else None, tuple(sparse)
+
+
+BLOCK_BYTES = 1 << 21
+"""A surrogate the kernels do not know is evaluated by PyTorch on blocks of about this size."""
+
+_BUILTIN_SHAPES = {
+    surrogates.superspike: 1, surrogates.sigmoid_derivative: 2, surrogates.esser: 3,
+    surrogates.superspike_asymptotic: 4, surrogates.exponential: 5, surrogates.arctan: 6,
+    surrogates.gaussian: 7, surrogates.true_gradient: 8, surrogates.constant: 9,
+}
 
 
 def lif_backward(
-    grad: Tensor, s: Tensor, sg: Tensor, p: Tensor | None, v: Tensor | None,
-    beta_mem: float, beta_syn: float,
+    grad: Tensor, s: Tensor, u: Tensor, p: Tensor | None, v: Tensor | None,
+    beta_mem: float, beta_syn: float, surrogate: Surrogate, steps: int,
 ) -> Tensor:
+    batch, _, n = grad.shape
+    grad, u, dx = grad.contiguous(), u.contiguous(), torch.empty_like(grad)
+    dx[:, steps:] = 0
+    du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
     empty = grad.new_empty(0)
-    return _ops().lif_backward(
-        grad.contiguous(), s.contiguous(), sg.contiguous(),
-        empty if p is None else p.contiguous(), empty if v is None else v.detach().contiguous(),
-        beta_mem, 1.0 - beta_mem, beta_syn,
-    )
+    p = empty if p is None else p.contiguous()
+    v = empty if v is None else v.detach().contiguous()
+    shape = _BUILTIN_SHAPES.get(surrogates.get_surrogate_shape(surrogate.name).derivative, 0)
+    block = steps if shape else max(1, BLOCK_BYTES // max(1, batch * n * grad.element_size()))
+    for stop in range(steps, 0, -block):
+        start = max(0, stop - block)
+        sg = empty if shape else surrogate.derivative(u[:, start:stop] - THRESHOLD).contiguous()
+        _ops().lif_backward(grad, s, sg, u, shape, surrogate.slope, surrogate.scale, p, v,
+                            du, di, dx, start, stop, beta_mem, 1.0 - beta_mem, beta_syn)
+    return dx
 
 
 def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:

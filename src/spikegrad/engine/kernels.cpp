@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -28,50 +29,78 @@ void for_chunks(int64_t n, int64_t chunks, const F& f) {
   });
 }
 
+// Builds a CSR matrix from rows visited in order within each of `chunks` row slices.
+template <typename scalar_t>
+struct CsrBuilder {
+  std::vector<std::vector<int32_t>> cols;
+  std::vector<std::vector<scalar_t>> vals;
+  Tensor row_ptr;  // [R + 1]; row_ptr[r + 1] holds the count of row r until finish()
+
+  CsrBuilder(int64_t rows, int64_t chunks, const at::TensorOptions& options)
+      : cols(chunks), vals(chunks), row_ptr(at::zeros({rows + 1}, options.dtype(at::kLong))) {}
+
+  void push(int64_t chunk, int32_t col, scalar_t val) {
+    cols[chunk].push_back(col);
+    vals[chunk].push_back(val);
+  }
+
+  std::vector<Tensor> finish(const at::TensorOptions& options) {
+    int64_t* rp = row_ptr.data_ptr<int64_t>();
+    const int64_t R = row_ptr.size(0) - 1;
+    for (int64_t r = 0; r < R; ++r) rp[r + 1] += rp[r];
+    Tensor col_t = at::empty({rp[R]}, options.dtype(at::kInt));
+    Tensor val_t = at::empty({rp[R]}, options);
+    int64_t offset = 0;
+    for (size_t c = 0; c < cols.size(); ++c) {
+      std::copy(cols[c].begin(), cols[c].end(), col_t.data_ptr<int32_t>() + offset);
+      std::copy(vals[c].begin(), vals[c].end(), val_t.data_ptr<scalar_t>() + offset);
+      offset += static_cast<int64_t>(cols[c].size());
+    }
+    return {row_ptr, col_t, val_t};
+  }
+};
+
+// True when one of row[0..n) is non-zero (a branch-free test the compiler vectorises).
+template <typename scalar_t>
+inline bool any_nonzero(const scalar_t* row, int64_t n) {
+  bool any = false;
+  for (int64_t k = 0; k < n; ++k) any |= row[k] != 0;
+  return any;
+}
+
 // CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
 // matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
 std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "to_sparse: contiguous 2-d input expected");
-  const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R);
-  Tensor row_ptr = at::zeros({R + 1}, x.options().dtype(at::kLong));
-  Tensor col_t, val_t;
+  const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R), block = 32;
+  std::vector<Tensor> result;
   std::atomic<bool> too_dense{false};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "to_sparse", [&] {
-    std::vector<std::vector<int32_t>> cols(chunks);
-    std::vector<std::vector<scalar_t>> vals(chunks);
+    CsrBuilder<scalar_t> csr(R, chunks, x.options());
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    int64_t* rp = row_ptr.data_ptr<int64_t>();
+    int64_t* rp = csr.row_ptr.data_ptr<int64_t>();
     for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
       const auto limit = static_cast<size_t>(max_density * double((r1 - r0) * C)) + 1;
       for (int64_t r = r0; r < r1; ++r) {
         const scalar_t* row = xp + r * C;
-        const size_t before = cols[c].size();
-        for (int64_t k = 0; k < C; ++k) {
-          if (row[k] != 0) {
-            cols[c].push_back(static_cast<int32_t>(k));
-            vals[c].push_back(row[k]);
+        const size_t before = csr.cols[c].size();
+        for (int64_t k0 = 0; k0 < C; k0 += block) {
+          const int64_t k1 = std::min(C, k0 + block);
+          if (!any_nonzero(row + k0, k1 - k0)) continue;
+          for (int64_t k = k0; k < k1; ++k) {
+            if (row[k] != 0) csr.push(c, static_cast<int32_t>(k), row[k]);
           }
         }
-        rp[r + 1] = static_cast<int64_t>(cols[c].size() - before);
-        if (cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
+        rp[r + 1] = static_cast<int64_t>(csr.cols[c].size() - before);
+        if (csr.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
           too_dense = true;
           return;
         }
       }
     });
-    if (too_dense) return;
-    for (int64_t r = 0; r < R; ++r) rp[r + 1] += rp[r];
-    col_t = at::empty({rp[R]}, x.options().dtype(at::kInt));
-    val_t = at::empty({rp[R]}, x.options());
-    int64_t offset = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      std::copy(cols[c].begin(), cols[c].end(), col_t.data_ptr<int32_t>() + offset);
-      std::copy(vals[c].begin(), vals[c].end(), val_t.data_ptr<scalar_t>() + offset);
-      offset += static_cast<int64_t>(cols[c].size());
-    }
+    if (!too_dense) result = csr.finish(x.options());
   });
-  if (too_dense) return {};
-  return {row_ptr, col_t, val_t};
+  return result;
 }
 
 // out[r, :] = Σ_e vals[e] wt[cols[e], :] over the non-zeros e of row r: the CSR matrix
@@ -80,7 +109,7 @@ Tensor sparse_mm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
                  const Tensor& wt) {
   TORCH_CHECK(wt.dim() == 2 && wt.is_contiguous(), "sparse_mm: contiguous weight expected");
   const int64_t R = row_ptr.size(0) - 1, N = wt.size(1);
-  Tensor out = at::zeros({R, N}, wt.options());
+  Tensor out = at::empty({R, N}, wt.options());
   AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "sparse_mm", [&] {
     const int64_t* rp = row_ptr.data_ptr<int64_t>();
     const int32_t* cp = cols.data_ptr<int32_t>();
@@ -90,6 +119,7 @@ Tensor sparse_mm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
     at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* orow = o + r * N;
+        std::fill_n(orow, N, scalar_t(0));
         for (int64_t e = rp[r]; e < rp[r + 1]; ++e) {
           const scalar_t v = vp[e];
           const scalar_t* wrow = w + int64_t(cp[e]) * N;
@@ -130,27 +160,29 @@ Tensor sparse_tmm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
 }
 
 // Forward time loop of a LIF layer from the projected input x [B, T, N] (x[n] = W S_in[n]).
-// Returns S[0..T-1], U[0..T-1] and, with keep_pre_reset, P[n] = β_m U[n] + (1 - β_m) I[n].
-// vt is V^T [N, N] (contiguous) or an empty tensor for a feed-forward layer.
+// Returns S[0..T-1], U[0..T-1], P[n] = β_m U[n] + (1 - β_m) I[n] (with keep_pre_reset, else
+// empty) and the CSR form of S as [B*T, N] (row_ptr, cols, vals). vt is V^T [N, N]
+// (contiguous) or an empty tensor for a feed-forward layer.
 std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_mem,
                                 double one_minus_beta_mem, double beta_syn,
                                 bool keep_pre_reset) {
   TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "lif_forward: contiguous [B, T, N] expected");
-  const int64_t B = x.size(0), T = x.size(1), N = x.size(2);
-  const bool recurrent = vt.defined() && vt.numel() > 0;
+  const int64_t B = x.size(0), T = x.size(1), N = x.size(2), chunks = n_chunks(B);
+  const bool recurrent = vt.numel() > 0;
   Tensor S = at::empty_like(x), U = at::empty_like(x);
-  Tensor P = keep_pre_reset ? at::empty_like(x) : at::Tensor();
+  Tensor P = keep_pre_reset ? at::empty_like(x) : at::empty({0}, x.options());
+  std::vector<Tensor> sparse;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
     const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
     const scalar_t bs = scalar_t(beta_syn), one = 1;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* v = recurrent ? vt.data_ptr<scalar_t>() : nullptr;
-    scalar_t* sp = S.data_ptr<scalar_t>();
-    scalar_t* up = U.data_ptr<scalar_t>();
+    scalar_t *sp = S.data_ptr<scalar_t>(), *up = U.data_ptr<scalar_t>();
     scalar_t* pp = keep_pre_reset ? P.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    CsrBuilder<scalar_t> csr(B * T, chunks, x.options());
+    int64_t* rp = csr.row_ptr.data_ptr<int64_t>();
+    for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
       std::vector<scalar_t> u(N), i(N);
-      std::vector<int64_t> active;
       for (int64_t b = b0; b < b1; ++b) {
         std::fill(u.begin(), u.end(), scalar_t(0));
         std::fill(i.begin(), i.end(), scalar_t(0));
@@ -167,88 +199,115 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_m
             u[k] = p * (one - s);
             i[k] = bs * i[k] + xr[k];
           }
-          if (!recurrent) continue;
-          active.clear();
-          for (int64_t k = 0; k < N; ++k) {
-            if (sr[k] != 0) active.push_back(k);
+          const size_t before = csr.cols[c].size();
+          if (any_nonzero(sr, N)) {
+            for (int64_t k = 0; k < N; ++k) {
+              if (sr[k] != 0) csr.push(c, static_cast<int32_t>(k), one);
+            }
           }
-          for (const int64_t j : active) {
-            const scalar_t* vr = v + j * N;
+          rp[b * T + n + 1] = static_cast<int64_t>(csr.cols[c].size() - before);
+          if (!recurrent) continue;
+          for (size_t e = before; e < csr.cols[c].size(); ++e) {
+            const scalar_t* vr = v + int64_t(csr.cols[c][e]) * N;
             for (int64_t k = 0; k < N; ++k) i[k] += vr[k];
           }
         }
       }
     });
+    sparse = csr.finish(x.options());
   });
-  return {S, U, keep_pre_reset ? P : at::empty({0}, x.options())};
+  return {S, U, P, sparse[0], sparse[1], sparse[2]};
 }
 
-// BPTT of a LIF layer: from dL/dS [B, T, N] to dL/dx [B, T, N] (dx[n] = dI[n+1]).
-// s, sg = σ'(U - 1) and, for a differentiable reset, the pre-reset membrane p (else empty);
-// v = V [N, N] when gradients flow through the recurrence (else empty). Backwards in time:
+// The built-in surrogates σ'(x) = scale * natural(x, slope) of spikegrad.surrogates, by
+// index (0: none, the caller passes σ' evaluated by PyTorch instead).
+enum Shape { GIVEN = 0, SUPERSPIKE, SIGMOID, ESSER, SUPERSPIKE_ASYMPTOTIC, EXPONENTIAL, ARCTAN,
+             GAUSSIAN, TRUE_GRADIENT, CONSTANT };
+
+template <typename scalar_t>
+inline scalar_t surrogate(int64_t shape, scalar_t x, scalar_t slope, scalar_t scale) {
+  const scalar_t one = 1, ax = std::abs(x);
+  switch (shape) {
+    case SUPERSPIKE: return scale * (one / ((slope * ax + one) * (slope * ax + one)));
+    case SIGMOID: {
+      const scalar_t sig = one / (one + std::exp(-slope * x));
+      return scale * (sig * (one - sig));
+    }
+    case ESSER: return scale * std::max(one - slope * ax, scalar_t(0));
+    case SUPERSPIKE_ASYMPTOTIC: return scale * (slope / ((slope * ax + one) * (slope * ax + one)));
+    case EXPONENTIAL: return scale * std::exp(-slope * ax);
+    case ARCTAN: {
+      const scalar_t z = scalar_t(0.5 * 3.14159265358979323846) * slope * x;
+      return scale * (one / (one + z * z));
+    }
+    case GAUSSIAN: return scale * std::exp(scalar_t(-0.5) * (slope * x) * (slope * x));
+    case TRUE_GRADIENT: return 0;
+    default: return scale;  // CONSTANT
+  }
+}
+
+// BPTT of a LIF layer over the steps [t0, t1) (called for consecutive blocks, latest first):
+// from dL/dS (grad [B, T, N]) to dL/dx (dx [B, T, N], dx[n] = dI[n+1]), carrying the
+// adjoints du = dU[t1], di = dI[t1] ([B, N], updated in place to dU[t0], dI[t0]).
+// sg = σ'(U - 1) of the block [B, t1 - t0, N] when shape is GIVEN, else u = U [B, T, N] and
+// σ' is the built-in surrogate `shape` (slope, scale); p is the pre-reset membrane for a
+// differentiable reset (else empty); v = V [N, N] when gradients flow through the
+// recurrence (else empty). Backwards in time:
 //   g     = dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
 //   a     = dU[n+1] (1 - S[n])
 //   dU[n] = β_m a + g σ'[n],   dI[n] = (1 - β_m) a + β_s dI[n+1]
-Tensor lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const Tensor& p,
-                    const Tensor& v, double beta_mem, double one_minus_beta_mem,
-                    double beta_syn) {
-  TORCH_CHECK(grad.is_contiguous() && s.is_contiguous() && sg.is_contiguous(),
+void lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const Tensor& u,
+                  int64_t shape, double slope, double scale, const Tensor& p, const Tensor& v,
+                  Tensor du, Tensor di, Tensor dx, int64_t t0, int64_t t1, double beta_mem,
+                  double one_minus_beta_mem, double beta_syn) {
+  TORCH_CHECK(grad.is_contiguous() && s.is_contiguous() && sg.is_contiguous() &&
+                  du.is_contiguous() && di.is_contiguous() && dx.is_contiguous(),
               "lif_backward: contiguous tensors expected");
-  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2), chunks = n_chunks(B);
+  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2), L = t1 - t0;
+  const int64_t chunks = n_chunks(B);
   const bool reset_grad = p.numel() > 0, recurrent = v.numel() > 0;
-  Tensor dx = at::empty_like(grad);
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lif_backward", [&] {
     const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
     const scalar_t bs = scalar_t(beta_syn), one = 1;
     const scalar_t *gp = grad.data_ptr<scalar_t>(), *spk = s.data_ptr<scalar_t>();
-    const scalar_t* sgp = sg.data_ptr<scalar_t>();
+    const scalar_t* sgp = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ump = shape == GIVEN ? nullptr : u.data_ptr<scalar_t>();
+    const scalar_t slope_ = scalar_t(slope), scale_ = scalar_t(scale);
     const scalar_t* pp = reset_grad ? p.data_ptr<scalar_t>() : nullptr;
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     for_chunks(B, chunks, [&](int64_t, int64_t b0, int64_t b1) {
+      std::vector<scalar_t> sgbuf(N);
       const int64_t nb = b1 - b0;
-      Tensor du = at::zeros({nb, N}, grad.options()), di = at::zeros({nb, N}, grad.options());
+      Tensor du_c = du.narrow(0, b0, nb), di_c = di.narrow(0, b0, nb);
       Tensor rec = recurrent ? at::empty({nb, N}, grad.options()) : Tensor();
-      scalar_t *dup = du.data_ptr<scalar_t>(), *dip = di.data_ptr<scalar_t>();
-      // Steps after the last non-zero dL/dS of the chunk have zero adjoints: skip them.
-      int64_t last = -1;
-      for (int64_t n = T - 1; n >= 0 && last < 0; --n) {
-        for (int64_t b = b0; b < b1 && last < 0; ++b) {
-          const scalar_t* gr = gp + (b * T + n) * N;
-          for (int64_t k = 0; k < N; ++k) {
-            if (gr[k] != 0) {
-              last = n;
-              break;
-            }
-          }
-        }
-      }
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t n = std::max<int64_t>(last, 0); n < T; ++n) {
-          std::fill_n(dxp + (b * T + n) * N, N, scalar_t(0));
-        }
-      }
-      for (int64_t n = last; n >= 0; --n) {
-        for (int64_t b = 0; b < nb; ++b) {
-          std::copy_n(dip + b * N, N, dxp + ((b0 + b) * T + n) * N);
-        }
-        if (recurrent) at::mm_out(rec, di, v);
+      scalar_t *dup = du_c.data_ptr<scalar_t>(), *dip = di_c.data_ptr<scalar_t>();
+      for (int64_t n = t1 - 1; n >= t0; --n) {
+        if (recurrent) at::mm_out(rec, di_c, v);
         const scalar_t* rp = recurrent ? rec.data_ptr<scalar_t>() : nullptr;
         for (int64_t b = 0; b < nb; ++b) {
           const int64_t off = ((b0 + b) * T + n) * N;
+          const scalar_t* sgr = sgbuf.data();
+          if (sgp) {
+            sgr = sgp + ((b0 + b) * L + (n - t0)) * N;
+          } else {
+            for (int64_t k = 0; k < N; ++k) {
+              sgbuf[k] = surrogate(shape, ump[off + k] - one, slope_, scale_);
+            }
+          }
           scalar_t *dur = dup + b * N, *dir = dip + b * N;
+          std::copy_n(dir, N, dxp + off);
           for (int64_t k = 0; k < N; ++k) {
             scalar_t g = gp[off + k];
             if (rp) g += rp[b * N + k];
             if (pp) g -= dur[k] * pp[off + k];
             const scalar_t a = dur[k] * (one - spk[off + k]);
-            dur[k] = bm * a + g * sgp[off + k];
+            dur[k] = bm * a + g * sgr[k];
             dir[k] = obm * a + bs * dir[k];
           }
         }
       }
     });
   });
-  return dx;
 }
 
 // The leaky readout as a linear filter of x [B, T, K]; returns U[1..T]:
@@ -323,8 +382,10 @@ TORCH_LIBRARY(spikegrad_engine, m) {
         &sparse_tmm);
   m.def("lif_forward(Tensor x, Tensor vt, float beta_mem, float one_minus_beta_mem, "
         "float beta_syn, bool keep_pre_reset) -> Tensor[]", &lif_forward);
-  m.def("lif_backward(Tensor grad, Tensor s, Tensor sg, Tensor p, Tensor v, float beta_mem, "
-        "float one_minus_beta_mem, float beta_syn) -> Tensor", &lif_backward);
+  m.def("lif_backward(Tensor grad, Tensor s, Tensor sg, Tensor u, int shape, float slope, "
+        "float scale, Tensor p, Tensor v, Tensor(a!) du, "
+        "Tensor(b!) di, Tensor(c!) dx, int t0, int t1, float beta_mem, "
+        "float one_minus_beta_mem, float beta_syn) -> ()", &lif_backward);
   m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn) "
         "-> Tensor", &leaky_filter);
   m.def("leaky_filter_backward(Tensor dy, float beta_mem, float one_minus_beta_mem, "

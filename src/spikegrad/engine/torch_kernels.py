@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from spikegrad.functional import THRESHOLD
+from spikegrad.surrogates import Surrogate
+
 
 def to_sparse(x: Tensor, max_density: float) -> None:
     """Dense products only (a GPU multiplies dense matrices faster than it gathers rows)."""
@@ -19,8 +22,11 @@ def to_sparse(x: Tensor, max_density: float) -> None:
 def lif_forward(
     x: Tensor, recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float,
     keep_pre_reset: bool,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """S[0..T-1], U[0..T-1] and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in."""
+) -> tuple[Tensor, Tensor, Tensor | None, None]:
+    """S[0..T-1], U[0..T-1] and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in.
+
+    The last element (the sparse form of S in the compiled kernels) is always None here.
+    """
     batch, steps, n = x.shape
     s_all, u_all = torch.empty_like(x), torch.empty_like(x)
     p_all = torch.empty_like(x) if keep_pre_reset else None
@@ -35,16 +41,20 @@ def lif_forward(
         i = beta_syn * i + x[:, t]
         if recurrent_weight is not None:
             i = i + s @ recurrent_weight.t()
-    return s_all, u_all, p_all
+    return s_all, u_all, p_all, None
 
 
 def lif_backward(
-    grad: Tensor, s: Tensor, sg: Tensor, p: Tensor | None, v: Tensor | None,
-    beta_mem: float, beta_syn: float,
+    grad: Tensor, s: Tensor, u: Tensor, p: Tensor | None, v: Tensor | None,
+    beta_mem: float, beta_syn: float, surrogate: Surrogate, steps: int,
 ) -> Tensor:
-    """dL/dx (dx[n] = dI[n+1]) from dL/dS by the adjoint recursion, backwards in time."""
-    batch, steps, n = grad.shape
+    """dL/dx (dx[n] = dI[n+1]) from dL/dS by the adjoint recursion, backwards in time.
+
+    σ'(U - 1) comes from ``surrogate``; dL/dS is zero from step ``steps`` on.
+    """
+    batch, _, n = grad.shape
     dx = torch.empty_like(grad)
+    dx[:, steps:] = 0
     du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
     for t in reversed(range(steps)):
         dx[:, t] = di
@@ -54,7 +64,7 @@ def lif_backward(
         if p is not None:
             g = g - du * p[:, t]
         a = du * (1.0 - s[:, t])
-        du = beta_mem * a + g * sg[:, t]
+        du = beta_mem * a + g * surrogate.derivative(u[:, t] - THRESHOLD)
         di = (1.0 - beta_mem) * a + beta_syn * di
     return dx
 
