@@ -99,11 +99,14 @@ def lif_layer(
     dynamics: LIFDynamics,
     recurrent_weight: Tensor | None = None,
     record_membrane: bool = False,
+    membrane_steps: list[Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run a LIF layer over all T steps of ``inputs`` [B, T, C_in]; returns spikes [B, T, N].
 
     The feed-forward projection of all steps is one matrix product; the time loop
-    then calls :func:`lif_step`. With ``record_membrane`` also returns U[0..T-1].
+    then calls :func:`lif_step`. With ``record_membrane`` also returns U[0..T-1] as
+    [B, T, N]; a ``membrane_steps`` list receives the graph's own U[n] tensors (for
+    gradient diagnostics: ``retain_grad()`` on them gives dL/dU[n]).
     """
     batch, steps, _ = inputs.shape
     feedforward = inputs @ weight.t()
@@ -111,12 +114,13 @@ def lif_layer(
     current = feedforward.new_zeros(batch, weight.shape[0])
     spikes, membranes = [], []
     for n in range(steps):
-        if record_membrane:
-            membranes.append(membrane)
+        membranes.append(membrane)
         s, membrane, current = lif_step(
             feedforward[:, n], membrane, current, dynamics, recurrent_weight
         )
         spikes.append(s)
+    if membrane_steps is not None:
+        membrane_steps.extend(membranes)
     spike_train = torch.stack(spikes, dim=1)
     if record_membrane:
         return spike_train, torch.stack(membranes, dim=1)

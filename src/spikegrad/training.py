@@ -282,7 +282,8 @@ class Trainer:
             self._write_metrics()
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_accuracy:.3f}",
-                            valid=f"{valid['accuracy']:.3f}")
+                            valid=f"{valid['accuracy']:.3f}",
+                            spikes="/".join(f"{s:.2f}" for s in train_spikes))
         bar.close()
         if self.state.status == "running":
             self.state.status = "completed"
