@@ -151,4 +151,12 @@ def ray_trial(payload: dict[str, Any], n_threads: int, trial_function=None) -> d
     import torch
 
     torch.set_num_threads(n_threads)
-    return (trial_function or run_trial)(payload)
+    outcome = (trial_function or run_trial)(payload)
+    try:  # several nodes may share a host name: name the node too
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()[:12]
+        outcome["host"] = f"{outcome.get('host')} ray-node:{node}"
+    except Exception:  # noqa: BLE001 - the node is a detail, the outcome is what matters
+        pass
+    return outcome
