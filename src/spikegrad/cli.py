@@ -117,10 +117,16 @@ def config_show(config: str, overrides: tuple[str, ...]) -> None:
     click.echo(load_config(config, list(overrides)).to_yaml(), nl=False)
 
 
+from spikegrad.reproduce.commands import reproduce  # noqa: E402 - needs the helpers above
 from spikegrad.studies.commands import study  # noqa: E402 - needs the helpers above
 
 main.add_command(study)
+main.add_command(reproduce)
 
+
+from spikegrad.commands_data import data as data_commands  # noqa: E402
+
+main.add_command(data_commands)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,45 @@
+"""``spikegrad reproduce``: run the paper's studies and write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from spikegrad.cli import print_json, user_errors
+from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
+
+
+@click.command()
+@click.argument("studies", nargs=-1, type=click.Choice(STUDY_NAMES))
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="quick", show_default=True,
+              help="quick: every study in about 20 minutes on 2 cores; paper: the paper's grids "
+                   "(for a cluster).")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="spikegrad-results.sqlite", show_default=True,
+              help="Results database; finished trials in it are not trained again.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default="spikegrad-report", show_default=True,
+              help="Folder for report.html, report.md and the figures (PNG and SVG).")
+@click.option("--address", default=None, help="Run the trials on the Ray cluster at ADDRESS.")
+@click.option("--workers", type=int, default=None, help="Local worker processes (default: cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def reproduce(studies: tuple[str, ...], profile: str, db_path: Path, out_dir: Path,
+              address: str | None, workers: int | None, as_json: bool, quiet: bool) -> None:
+    """Reproduce the studies of Zenke & Vogels (2021): STUDIES is any of shape-slope,
+    scale, readout, regularisation (default: all). Writes OUT/report.html (self-contained)
+    and OUT/report.md with the figures and a table of the paper's claims, each with a
+    verdict computed from the measured trials."""
+    from spikegrad.reproduce import reproduce as run
+
+    summary = run(list(studies) or None, profile=profile, db_path=db_path, out_dir=out_dir,
+                  address=address, workers=workers, progress=not quiet)
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"report: {summary['report']['html']} (and {summary['report']['markdown']})")
+    for claim in summary["claims"]:
+        click.echo(f"  [{claim['verdict']}] {claim['statement']}")
+    click.echo(f"done in {summary['wall_time_s']:.0f} s")

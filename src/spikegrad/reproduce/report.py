@@ -1,0 +1,132 @@
+"""The reproduction report: one self-contained HTML file (figures embedded) and a Markdown twin."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from spikegrad.io import atomic_write_text
+from spikegrad.reproduce.claims import Claim
+
+VERDICT_COLOURS = {"holds": "#d4edda", "does not hold": "#f8d7da", "inconclusive": "#fff3cd"}
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; width: 100%; }
+th, td { border: 1px solid #ccc; padding: 0.4em 0.6em; vertical-align: top; font-size: 0.92em; }
+th { background: #f0f0f0; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+details { margin: 0.5em 0; }
+"""
+
+# marks every image as loaded or broken, so that a headless browser can check the page
+IMAGE_CHECK = """
+<script>
+window.addEventListener('load', function () {
+  var images = document.querySelectorAll('img');
+  var broken = 0;
+  images.forEach(function (img) {
+    var ok = img.complete && img.naturalWidth > 0;
+    img.setAttribute('data-loaded', ok ? 'yes' : 'no');
+    if (!ok) { broken += 1; }
+  });
+  document.body.setAttribute('data-images', images.length + ' ' + broken);
+});
+</script>
+"""
+
+
+def _figure_html(figure: dict[str, str], out_dir: Path) -> str:
+    data = base64.b64encode((out_dir / figure["png"]).read_bytes()).decode("ascii")
+    return (
+        f'<figure id="{html.escape(figure["name"])}"><img alt="{html.escape(figure["title"])}" '
+        f'src="data:image/png;base64,{data}"><figcaption><b>{html.escape(figure["title"])}.'
+        f"</b> {html.escape(figure['caption'])} (<a href=\"{figure['svg']}\">SVG</a>)"
+        "</figcaption></figure>"
+    )
+
+
+def write_report(
+    out_dir: Path,
+    claims: list[Claim],
+    figures: list[dict[str, str]],
+    meta: dict[str, Any],
+    specs: dict[str, list[dict[str, Any]]],
+    study_tables: list[dict[str, Any]],
+) -> dict[str, str]:
+    """Write report.html and report.md into ``out_dir``; returns their paths."""
+    counts = {v: sum(c.verdict == v for c in claims) for v in VERDICT_COLOURS}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    rows = "".join(
+        f'<tr><td>{html.escape(c.study)}</td><td>{html.escape(c.statement)}</td>'
+        f'<td style="background:{VERDICT_COLOURS[c.verdict]}"><b>{c.verdict}</b></td>'
+        f"<td>{html.escape(c.evidence)}</td><td>{html.escape(c.rule)}</td></tr>"
+        for c in claims
+    )
+    trial_rows = "".join(
+        f"<tr><td>{html.escape(t['study'])}</td><td>{t['trials']}</td>"
+        f"<td>{html.escape(json.dumps(t['counts']))}</td><td>{t['wall_time_s']:.0f}</td></tr>"
+        for t in study_tables
+    )
+    meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                        for k, v in meta.items())
+    spec_blocks = "".join(
+        f"<details><summary>{html.escape(spec['name'])}</summary><pre>"
+        f"{html.escape(json.dumps(spec, indent=1, default=str))}</pre></details>"
+        for group in specs.values() for spec in group
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>spikegrad reproduction report: Zenke &amp; Vogels (2021)</title>
+<style>{CSS}</style></head><body>
+<h1>Reproduction of Zenke &amp; Vogels (2021)</h1>
+<p>The robustness of surrogate gradient learning in spiking networks, re-measured with
+spikegrad. Profile <b>{html.escape(str(meta.get("profile")))}</b>:
+{html.escape(str(meta.get("profile description", "")))}</p>
+<h2>Claims</h2>
+<p>{html.escape(summary)}. Each verdict is computed from the measured trials by the rule
+beside it.</p>
+<table><tr><th>study</th><th>claim</th><th>verdict</th><th>evidence (mean ± sd over seeds)</th>
+<th>rule</th></tr>{rows}</table>
+<h2>Figures</h2>
+{"".join(_figure_html(f, out_dir) for f in figures)}
+<h2>Trials</h2>
+<table><tr><th>study</th><th>trials</th><th>status</th><th>wall time (s)</th></tr>
+{trial_rows}</table>
+<h2>Run</h2><table>{meta_rows}</table>
+<h2>Exact study specs</h2>{spec_blocks}
+{IMAGE_CHECK}
+</body></html>
+"""
+    html_path = atomic_write_text(out_dir / "report.html", page)
+
+    lines = [
+        "# Reproduction of Zenke & Vogels (2021)", "",
+        f"Profile **{meta.get('profile')}**: {meta.get('profile description', '')}", "",
+        "## Claims", "", f"{summary}. Each verdict is computed from the measured trials by the "
+        "stated rule.", "",
+        "| study | claim | verdict | evidence (mean ± sd over seeds) | rule |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {c.study} | {c.statement} | **{c.verdict}** | {c.evidence} | {c.rule} |"
+              for c in claims]
+    lines += ["", "## Figures", ""]
+    for f in figures:
+        lines += [f"![{f['title']}]({f['png']})", "", f"*{f['title']}.* {f['caption']} "
+                  f"([SVG]({f['svg']}))", ""]
+    lines += ["## Trials", "", "| study | trials | status | wall time (s) |", "|---|---|---|---|"]
+    lines += [f"| {t['study']} | {t['trials']} | {json.dumps(t['counts'])} | "
+              f"{t['wall_time_s']:.0f} |" for t in study_tables]
+    lines += ["", "## Run", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in meta.items()]
+    lines += ["", "## Exact study specs", ""]
+    for group in specs.values():
+        for spec in group:
+            lines += [f"### {spec['name']}", "", "```json",
+                      json.dumps(spec, indent=1, default=str), "```", ""]
+    md_path = atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    return {"html": str(html_path), "markdown": str(md_path)}
