@@ -74,12 +74,6 @@ def _weight_grad(kernels: ModuleType, dx: Tensor, inputs: Tensor, sparse) -> Ten
     return kernels.sparse_tmm(sparse, dx, inputs.shape[-1]).t()
 
 
-def _last_active_step(grad: Tensor) -> int:
-    """1 + the last step at which dL/dS is non-zero (0 when it is zero everywhere)."""
-    active = grad.ne(0).any(dim=-1).any(dim=0).nonzero()
-    return int(active[-1]) + 1 if len(active) else 0
-
-
 class _LIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, dynamics: LIFDynamics, recompute: bool):
@@ -109,7 +103,7 @@ class _LIF(torch.autograd.Function):
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
         dx = kernels.lif_backward(
             grad_s, s, u, p, through_recurrence, d.beta_mem, d.beta_syn, d.surrogate,
-            _last_active_step(grad_s),
+            kernels.last_active_step(grad_s),
         )
         del u, p
         flat_dx = dx.reshape(-1, dx.shape[-1])

@@ -115,6 +115,10 @@ def lif_backward(
     return dx
 
 
+def last_active_step(grad: Tensor) -> int:
+    return _ops().last_active_step(grad.contiguous())
+
+
 def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
     return _ops().leaky_filter(x.contiguous(), beta_mem, 1.0 - beta_mem, beta_syn)
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -27,6 +28,16 @@ void for_chunks(int64_t n, int64_t chunks, const F& f) {
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) f(c, n * c / chunks, n * (c + 1) / chunks);
   });
+}
+
+// Call f with `flag` as a compile-time constant (std::true_type / std::false_type).
+template <typename F>
+void with_flag(bool flag, const F& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
 }
 
 // Builds a CSR matrix from rows visited in order within each of `chunks` row slices.
@@ -84,12 +95,17 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
       for (int64_t r = r0; r < r1; ++r) {
         const scalar_t* row = xp + r * C;
         const size_t before = csr.cols[c].size();
-        for (int64_t k0 = 0; k0 < C; k0 += block) {
-          const int64_t k1 = std::min(C, k0 + block);
-          if (!any_nonzero(row + k0, k1 - k0)) continue;
-          for (int64_t k = k0; k < k1; ++k) {
-            if (row[k] != 0) csr.push(c, static_cast<int32_t>(k), row[k]);
+        int64_t k0 = 0;
+        for (; k0 + block <= C; k0 += block) {  // a bit mask of the non-zeros of 32 entries
+          uint32_t mask = 0;
+          for (int64_t j = 0; j < block; ++j) mask |= uint32_t(row[k0 + j] != 0) << j;
+          for (; mask != 0; mask &= mask - 1) {
+            const int64_t k = k0 + __builtin_ctz(mask);
+            csr.push(c, static_cast<int32_t>(k), row[k]);
           }
+        }
+        for (int64_t k = k0; k < C; ++k) {
+          if (row[k] != 0) csr.push(c, static_cast<int32_t>(k), row[k]);
         }
         rp[r + 1] = static_cast<int64_t>(csr.cols[c].size() - before);
         if (csr.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
@@ -190,15 +206,17 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_m
           const int64_t off = (b * T + n) * N;
           const scalar_t* xr = xp + off;
           scalar_t *sr = sp + off, *ur = up + off;
-          for (int64_t k = 0; k < N; ++k) {
-            const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
-            const scalar_t p = bm * uk + obm * i[k];
-            ur[k] = uk;
-            sr[k] = s;
-            if (pp) pp[off + k] = p;
-            u[k] = p * (one - s);
-            i[k] = bs * i[k] + xr[k];
-          }
+          with_flag(pp != nullptr, [&](auto keep) {
+            for (int64_t k = 0; k < N; ++k) {
+              const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
+              const scalar_t p = bm * uk + obm * i[k];
+              ur[k] = uk;
+              sr[k] = s;
+              if constexpr (keep.value) pp[off + k] = p;
+              u[k] = p * (one - s);
+              i[k] = bs * i[k] + xr[k];
+            }
+          });
           const size_t before = csr.cols[c].size();
           if (any_nonzero(sr, N)) {
             for (int64_t k = 0; k < N; ++k) {
@@ -224,25 +242,46 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_m
 enum Shape { GIVEN = 0, SUPERSPIKE, SIGMOID, ESSER, SUPERSPIKE_ASYMPTOTIC, EXPONENTIAL, ARCTAN,
              GAUSSIAN, TRUE_GRADIENT, CONSTANT };
 
-template <typename scalar_t>
-inline scalar_t surrogate(int64_t shape, scalar_t x, scalar_t slope, scalar_t scale) {
+template <int64_t shape, typename scalar_t>
+inline scalar_t surrogate(scalar_t x, scalar_t slope, scalar_t scale) {
   const scalar_t one = 1, ax = std::abs(x);
+  if constexpr (shape == SUPERSPIKE) {
+    return scale * (one / ((slope * ax + one) * (slope * ax + one)));
+  } else if constexpr (shape == SIGMOID) {
+    const scalar_t sig = one / (one + std::exp(-slope * x));
+    return scale * (sig * (one - sig));
+  } else if constexpr (shape == ESSER) {
+    return scale * std::max(one - slope * ax, scalar_t(0));
+  } else if constexpr (shape == SUPERSPIKE_ASYMPTOTIC) {
+    return scale * (slope / ((slope * ax + one) * (slope * ax + one)));
+  } else if constexpr (shape == EXPONENTIAL) {
+    return scale * std::exp(-slope * ax);
+  } else if constexpr (shape == ARCTAN) {
+    const scalar_t z = scalar_t(0.5 * 3.14159265358979323846) * slope * x;
+    return scale * (one / (one + z * z));
+  } else if constexpr (shape == GAUSSIAN) {
+    return scale * std::exp(scalar_t(-0.5) * (slope * x) * (slope * x));
+  } else if constexpr (shape == TRUE_GRADIENT) {
+    return 0;
+  } else {
+    return scale;  // CONSTANT
+  }
+}
+
+// Call f with the surrogate shape as a compile-time constant.
+template <typename F>
+void with_shape(int64_t shape, const F& f) {
   switch (shape) {
-    case SUPERSPIKE: return scale * (one / ((slope * ax + one) * (slope * ax + one)));
-    case SIGMOID: {
-      const scalar_t sig = one / (one + std::exp(-slope * x));
-      return scale * (sig * (one - sig));
-    }
-    case ESSER: return scale * std::max(one - slope * ax, scalar_t(0));
-    case SUPERSPIKE_ASYMPTOTIC: return scale * (slope / ((slope * ax + one) * (slope * ax + one)));
-    case EXPONENTIAL: return scale * std::exp(-slope * ax);
-    case ARCTAN: {
-      const scalar_t z = scalar_t(0.5 * 3.14159265358979323846) * slope * x;
-      return scale * (one / (one + z * z));
-    }
-    case GAUSSIAN: return scale * std::exp(scalar_t(-0.5) * (slope * x) * (slope * x));
-    case TRUE_GRADIENT: return 0;
-    default: return scale;  // CONSTANT
+    case GIVEN: return f(std::integral_constant<int64_t, GIVEN>{});
+    case SUPERSPIKE: return f(std::integral_constant<int64_t, SUPERSPIKE>{});
+    case SIGMOID: return f(std::integral_constant<int64_t, SIGMOID>{});
+    case ESSER: return f(std::integral_constant<int64_t, ESSER>{});
+    case SUPERSPIKE_ASYMPTOTIC: return f(std::integral_constant<int64_t, SUPERSPIKE_ASYMPTOTIC>{});
+    case EXPONENTIAL: return f(std::integral_constant<int64_t, EXPONENTIAL>{});
+    case ARCTAN: return f(std::integral_constant<int64_t, ARCTAN>{});
+    case GAUSSIAN: return f(std::integral_constant<int64_t, GAUSSIAN>{});
+    case TRUE_GRADIENT: return f(std::integral_constant<int64_t, TRUE_GRADIENT>{});
+    default: return f(std::integral_constant<int64_t, CONSTANT>{});
   }
 }
 
@@ -282,32 +321,67 @@ void lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const T
       Tensor rec = recurrent ? at::empty({nb, N}, grad.options()) : Tensor();
       scalar_t *dup = du_c.data_ptr<scalar_t>(), *dip = di_c.data_ptr<scalar_t>();
       for (int64_t n = t1 - 1; n >= t0; --n) {
+        if (n > t0) {  // rows of one step lie T * N apart: prefetch the next (earlier) step
+          for (int64_t b = b0; b < b1; ++b) {
+            const int64_t off = (b * T + n - 1) * N;
+            for (int64_t k = 0; k < N; k += 64 / int64_t(sizeof(scalar_t))) {
+              __builtin_prefetch(gp + off + k);
+              __builtin_prefetch(spk + off + k);
+              __builtin_prefetch(dxp + off + k, 1);
+              if (ump) __builtin_prefetch(ump + off + k);
+              if (pp) __builtin_prefetch(pp + off + k);
+            }
+          }
+        }
         if (recurrent) at::mm_out(rec, di_c, v);
         const scalar_t* rp = recurrent ? rec.data_ptr<scalar_t>() : nullptr;
         for (int64_t b = 0; b < nb; ++b) {
           const int64_t off = ((b0 + b) * T + n) * N;
           const scalar_t* sgr = sgbuf.data();
-          if (sgp) {
-            sgr = sgp + ((b0 + b) * L + (n - t0)) * N;
-          } else {
-            for (int64_t k = 0; k < N; ++k) {
-              sgbuf[k] = surrogate(shape, ump[off + k] - one, slope_, scale_);
-            }
-          }
           scalar_t *dur = dup + b * N, *dir = dip + b * N;
           std::copy_n(dir, N, dxp + off);
-          for (int64_t k = 0; k < N; ++k) {
-            scalar_t g = gp[off + k];
-            if (rp) g += rp[b * N + k];
-            if (pp) g -= dur[k] * pp[off + k];
-            const scalar_t a = dur[k] * (one - spk[off + k]);
-            dur[k] = bm * a + g * sgr[k];
-            dir[k] = obm * a + bs * dir[k];
-          }
+          with_shape(shape, [&](auto sh) {
+            with_flag(rp != nullptr, [&](auto rec_term) {
+              with_flag(pp != nullptr, [&](auto reset_term) {
+                if constexpr (sh.value == GIVEN) {
+                  sgr = sgp + ((b0 + b) * L + (n - t0)) * N;
+                } else {
+                  for (int64_t k = 0; k < N; ++k) {
+                    sgbuf[k] = surrogate<sh.value>(ump[off + k] - one, slope_, scale_);
+                  }
+                }
+                for (int64_t k = 0; k < N; ++k) {
+                  scalar_t g = gp[off + k];
+                  if constexpr (rec_term.value) g += rp[b * N + k];
+                  if constexpr (reset_term.value) g -= dur[k] * pp[off + k];
+                  const scalar_t a = dur[k] * (one - spk[off + k]);
+                  dur[k] = bm * a + g * sgr[k];
+                  dir[k] = obm * a + bs * dir[k];
+                }
+              });
+            });
+          });
         }
       }
     });
   });
+}
+
+// 1 + the last step n at which grad [B, T, N] is non-zero for some batch entry (0 if none);
+// scans backwards and stops at the first non-zero.
+int64_t last_active_step(const Tensor& grad) {
+  TORCH_CHECK(grad.dim() == 3 && grad.is_contiguous(), "last_active_step: contiguous input");
+  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2);
+  int64_t last = 0;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "last_active_step", [&] {
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    for (int64_t n = T - 1; n >= 0 && last == 0; --n) {
+      for (int64_t b = 0; b < B && last == 0; ++b) {
+        if (any_nonzero(gp + (b * T + n) * N, N)) last = n + 1;
+      }
+    }
+  });
+  return last;
 }
 
 // The leaky readout as a linear filter of x [B, T, K]; returns U[1..T]:
@@ -386,6 +460,7 @@ TORCH_LIBRARY(spikegrad_engine, m) {
         "float scale, Tensor p, Tensor v, Tensor(a!) du, "
         "Tensor(b!) di, Tensor(c!) dx, int t0, int t1, float beta_mem, "
         "float one_minus_beta_mem, float beta_syn) -> ()", &lif_backward);
+  m.def("last_active_step(Tensor grad) -> int", &last_active_step);
   m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn) "
         "-> Tensor", &leaky_filter);
   m.def("leaky_filter_backward(Tensor dy, float beta_mem, float one_minus_beta_mem, "

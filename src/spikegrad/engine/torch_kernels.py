@@ -69,6 +69,12 @@ def lif_backward(
     return dx
 
 
+def last_active_step(grad: Tensor) -> int:
+    """1 + the last step at which dL/dS is non-zero (0 when it is zero everywhere)."""
+    active = grad.ne(0).any(dim=-1).any(dim=0).nonzero()
+    return int(active[-1]) + 1 if len(active) else 0
+
+
 def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
     """U[1..T] of U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n]."""
     y = torch.empty_like(x)
