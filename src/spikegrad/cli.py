@@ -128,5 +128,9 @@ from spikegrad.commands_data import data as data_commands  # noqa: E402
 
 main.add_command(data_commands)
 
+from spikegrad.bench import bench  # noqa: E402
+
+main.add_command(bench)
+
 if __name__ == "__main__":
     main()

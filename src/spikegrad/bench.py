@@ -1,0 +1,346 @@
+"""``spikegrad bench``: time one training step of the fast engine against its peers.
+
+One training step is forward, backward and an Adam update of a network of one hidden LIF
+layer and a leaky readout, with the max-over-time cross-entropy loss, on random input
+spikes. The cases:
+
+=========  ======  ======  =======  ======  =====  =========  =========
+case       inputs  hidden  readout  T       batch  recurrent  input rate
+=========  ======  ======  =======  ======  =====  =========  =========
+shd        700     256     20       100     256    yes        2 % of bins
+randman    20      100     10       100     250    no         one spike per input
+long       700     256     20       1000    256    yes        2 % of bins
+=========  ======  ======  =======  ======  =====  =========  =========
+
+Libraries, measured side by side in one process (each repetition times every library
+once, so a change of machine load hits all of them alike):
+
+- ``fast``: spikegrad's fast engine (:mod:`spikegrad.engine`).
+- ``reference``: spikegrad's reference path (a step-by-step autograd loop).
+- ``snntorch``: ``snntorch.RSynaptic`` / ``Synaptic`` (reset to zero, ``fast_sigmoid``
+  surrogate of slope 10 = SuperSpike) and a ``Synaptic`` readout without reset whose
+  membrane is the output. Differences: snnTorch integrates ``mem = β mem + syn`` without
+  the (1 - β) factor (its weights are scaled by (1 - β_mem) to give the same drive), the
+  new current enters the membrane in the same step, and its recurrent ``nn.Linear`` has a
+  (zero-initialised, trained) bias.
+- ``norse``: ``norse.torch.LIFRecurrent`` / ``LIF`` (``method="super"``, alpha 10,
+  SuperSpike) and an ``LI`` readout. Differences: Norse integrates with forward Euler
+  (decays 1 - dt/τ instead of exp(-dt/τ)), spikes in the step the threshold is crossed,
+  and projects the input inside its time loop (``LIFRecurrent``).
+
+The input projection of all steps is one product for the peers as well (except inside
+Norse's ``LIFRecurrent``). Peak memory is the growth of the resident set during one step
+on CPU (the kernel's high-water mark, reset before the step) or the peak of the CUDA
+allocator on a GPU. Peers that are not installed (``pip install -e .[bench]``) are
+reported as missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import torch
+from torch import Tensor, nn
+
+from spikegrad.model import SNN
+
+LIBRARIES = ("fast", "reference", "snntorch", "norse")
+TAU_MEM, TAU_SYN, TAU_OUT, DT, SLOPE = 10.0, 5.0, 20.0, 1.0, 10.0
+
+
+@dataclass(frozen=True)
+class Case:
+    inputs: int
+    hidden: int
+    readout: int
+    steps: int
+    batch: int
+    recurrent: bool
+    input_rate: float  # fraction of active input bins (one spike per input when None)
+    init_scale: float  # weight scale that gives a few per cent of hidden activity
+
+
+CASES = {
+    "shd": Case(700, 256, 20, 100, 256, True, 0.02, 8.0),
+    "randman": Case(20, 100, 10, 100, 250, False, 0.01, 24.0),
+    "long": Case(700, 256, 20, 1000, 256, True, 0.02, 8.0),
+}
+
+Step = Callable[[], float]  # one training step; returns the mean hidden spike rate
+
+
+def make_data(case: Case, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(case.batch, case.steps, case.inputs, generator=g) < case.input_rate).float()
+    y = torch.randint(case.readout, (case.batch,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def make_weights(case: Case, seed: int = 1) -> dict[str, Tensor]:
+    net = SNN.build(case.inputs, [case.hidden], case.readout, recurrent=case.recurrent,
+                    init_scale=case.init_scale, generator=torch.Generator().manual_seed(seed))
+    layer = net.hidden[0]
+    weights = {"w": layer.weight.detach(), "w_out": net.readout.weight.detach()}
+    if case.recurrent:
+        weights["v"] = layer.recurrent_weight.detach()
+    return weights
+
+
+def _loss(readout_trace: Tensor, y: Tensor, time_dim: int) -> Tensor:
+    return nn.functional.cross_entropy(readout_trace.max(time_dim).values, y)
+
+
+def _train_step(params, forward: Callable[[], tuple[Tensor, Tensor]], y: Tensor,
+                time_dim: int) -> Step:
+    optimiser = torch.optim.Adam(params, lr=1e-3)
+
+    def step() -> float:
+        trace, spikes = forward()
+        loss = _loss(trace, y, time_dim)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return float(spikes.detach().float().mean())
+
+    return step
+
+
+def spikegrad_step(case: Case, engine: str, x: Tensor, y: Tensor,
+                   weights: dict[str, Tensor]) -> Step:
+    net = SNN.build(case.inputs, [case.hidden], case.readout, recurrent=case.recurrent,
+                    dt_ms=DT, tau_mem_ms=TAU_MEM, tau_syn_ms=TAU_SYN, tau_out_ms=TAU_OUT,
+                    engine=engine).to(x.device)
+    with torch.no_grad():
+        net.hidden[0].weight.copy_(weights["w"])
+        net.readout.weight.copy_(weights["w_out"])
+        if case.recurrent:
+            net.hidden[0].recurrent_weight.copy_(weights["v"])
+
+    def forward():
+        out = net(x)
+        return out.readout, out.hidden_spikes[0]
+
+    return _train_step(net.parameters(), forward, y, time_dim=1)
+
+
+def _decay(tau: float) -> float:
+    return math.exp(-DT / tau)
+
+
+def snntorch_step(case: Case, x: Tensor, y: Tensor, weights: dict[str, Tensor]) -> Step:
+    import snntorch
+    from snntorch import surrogate
+
+    beta, alpha = _decay(TAU_MEM), _decay(TAU_SYN)
+    grad = surrogate.fast_sigmoid(slope=SLOPE)
+    w = nn.Parameter(weights["w"].clone() * (1 - beta))
+    w_out = nn.Parameter(weights["w_out"].clone() * (1 - _decay(TAU_OUT)))
+    if case.recurrent:
+        hidden = snntorch.RSynaptic(alpha, beta, linear_features=case.hidden, spike_grad=grad,
+                                    reset_mechanism="zero").to(x.device)
+        with torch.no_grad():
+            hidden.recurrent.weight.copy_(weights["v"] * (1 - beta))
+            hidden.recurrent.bias.zero_()
+    else:
+        hidden = snntorch.Synaptic(alpha, beta, spike_grad=grad,
+                                   reset_mechanism="zero").to(x.device)
+    readout = snntorch.Synaptic(alpha, _decay(TAU_OUT), reset_mechanism="none").to(x.device)
+    x_tm = x.transpose(0, 1).contiguous()  # time first: one slice per step
+
+    def forward():
+        current = x_tm @ w.t()
+        if case.recurrent:
+            spk, syn, mem = hidden.init_rsynaptic()
+        else:
+            syn, mem = hidden.init_synaptic()
+        spikes = []
+        for t in range(case.steps):
+            if case.recurrent:
+                spk, syn, mem = hidden(current[t], spk, syn, mem)
+            else:
+                spk, syn, mem = hidden(current[t], syn, mem)
+            spikes.append(spk)
+        s = torch.stack(spikes)
+        out_current = s @ w_out.t()
+        syn_o, mem_o = readout.init_synaptic()
+        trace = []
+        for t in range(case.steps):
+            _, syn_o, mem_o = readout(out_current[t], syn_o, mem_o)
+            trace.append(mem_o)
+        return torch.stack(trace), s
+
+    return _train_step([w, w_out, *hidden.parameters()], forward, y, time_dim=0)
+
+
+def norse_step(case: Case, x: Tensor, y: Tensor, weights: dict[str, Tensor]) -> Step:
+    import norse.torch as norse
+
+    t = torch.as_tensor
+    p = norse.LIFParameters(
+        tau_syn_inv=t(1000.0 / TAU_SYN), tau_mem_inv=t(1000.0 / TAU_MEM), v_leak=t(0.0),
+        v_th=t(1.0), v_reset=t(0.0), method="super", alpha=t(SLOPE),
+    )
+    w = nn.Parameter(weights["w"].clone())
+    w_out = nn.Parameter(weights["w_out"].clone())
+    if case.recurrent:
+        hidden = norse.LIFRecurrent(case.inputs, case.hidden, p=p, dt=DT / 1000, autapses=True,
+                                    input_weights=w, recurrent_weights=nn.Parameter(
+                                        weights["v"].clone())).to(x.device)
+    else:
+        hidden = norse.LIF(p=p, dt=DT / 1000).to(x.device)
+    readout = norse.LI(p=norse.LIParameters(tau_syn_inv=torch.as_tensor(1000.0 / TAU_SYN),
+                                            tau_mem_inv=torch.as_tensor(1000.0 / TAU_OUT)),
+                       dt=DT / 1000).to(x.device)
+    x_tm = x.transpose(0, 1).contiguous()
+
+    def forward():
+        s, _ = hidden(x_tm) if case.recurrent else hidden(x_tm @ w.t())
+        trace, _ = readout(s @ w_out.t())
+        return trace, s
+
+    params = [w_out, *hidden.parameters()] + ([] if case.recurrent else [w])
+    return _train_step(params, forward, y, time_dim=0)
+
+
+def build_step(library: str, case: Case, x: Tensor, y: Tensor,
+               weights: dict[str, Tensor]) -> Step:
+    if library in ("fast", "reference"):
+        return spikegrad_step(case, library, x, y, weights)
+    return {"snntorch": snntorch_step, "norse": norse_step}[library](case, x, y, weights)
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory_mib(step: Step, device: torch.device) -> float | None:
+    """Extra memory one step needs at its peak (MiB); None where it cannot be measured."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed memory back, so growth is visible
+        base = _rss_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM
+    except OSError:
+        return None
+    step()
+    peak = _rss_kib("VmHWM")
+    return None if base is None or peak is None else (peak - base) / 1024
+
+
+def _timed(step: Step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000
+
+
+def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
+             device: torch.device) -> dict[str, dict]:
+    x, y = make_data(case, device)
+    weights = {k: v.to(device) for k, v in make_weights(case).items()}
+    steps, results = {}, {}
+    for library in libraries:
+        try:
+            steps[library] = build_step(library, case, x, y, weights)
+        except ImportError as error:
+            results[library] = {"status": "missing", "reason": str(error).splitlines()[0]}
+    rates = {}
+    for library, step in steps.items():
+        for _ in range(warmup):
+            rates[library] = step()
+    times: dict[str, list[float]] = {library: [] for library in steps}
+    for _ in range(repeats):
+        for library, step in steps.items():
+            times[library].append(_timed(step, device))
+    for library, step in steps.items():
+        results[library] = {
+            "status": "ok",
+            "ms_per_step": statistics.median(times[library]),
+            "peak_memory_mib": peak_memory_mib(step, device),
+            "hidden_spike_rate": rates.get(library),
+            "times_ms": times[library],
+        }
+    fast = results.get("fast", {}).get("ms_per_step")
+    for result in results.values():
+        if fast and result.get("status") == "ok":
+            result["time_vs_fast"] = result["ms_per_step"] / fast
+    return results
+
+
+def run_bench(cases: list[str], libraries: list[str], repeats: int, warmup: int,
+              device: str = "cpu", long_repeats: int | None = None) -> dict:
+    dev = torch.device(device)
+    report: dict = {
+        "meta": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "device": str(dev), "repeats": repeats, "warmup": warmup},
+        "cases": {name: asdict(CASES[name]) for name in cases},
+    }
+    for name in cases:
+        reps = long_repeats if (name == "long" and long_repeats) else repeats
+        report[name] = run_case(CASES[name], libraries, reps, warmup, dev)
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'case':8s} {'library':10s} {'ms/step':>9s} {'x fast':>7s} {'peak MiB':>9s} "
+             f"{'hidden rate':>11s}"]
+    for name in report["cases"]:
+        for library, r in report[name].items():
+            if r["status"] != "ok":
+                lines.append(f"{name:8s} {library:10s} {'missing':>9s}")
+                continue
+            memory = r["peak_memory_mib"]
+            lines.append(
+                f"{name:8s} {library:10s} {r['ms_per_step']:9.1f} {r.get('time_vs_fast', 0):7.2f} "
+                f"{'n/a' if memory is None else f'{memory:.0f}':>9s} "
+                f"{r['hidden_spike_rate']:11.4f}"
+            )
+    meta = report["meta"]
+    lines.append(f"(median of {meta['repeats']} steps after {meta['warmup']} warm-up; "
+                 f"torch {meta['torch']}, {meta['threads']} threads, {meta['device']}; "
+                 "'x fast' = time / fast engine's time)")
+    return "\n".join(lines)
+
+
+@click.command("bench")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--case", "cases", multiple=True, type=click.Choice(list(CASES)),
+              help="Case to run (repeatable; default: all).")
+@click.option("--library", "libraries", multiple=True, type=click.Choice(LIBRARIES),
+              help="Library to run (repeatable; default: all).")
+@click.option("--repeats", default=7, show_default=True, help="Timed steps per library.")
+@click.option("--long-repeats", default=3, show_default=True,
+              help="Timed steps per library in the long case.")
+@click.option("--warmup", default=1, show_default=True, help="Untimed steps first.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+def bench(as_json: bool, cases: tuple[str, ...], libraries: tuple[str, ...], repeats: int,
+          long_repeats: int, warmup: int, device: str) -> None:
+    """Milliseconds per training step and peak memory: fast engine, reference, peers."""
+    report = run_bench(list(cases) or list(CASES), list(libraries) or list(LIBRARIES),
+                       repeats, warmup, device, long_repeats)
+    click.echo(json.dumps(report) if as_json else format_table(report))
