@@ -140,7 +140,8 @@ def reproduce(
     from spikegrad.studies import ResultsDB, run_study
 
     started = time.perf_counter()
-    specs = study_specs(profile, studies, readout_data_sets())
+    chosen = PROFILES[profile].readout_data if profile in PROFILES else None
+    specs = study_specs(profile, studies, chosen or readout_data_sets())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for group in specs.values():

@@ -26,8 +26,9 @@ class Profile:
     scale_slopes: list[float]        # study 2
     scale_conditions: list[dict[str, bool]]
     regularisation_strengths: list[float]
-    data_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    readout_data: list[str] | None = None  # None: every data set available here
 
 
 # Architectures of the scale study: (recurrent, detach_reset, recurrent_gradient)
@@ -58,7 +59,7 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         seeds=[0, 1, 2, 3, 4],
-        randman={},
+        randman={"training.epochs": 100},
         slopes=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
         scale_slopes=[1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
         scale_conditions=[FF_DETACHED, FF_RESET, RC_DETACHED, RC_THROUGH, RC_RESET,
@@ -66,9 +67,22 @@ PROFILES: dict[str, Profile] = {
         regularisation_strengths=[0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0,
                                   30.0, 100.0],
         description=(
-            "The built-in configs unchanged (Randman: 1000 samples per class, 100 "
-            "epochs); 13 slopes over 0.1..1000, 7 in the scale study, 5 seeds."
+            "The built-in configs (Randman: 1000 samples per class, 100 epochs); 13 "
+            "slopes over 0.1..1000, 7 in the scale study, 12 regularisation strengths, 5 seeds."
         ),
+    ),
+    "smoke": Profile(
+        name="smoke",
+        seeds=[0],
+        randman={"data.samples_per_class": 30, "time.n_steps": 40, "training.epochs": 2,
+                 "training.batch_size": 50, "model.hidden.0.size": 32},
+        slopes=[1.0, 100.0],
+        scale_slopes=[1.0, 100.0],
+        scale_conditions=[FF_DETACHED, FF_RESET],
+        regularisation_strengths=[0.0, 10.0],
+        data_overrides={"training.epochs": 1},
+        description="A seconds-long run of the whole pipeline on tiny data; not for conclusions.",
+        readout_data=["randman", "digits"],
     ),
 }
 
