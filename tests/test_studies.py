@@ -409,10 +409,21 @@ def worker_processes(tag: str) -> list[int]:
     return found
 
 
+def completed_trials(db_path: Path) -> int:
+    if not db_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM trials WHERE status = 'completed'").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path):
     spec = tiny_spec(axes={"surrogate.name": ["superspike", "esser"],
-                           "surrogate.slope": [5.0, 20.0]})
+                           "surrogate.slope": [5.0, 20.0, 50.0]})
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
 
@@ -430,9 +441,16 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path):
     for _ in range(3):
         tag = f"SPIKEGRAD_TEST_{uuid.uuid4().hex}"
         env = {**os.environ, tag: "1"}
+        before = completed_trials(interrupted)
         driver = subprocess.Popen(command(interrupted), env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 9.0))
+        # a random moment after this driver has finished at least one trial (so that every
+        # kill lands mid-study, whatever the machine's speed): training, writing, starting
+        deadline = time.monotonic() + 120
+        while completed_trials(interrupted) <= before and time.monotonic() < deadline:
+            assert driver.poll() is None, "the driver ended before it was killed"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.0))
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
         # the workers of a killed driver end themselves
@@ -440,18 +458,29 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path):
         while worker_processes(tag) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert worker_processes(tag) == [], f"orphaned workers (random seed {seed})"
-        with sqlite3.connect(interrupted) as conn:
-            finished_counts.append(conn.execute(
-                "SELECT count(*) FROM trials WHERE status = 'completed'").fetchone()[0])
+        finished_counts.append(completed_trials(interrupted))
     result = subprocess.run(command(interrupted), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert finished_counts == sorted(finished_counts), finished_counts
+    assert finished_counts[0] > 0, finished_counts
 
     expected, actual = database_snapshot(reference), database_snapshot(interrupted)
     assert sorted(actual) == sorted(expected), f"random seed {seed}"
     for config_hash, trial in expected.items():
         assert actual[config_hash] == trial, f"trial {config_hash} differs (random seed {seed})"
     with sqlite3.connect(interrupted) as conn:
-        assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 8
-        assert conn.execute("SELECT count(*) FROM study_trials").fetchone()[0] == 8
-        assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 8 * 2
+        assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 12
+        assert conn.execute("SELECT count(*) FROM study_trials").fetchone()[0] == 12
+        assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 12 * 2
+
+
+@pytest.mark.slow
+def test_ray_path_on_a_throwaway_local_ray(tmp_path):
+    pytest.importorskip("ray")
+    db_path = tmp_path / "ray.sqlite"
+    summary = run_study(tiny_spec(), db_path, address="local", progress=False)
+    assert summary["counts"] == {"completed": 4} and summary["address"] == "local"
+    local = tmp_path / "local.sqlite"
+    run_study(tiny_spec(), local, workers=2, progress=False)
+    on_ray, here = database_snapshot(db_path), database_snapshot(local)
+    assert on_ray == here
