@@ -72,7 +72,8 @@ def study_show(spec: str, overrides: tuple[str, ...], list_trials: bool) -> None
 @set_option
 @click.option("--workers", type=int, help="Local worker processes (default: one per core).")
 @click.option("--address", metavar="ADDR",
-              help="Run on the Ray cluster at ADDR (host:port), e.g. 127.0.0.1:6379.")
+              help="Run on the Ray cluster at ADDR (host:port, e.g. 127.0.0.1:6379; "
+                   "'local' starts a throwaway one).")
 @click.option("--retry-failed", is_flag=True, help="Run failed and crashed trials again.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")

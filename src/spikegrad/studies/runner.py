@@ -61,7 +61,8 @@ def run_study(
     """Run every unfinished trial of ``spec`` and record it in the database ``db_path``.
 
     ``workers``: local worker processes (default: one per core, or cores //
-    ``cpus_per_trial``). ``address``: run on the Ray cluster there instead.
+    ``cpus_per_trial``). ``address``: run on the Ray cluster there instead
+    (``"host:port"``; ``"local"`` starts a throwaway single-machine Ray).
     ``retry_failed``: run ``failed`` and ``crashed`` trials again. ``trial_function``
     replaces :func:`~spikegrad.studies.worker.run_trial` (tests, custom trainers; it
     must be importable by the workers).
