@@ -459,6 +459,10 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path):
             time.sleep(0.2)
         assert worker_processes(tag) == [], f"orphaned workers (random seed {seed})"
         finished_counts.append(completed_trials(interrupted))
+    # with no driver, the trials the killed one had started are reported as interrupted
+    report = CliRunner().invoke(main, ["study", "status", "--db", str(interrupted), "--json"])
+    counts = json.loads(report.output)["studies"]["tiny-study"]["counts"]
+    assert "running" not in counts and counts["completed"] == finished_counts[-1], counts
     result = subprocess.run(command(interrupted), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert finished_counts == sorted(finished_counts), finished_counts

@@ -89,8 +89,12 @@ def study_run(spec: str, db_path: Path, overrides: tuple[str, ...], workers: int
     from spikegrad.studies.spec import load_study_spec
 
     loaded = load_study_spec(spec, list(overrides))
-    summary = run_study(loaded, db_path, workers=workers, address=address,
-                        progress=not quiet, retry_failed=retry_failed)
+    try:
+        summary = run_study(loaded, db_path, workers=workers, address=address,
+                            progress=not quiet, retry_failed=retry_failed)
+    except KeyboardInterrupt:
+        click.echo("spikegrad: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
     if as_json:
         print_json(summary)
         return
@@ -111,12 +115,22 @@ def study_run(spec: str, db_path: Path, overrides: tuple[str, ...], workers: int
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 @user_errors
 def study_status(db_path: Path, study_name: str | None, as_json: bool) -> None:
-    """Counts per status, progress and failures of the studies in --db."""
+    """Counts per status, progress and failures of the studies in --db.
+
+    Trials that a stopped driver had started are counted as "interrupted" (they run
+    again when the study is resumed).
+    """
+    from spikegrad.studies.runner import driver_active
+
     with _open_db(db_path) as db:
         names = [study_name] if study_name else [s["name"] for s in db.studies()]
         if study_name and study_name not in {s["name"] for s in db.studies()}:
             raise ConfigError(f"--study {study_name}: no such study in {db_path}")
         reports = {name: db.status(name) for name in names}
+    if not driver_active(db_path):  # "running" trials of a driver that was stopped
+        for report in reports.values():
+            if "running" in report["counts"]:
+                report["counts"]["interrupted"] = report["counts"].pop("running")
     if as_json:
         print_json(reports[study_name] if study_name else
                    {"studies": {name: {k: v for k, v in r.items() if k != "studies"}

@@ -352,6 +352,18 @@ def _run_ray(todo: list[TrialConfig], tracker: _Tracker, address: str, cpus: int
 # ---------------------------------------------------------------------------------------
 
 
+def driver_active(db_path: str | Path) -> bool:
+    """Whether a study driver is running on this database now (holds its lock)."""
+    lock = _DriverLock(Path(db_path))
+    if not lock.path.exists():
+        return False
+    try:
+        with lock:
+            return False
+    except ConfigError:
+        return True
+
+
 class _DriverLock:
     """One driver per database: an advisory lock on ``<db>.lock``, freed when the process dies."""
 

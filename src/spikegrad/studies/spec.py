@@ -341,7 +341,7 @@ def load_study_spec(
         raw, origin = copy.deepcopy(source), "study spec"
     else:
         raw, origin, folder = _read_spec_source(source)
-    if overrides:
+    if overrides and isinstance(raw.get("set") or {}, dict):  # else validation reports "set"
         raw = dict(raw)
         raw["set"] = {**_flatten(raw.get("set") or {}), **_parse_overrides(overrides)}
     try:
