@@ -144,9 +144,11 @@ def reproduce(
     specs = study_specs(profile, studies, chosen or readout_data_sets())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    trained = 0
     for group in specs.values():
         for spec in group:
-            run_study(spec, db_path, workers=workers, address=address, progress=progress)
+            trained += run_study(spec, db_path, workers=workers, address=address,
+                                 progress=progress)["ran"]
     with ResultsDB(db_path) as db:
         trials = {spec["name"]: db.trials(study=spec["name"]) for g in specs.values()
                   for spec in g}
@@ -232,5 +234,6 @@ def reproduce(
         "report": paths,
         "claims": [c.__dict__ for c in claims],
         "figures": [f["png"] for f in figures],
+        "trials_trained": trained,
         "wall_time_s": time.perf_counter() - started,
     }
