@@ -93,7 +93,7 @@ class ModelConfig(Strict):
     hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()])
     readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
     init: InitConfig = Field(default_factory=InitConfig)
-    engine: Literal["reference", "fast"] = "reference"
+    engine: Literal["reference", "fast"] = "fast"
 
 
 class TrainingConfig(Strict):
