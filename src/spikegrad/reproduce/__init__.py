@@ -62,8 +62,8 @@ def _files_present(name: str) -> bool:
 
 
 def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[float]]]:
-    """‖dL/dU[n]‖ of the first hidden layer at surrogate scale 1 and 100, per condition,
-    for a freshly initialised two-layer network on one Randman batch."""
+    """‖dL/dU[n]‖ of the hidden layer at surrogate scale 1 and 100, per condition, for a
+    freshly initialised network on one Randman batch (the same weights for both scales)."""
     from spikegrad.data import build_data
     from spikegrad.diagnostics import membrane_gradient_norms
     from spikegrad.training import build_model
@@ -77,7 +77,7 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
         norms[name] = {}
         for scale in (1.0, 100.0):
             layer = {**base.model.hidden[0].model_dump(), **condition}
-            config = load_config(base, {"model.hidden": [layer, layer], "surrogate.scale": scale,
+            config = load_config(base, {"model.hidden": [layer], "surrogate.scale": scale,
                                         "model.engine": "reference"})
             model = build_model(config, data.n_inputs, data.n_classes,
                                 torch.Generator().manual_seed(seed))
@@ -186,8 +186,8 @@ def reproduce(
         claims += rules.gradient_claims(norms)
         add_figure("gradients", plots.gradient_figure(norms, out_dir),
                    "Gradient norm through time",
-                   "‖dL/dU[n]‖ of the first of two hidden layers at surrogate scale 1 and 100 "
-                   "(SuperSpike, β = 10), freshly initialised network, one Randman batch.")
+                   "‖dL/dU[n]‖ of the hidden layer at surrogate scale 1 and 100 (SuperSpike, "
+                   "β = 10), freshly initialised network, one Randman batch (log axis).")
     if "readout" in specs:
         readout_trials = {spec["name"].removeprefix(f"{p}-readout-"): trials[spec["name"]]
                           for spec in specs["readout"]}

@@ -345,7 +345,7 @@ def gradient_claims(norms: dict[str, dict[float, list[float]]]) -> list[Claim]:
         "With a large scale, gradients through the reset or the recurrence explode through "
         "time; with both detached they only grow in proportion to the scale.",
         "growth = (sum over time of ‖dL/dU[n]‖ at the large scale / at the small scale) / "
-        "(large / small scale), first hidden layer, same weights and batch; holds if the growth "
+        "(large / small scale), hidden layer, same weights and batch; holds if the growth "
         "in every condition with a gradient path exceeds 10× the largest growth without one.",
         verdict,
         "; ".join(f"{c}: growth ×{r:.3g}" for c, r in ratios.items()),

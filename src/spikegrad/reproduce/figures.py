@@ -78,7 +78,8 @@ def scale_figure(trials, out_dir: Path) -> dict[str, str]:
             _errorbar(ax, slopes, [stats[(shape, s)] for s in slopes], label=label,
                       color=COLOURS[shape])
         ax.set_xscale("log")
-        ax.set(title=condition, xlabel="slope β", ylim=(0, 1))
+        ax.set(xlabel="slope β", ylim=(0, 1))
+        ax.set_title(condition, fontsize=8)
     axes[0][0].set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=7)
     figure.suptitle("Surrogate scale")
@@ -129,13 +130,14 @@ def regularisation_figure(trials, out_dir: Path) -> dict[str, str]:
 
 
 def gradient_figure(norms: dict[str, dict[float, list[float]]], out_dir: Path):
-    figure, axes = plt.subplots(1, len(norms), figsize=(3.2 * len(norms), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(norms), figsize=(3.6 * len(norms), 3.4), squeeze=False)
     for ax, (condition, by_scale) in zip(axes[0], norms.items(), strict=True):
         for scale, values in sorted(by_scale.items()):
             ax.plot(np.arange(len(values)), np.maximum(values, 1e-30), label=f"scale {scale:g}")
         ax.set_yscale("log")
-        ax.set(title=condition, xlabel="time step n")
-    axes[0][0].set_ylabel("‖dL/dU[n]‖, hidden layer 1")
+        ax.set_title(condition, fontsize=8)
+        ax.set_xlabel("time step n")
+    axes[0][0].set_ylabel("‖dL/dU[n]‖, hidden layer")
     axes[0][0].legend(fontsize=7)
     figure.suptitle("Gradient norm through time")
     return save_figure(figure, out_dir, "gradients")
