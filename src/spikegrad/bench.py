@@ -228,35 +228,39 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
-def peak_memory_mib(step: Step, device: torch.device) -> float | None:
-    """Extra memory one step needs at its peak (MiB); None where it cannot be measured."""
+def _reset_peak_memory(device: torch.device) -> float | None:
+    """Start tracking the peak; returns the memory in use now (bytes), None if unsupported."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        return float(torch.cuda.memory_allocated(device))
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed memory back, so growth is visible
         base = _rss_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM
     except OSError:
         return None
-    step()
+    return None if base is None else base * 1024.0
+
+
+def _peak_memory(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device))
     peak = _rss_kib("VmHWM")
-    return None if base is None or peak is None else (peak - base) / 1024
+    return None if peak is None else peak * 1024.0
 
 
-def _timed(step: Step, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def measure(step: Step, device: torch.device) -> tuple[float, float | None, float]:
+    """Milliseconds of one step, the extra memory (MiB) it needed at its peak, spike rate."""
+    base = _reset_peak_memory(device)
     start = time.perf_counter()
-    step()
+    rate = step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1000
+    ms = (time.perf_counter() - start) * 1000
+    peak = _peak_memory(device)
+    return ms, None if base is None or peak is None else (peak - base) / 2**20, rate
 
 
 def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
@@ -269,19 +273,23 @@ def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
             steps[library] = build_step(library, case, x, y, weights)
         except ImportError as error:
             results[library] = {"status": "missing", "reason": str(error).splitlines()[0]}
-    rates = {}
-    for library, step in steps.items():
+    rates: dict[str, float] = {}
+    for step in steps.values():
         for _ in range(warmup):
-            rates[library] = step()
+            step()
     times: dict[str, list[float]] = {library: [] for library in steps}
+    memory: dict[str, list[float | None]] = {library: [] for library in steps}
     for _ in range(repeats):
         for library, step in steps.items():
-            times[library].append(_timed(step, device))
-    for library, step in steps.items():
+            ms, mib, rates[library] = measure(step, device)
+            times[library].append(ms)
+            memory[library].append(mib)
+    for library in steps:
+        known = [m for m in memory[library] if m is not None]
         results[library] = {
             "status": "ok",
             "ms_per_step": statistics.median(times[library]),
-            "peak_memory_mib": peak_memory_mib(step, device),
+            "peak_memory_mib": max(known) if known else None,
             "hidden_spike_rate": rates.get(library),
             "times_ms": times[library],
         }
@@ -297,12 +305,17 @@ def run_bench(cases: list[str], libraries: list[str], repeats: int, warmup: int,
     dev = torch.device(device)
     report: dict = {
         "meta": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "device": str(dev), "repeats": repeats, "warmup": warmup},
+                 "device": str(dev), "repeats": repeats, "warmup": warmup,
+                 "long_repeats": long_repeats},
         "cases": {name: asdict(CASES[name]) for name in cases},
     }
     for name in cases:
-        reps = long_repeats if (name == "long" and long_repeats) else repeats
-        report[name] = run_case(CASES[name], libraries, reps, warmup, dev)
+        # The long case runs the code the other cases have warmed up, at ten times the cost:
+        # it gets its own (smaller) number of timed steps and no warm-up after another case.
+        long = name == "long" and long_repeats
+        reps = long_repeats if long else repeats
+        report[name] = run_case(CASES[name], libraries, reps,
+                                0 if long and len(cases) > 1 else warmup, dev)
     return report
 
 
@@ -314,14 +327,15 @@ def format_table(report: dict) -> str:
             if r["status"] != "ok":
                 lines.append(f"{name:8s} {library:10s} {'missing':>9s}")
                 continue
-            memory = r["peak_memory_mib"]
+            memory, rate = r["peak_memory_mib"], r["hidden_spike_rate"]
             lines.append(
                 f"{name:8s} {library:10s} {r['ms_per_step']:9.1f} {r.get('time_vs_fast', 0):7.2f} "
                 f"{'n/a' if memory is None else f'{memory:.0f}':>9s} "
-                f"{r['hidden_spike_rate']:11.4f}"
+                f"{'n/a' if rate is None else f'{rate:.4f}':>11s}"
             )
     meta = report["meta"]
-    lines.append(f"(median of {meta['repeats']} steps after {meta['warmup']} warm-up; "
+    lines.append(f"(median of {meta['repeats']} steps after {meta['warmup']} warm-up, long case: "
+                 f"{meta['long_repeats']} step(s); "
                  f"torch {meta['torch']}, {meta['threads']} threads, {meta['device']}; "
                  "'x fast' = time / fast engine's time)")
     return "\n".join(lines)
