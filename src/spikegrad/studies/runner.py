@@ -296,7 +296,10 @@ def _run_local(todo: list[TrialConfig], tracker: _Tracker, n_workers: int, threa
                 tracker.finished(trial, outcome)
     finally:
         for worker in pool:
-            worker.stop()
+            if worker.trial is None:
+                worker.stop()
+            elif worker.process.is_alive():  # interrupted: its trial runs again on resume
+                worker.process.terminate()
         deadline = time.monotonic() + 5
         for worker in pool:
             worker.process.join(timeout=max(0.1, deadline - time.monotonic()))
