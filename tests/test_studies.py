@@ -488,3 +488,19 @@ def test_ray_path_on_a_throwaway_local_ray(tmp_path):
     run_study(tiny_spec(), local, workers=2, progress=False)
     on_ray, here = database_snapshot(db_path), database_snapshot(local)
     assert on_ray == here
+
+
+def test_spec_round_trip_and_show(tmp_path):
+    spec = load_study_spec(tiny_spec(axes={"surrogate.slope": {"log": [1, 100], "num": 3}},
+                                     zip=[{"training.batch_size": [8, 16]}]))
+    again = load_study_spec(spec.to_dict())
+    assert [t.config_hash() for t in again.trials()] == [t.config_hash() for t in spec.trials()]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec.to_dict()))
+    result = CliRunner().invoke(main, ["study", "show", str(path), "--trials",
+                                       "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "# 12 trials over surrogate.slope, training.batch_size, seed" in result.output
+    lines = [line for line in result.output.splitlines() if "surrogate.slope=" in line]
+    assert len(lines) == 12
+    assert lines[0].endswith("surrogate.slope=1, training.batch_size=8, seed=0")
