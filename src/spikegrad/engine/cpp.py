@@ -9,6 +9,7 @@ uses the pure-PyTorch kernels of :mod:`spikegrad.engine.torch_kernels` instead.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
@@ -27,11 +28,32 @@ from spikegrad.surrogates import Surrogate
 SOURCE = Path(__file__).with_name("kernels.cpp")
 
 
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed buffers of up to 32 MiB instead of returning them to the system.
+
+    The engine allocates a few whole-sequence buffers per step (spikes, membrane trace,
+    adjoints); by default glibc maps each one afresh and the kernel zero-fills its pages,
+    which costs more than the arithmetic. Raising the mmap and trim thresholds (the knob
+    ``MALLOC_MMAP_THRESHOLD_`` sets) keeps them in the heap, ready for the next step.
+    Set ``SPIKEGRAD_KEEP_MEMORY=0`` to leave the allocator alone.
+    """
+    if os.environ.get("SPIKEGRAD_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)  # the largest value glibc accepts
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
 @functools.cache
 def available() -> bool:
     """Compile (or load the cached build of) the kernels; False when that is impossible."""
     if os.environ.get("SPIKEGRAD_ENGINE", "").lower() == "torch":
         return False
+    keep_freed_memory()
     try:
         from torch.utils.cpp_extension import load
 

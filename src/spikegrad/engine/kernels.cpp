@@ -175,6 +175,25 @@ Tensor sparse_tmm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
   return chunks == 1 ? parts[0] : parts.sum(0);
 }
 
+// One step of one batch entry: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S),
+// I <- β_s I + x (the recurrent input is added by the caller); records U, S (and P).
+template <bool keep, typename scalar_t>
+inline void forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
+                        scalar_t* __restrict__ u, scalar_t* __restrict__ i,
+                        const scalar_t* __restrict__ x, scalar_t* __restrict__ ur,
+                        scalar_t* __restrict__ sr, scalar_t* __restrict__ pr) {
+  const scalar_t one = 1;
+  for (int64_t k = 0; k < N; ++k) {
+    const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
+    const scalar_t p = bm * uk + obm * i[k];
+    ur[k] = uk;
+    sr[k] = s;
+    if constexpr (keep) pr[k] = p;
+    u[k] = p * (one - s);
+    i[k] = bs * i[k] + x[k];
+  }
+}
+
 // Forward time loop of a LIF layer from the projected input x [B, T, N] (x[n] = W S_in[n]).
 // Returns S[0..T-1], U[0..T-1], P[n] = β_m U[n] + (1 - β_m) I[n] (with keep_pre_reset, else
 // empty) and the CSR form of S as [B*T, N] (row_ptr, cols, vals). vt is V^T [N, N]
@@ -207,15 +226,8 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_m
           const scalar_t* xr = xp + off;
           scalar_t *sr = sp + off, *ur = up + off;
           with_flag(pp != nullptr, [&](auto keep) {
-            for (int64_t k = 0; k < N; ++k) {
-              const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
-              const scalar_t p = bm * uk + obm * i[k];
-              ur[k] = uk;
-              sr[k] = s;
-              if constexpr (keep.value) pp[off + k] = p;
-              u[k] = p * (one - s);
-              i[k] = bs * i[k] + xr[k];
-            }
+            forward_row<keep.value>(N, bm, obm, bs, u.data(), i.data(), xr, ur, sr,
+                                    keep.value ? pp + off : nullptr);
           });
           const size_t before = csr.cols[c].size();
           if (any_nonzero(sr, N)) {
@@ -285,6 +297,30 @@ void with_shape(int64_t shape, const F& f) {
   }
 }
 
+template <int64_t shape, typename scalar_t>
+inline void surrogate_row(int64_t N, const scalar_t* __restrict__ u, scalar_t* __restrict__ out,
+                          scalar_t slope, scalar_t scale) {
+  for (int64_t k = 0; k < N; ++k) out[k] = surrogate<shape>(u[k] - scalar_t(1), slope, scale);
+}
+
+// One step of the adjoint recursion for one batch entry (see lif_backward).
+template <bool rec, bool reset, typename scalar_t>
+inline void backward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
+                         const scalar_t* __restrict__ grad, const scalar_t* __restrict__ r,
+                         const scalar_t* __restrict__ p, const scalar_t* __restrict__ s,
+                         const scalar_t* __restrict__ sg, scalar_t* __restrict__ du,
+                         scalar_t* __restrict__ di) {
+  const scalar_t one = 1;
+  for (int64_t k = 0; k < N; ++k) {
+    scalar_t g = grad[k];
+    if constexpr (rec) g += r[k];
+    if constexpr (reset) g -= du[k] * p[k];
+    const scalar_t a = du[k] * (one - s[k]);
+    du[k] = bm * a + g * sg[k];
+    di[k] = obm * a + bs * di[k];
+  }
+}
+
 // BPTT of a LIF layer over the steps [t0, t1) (called for consecutive blocks, latest first):
 // from dL/dS (grad [B, T, N]) to dL/dx (dx [B, T, N], dx[n] = dI[n+1]), carrying the
 // adjoints du = dU[t1], di = dI[t1] ([B, N], updated in place to dU[t0], dI[t0]).
@@ -346,18 +382,11 @@ void lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const T
                 if constexpr (sh.value == GIVEN) {
                   sgr = sgp + ((b0 + b) * L + (n - t0)) * N;
                 } else {
-                  for (int64_t k = 0; k < N; ++k) {
-                    sgbuf[k] = surrogate<sh.value>(ump[off + k] - one, slope_, scale_);
-                  }
+                  surrogate_row<sh.value>(N, ump + off, sgbuf.data(), slope_, scale_);
                 }
-                for (int64_t k = 0; k < N; ++k) {
-                  scalar_t g = gp[off + k];
-                  if constexpr (rec_term.value) g += rp[b * N + k];
-                  if constexpr (reset_term.value) g -= dur[k] * pp[off + k];
-                  const scalar_t a = dur[k] * (one - spk[off + k]);
-                  dur[k] = bm * a + g * sgr[k];
-                  dir[k] = obm * a + bs * dir[k];
-                }
+                backward_row<rec_term.value, reset_term.value>(
+                    N, bm, obm, bs, gp + off, rp ? rp + b * N : nullptr,
+                    pp ? pp + off : nullptr, spk + off, sgr, dur, dir);
               });
             });
           });
