@@ -480,8 +480,11 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_path_on_a_throwaway_local_ray(tmp_path):
+def test_ray_path_on_a_throwaway_local_ray(tmp_path, monkeypatch):
     pytest.importorskip("ray")
+    # a local cluster on this machine only: no auth token (Ray would write ~/.ray/auth_token)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     db_path = tmp_path / "ray.sqlite"
     summary = run_study(tiny_spec(), db_path, address="local", progress=False)
     assert summary["counts"] == {"completed": 4} and summary["address"] == "local"
