@@ -180,3 +180,21 @@ def test_digits_builder_is_latency_coded_and_split():
     x, _ = splits.train.batch(range(50))
     assert x.amax() == 1 and x.sum(dim=1).amax() == 1  # at most one spike per pixel
     assert x[:, 40:].sum() == 0  # the dimmest firing pixel (x = 4/16) fires at 27.7 ms
+
+
+def test_download_verifies_checksums(tmp_path):
+    import hashlib
+
+    from spikegrad.data.files import download
+
+    source = tmp_path / "src" / "train-labels-idx1-ubyte.gz"
+    source.parent.mkdir()
+    source.write_bytes(gzip.compress(idx_bytes(np.arange(10, dtype=np.uint8))))
+    md5 = hashlib.md5(source.read_bytes()).hexdigest()
+    target = download(source.as_uri(), tmp_path / "dl", md5, progress=False)
+    assert target.read_bytes() == source.read_bytes()
+    with pytest.raises(DataFileError, match="checksum mismatch"):
+        download(source.as_uri(), tmp_path / "bad", "0" * 32, progress=False)
+    assert not any((tmp_path / "bad").iterdir())  # nothing half-downloaded is left
+    with pytest.raises(MissingDataError, match="download failed"):
+        download((tmp_path / "missing.gz").as_uri(), tmp_path / "dl2", progress=False)

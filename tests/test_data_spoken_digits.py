@@ -103,6 +103,17 @@ def test_cli_make_and_show(tmp_path, spoken):
     assert (tmp_path / "m.png").stat().st_size > 1000
 
 
+@needs_espeak
+def test_spike_and_current_pipelines_train_end_to_end(tmp_path, spoken):
+    from spikegrad.training import train
+
+    small = ["training.epochs=1", "training.batch_size=16", "model.hidden.0.size=16",
+             f"data.path={spoken}"]
+    for name in ("spoken-digits", "spoken-digits-current"):
+        result = train(load_config(name, small), out_dir=tmp_path / name, progress=False)
+        assert result["status"] == "completed" and 0 <= result["test_accuracy"] <= 1
+
+
 def test_missing_espeak_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(MissingDataError, match="apt-get install espeak-ng"):
@@ -134,9 +145,12 @@ def test_cli_list_show_and_one_line_errors(tmp_path):
 
 
 def test_every_dataset_has_a_builtin_config():
-    for name in ("digits", "mnist", "fashion-mnist", "shd", "ssc", "spoken-digits",
-                 "spoken-digits-current"):
-        assert load_config(name).data.name in name or name == "spoken-digits-current"
+    expected = {"digits": "digits", "mnist": "mnist", "fashion-mnist": "fashion-mnist",
+                "shd": "shd", "ssc": "ssc", "spoken-digits": "spoken-digits",
+                "spoken-digits-current": "spoken-digits-audio",
+                "heidelberg-digits-current": "audio"}
+    for config, data_name in expected.items():
+        assert load_config(config).data.name == data_name
 
 
 def test_digits_training_learns(tmp_path):
