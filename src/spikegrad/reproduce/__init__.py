@@ -61,6 +61,16 @@ def _files_present(name: str) -> bool:
     return True
 
 
+def prepare_data(base: dict[str, Any]) -> None:
+    """Build (and so cache) a data set once in the driver, before workers need it: the
+    spoken digits are synthesised here, not once per worker."""
+    from spikegrad.data import build_data
+
+    config = load_config(base)
+    if config.data.name != "randman":
+        build_data(config.data, config.time.n_steps, config.time.dt_ms)
+
+
 def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[float]]]:
     """‖dL/dU[n]‖ of the hidden layer at surrogate scale 1 and 100, per condition, for a
     freshly initialised network on one Randman batch (the same weights for both scales)."""
@@ -144,6 +154,8 @@ def reproduce(
     specs = study_specs(profile, studies, chosen or readout_data_sets())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for spec in specs.get("readout", []):
+        prepare_data(spec["base"])
     trained = 0
     for group in specs.values():
         for spec in group:
