@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from spikegrad.data.base import DataSplits, split_indices
+from spikegrad.data.base import DataSplits, EventDataset, split_indices
 from spikegrad.data.configs import DigitsConfig, MNISTConfig
 from spikegrad.data.files import (
     DataFileError,
     MissingDataError,
     cache_dir,
+    cache_key,
+    cached_arrays,
     download,
     find_file,
     read_maybe_gzip,
@@ -122,10 +124,36 @@ def download_images(name: str, folder: str | Path, progress: bool = True) -> Pat
 
 
 def build_mnist(config: MNISTConfig, n_steps: int, dt_ms: float) -> DataSplits:
-    """Latency-coded MNIST or Fashion-MNIST: standard train/test, seeded validation split."""
+    """Latency-coded MNIST or Fashion-MNIST: standard train/test, seeded validation split.
+
+    The encoded splits are cached, keyed by the IDX files and every parameter.
+    """
     folder = Path(config.path).expanduser() if config.path else cache_dir() / config.name
     if config.download:
         download_images(config.name, folder)
+    sources = [find_file(folder, [name]) for name in IDX_FILES.values()]
+    if any(source is None for source in sources):
+        read_image_split(folder, "train")
+        read_image_split(folder, "test")  # raises the error that names the missing file
+    params = {"config": config.model_dump(exclude={"path", "download"}), "n_steps": n_steps,
+              "dt_ms": dt_ms, "version": 1}
+    arrays = cached_arrays(cache_key(config.name, params, sources),
+                           lambda: encode_mnist(config, folder, n_steps, dt_ms))
+    n_inputs = int(arrays["n_inputs"])
+
+    def split(name):
+        return EventDataset(arrays[f"{name}_offsets"], arrays[f"{name}_time_bins"],
+                            arrays[f"{name}_units"], arrays[f"{name}_labels"], n_steps, n_inputs,
+                            binary=True)
+
+    return DataSplits(name=config.name, train=split("train"), valid=split("valid"),
+                      test=split("test"), n_inputs=n_inputs, n_classes=10, n_steps=n_steps,
+                      input_kind="spikes")
+
+
+def encode_mnist(config: MNISTConfig, folder: Path, n_steps: int,
+                 dt_ms: float) -> dict[str, np.ndarray]:
+    """Read and latency-code the train/valid/test splits into plain arrays (for the cache)."""
     train_images, train_labels = read_image_split(folder, "train")
     test_images, test_labels = read_image_split(folder, "test")
     if config.valid_size >= len(train_images):
@@ -136,18 +164,18 @@ def build_mnist(config: MNISTConfig, n_steps: int, dt_ms: float) -> DataSplits:
     if config.train_size is not None:
         train = train[: config.train_size]
     enc = config.encoding
-
-    def encode(images, labels):
-        return latency_encode(images / 255.0, labels, enc.tau_eff_ms, enc.threshold, n_steps,
-                              dt_ms)
-
-    n_inputs = int(np.prod(train_images.shape[1:]))
-    return DataSplits(
-        name=config.name, train=encode(train_images[train], train_labels[train]),
-        valid=encode(train_images[valid], train_labels[valid]),
-        test=encode(test_images, test_labels), n_inputs=n_inputs, n_classes=10,
-        n_steps=n_steps, input_kind="spikes",
-    )
+    arrays = {"n_inputs": np.array(int(np.prod(train_images.shape[1:])))}
+    for name, images, labels in (("train", train_images[train], train_labels[train]),
+                                 ("valid", train_images[valid], train_labels[valid]),
+                                 ("test", test_images, test_labels)):
+        ds = latency_encode(images / 255.0, labels, enc.tau_eff_ms, enc.threshold, n_steps,
+                            dt_ms)
+        arrays.update({f"{name}_offsets": ds.offsets,
+                       f"{name}_time_bins": ds.time_bins.astype(np.int16 if n_steps < 32768
+                                                                else np.int32),
+                       f"{name}_units": ds.units.astype(np.uint16),
+                       f"{name}_labels": ds.labels.numpy()})
+    return arrays
 
 
 def build_digits(config: DigitsConfig, n_steps: int, dt_ms: float) -> DataSplits:
