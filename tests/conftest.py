@@ -9,8 +9,8 @@ from spikegrad.config import load_config
 TINY = {
     "name": "tiny",
     "seed": 3,
-    "time": {"dt_ms": 1.0, "n_steps": 20},
-    "data": {"name": "randman", "n_classes": 3, "n_units": 10, "samples_per_class": 40,
+    "time": {"dt_ms": 1.0, "n_steps": 50},
+    "data": {"name": "randman", "n_classes": 3, "n_units": 20, "samples_per_class": 60,
              "alpha": 2.0, "seed": 1},
     "model": {"hidden": [{"size": 16}], "init": {"scheme": "gaussian", "scale": 7.0}},
     "training": {"epochs": 3, "batch_size": 16, "learning_rate": 0.01},

@@ -76,20 +76,20 @@ def test_forward_is_exact_step(name):
 
 
 def test_register_custom_surrogate():
-    @register_surrogate("test_triangle_squared")
+    @register_surrogate("user_triangle_squared")
     def triangle_squared(x, slope):
         """Squared triangle."""
         return torch.clamp(1 - slope * x.abs(), min=0) ** 2
 
     try:
         x = torch.tensor([0.0, 0.05, 0.5], dtype=torch.float64, requires_grad=True)
-        spike(x, Surrogate("test_triangle_squared", 10.0)).sum().backward()
+        spike(x, Surrogate("user_triangle_squared", 10.0)).sum().backward()
         assert x.grad.tolist() == pytest.approx([1.0, 0.25, 0.0])
-        assert SURROGATES["test_triangle_squared"].description == "Squared triangle."
+        assert SURROGATES["user_triangle_squared"].description == "Squared triangle."
         with pytest.raises(ValueError, match="already registered"):
-            register_surrogate("test_triangle_squared")(triangle_squared)
+            register_surrogate("user_triangle_squared")(triangle_squared)
     finally:
-        SURROGATES.pop("test_triangle_squared")
+        SURROGATES.pop("user_triangle_squared")
 
 
 def test_unknown_surrogate_is_rejected():

@@ -6,49 +6,16 @@ and exit code 2.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
-import sys
 from pathlib import Path
 
 import click
 
+from spikegrad.bench import bench
+from spikegrad.cli_support import print_json, set_option, user_errors
+from spikegrad.commands_data import data as data_commands
 from spikegrad.config import ConfigError, builtin_config_names, load_config
-
-EXIT_USAGE = 2
-
-
-def fail(message: str) -> None:
-    click.echo(f"spikegrad: error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
-def user_errors(function):
-    """Turn the library's user-facing errors into one line and exit code 2."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (ConfigError, FileNotFoundError, ValueError) as error:
-            fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
-
-    return wrapper
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def print_json(obj) -> None:
-    click.echo(json.dumps(_json_safe(obj), sort_keys=False))
+from spikegrad.reproduce.commands import reproduce
+from spikegrad.studies.commands import study
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,12 +23,6 @@ def print_json(obj) -> None:
 def main() -> None:
     """spikegrad: train spiking networks with surrogate gradients and reproduce
     the robustness studies of Zenke & Vogels (2021)."""
-
-
-set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set training.epochs=20 --set model.hidden.0.size=200.",
-)
 
 
 @main.command()
@@ -117,20 +78,11 @@ def config_show(config: str, overrides: tuple[str, ...]) -> None:
     click.echo(load_config(config, list(overrides)).to_yaml(), nl=False)
 
 
-from spikegrad.reproduce.commands import reproduce  # noqa: E402 - needs the helpers above
-from spikegrad.studies.commands import study  # noqa: E402 - needs the helpers above
-
+main.add_command(data_commands)
 main.add_command(study)
 main.add_command(reproduce)
-
-
-from spikegrad.commands_data import data as data_commands  # noqa: E402
-
-main.add_command(data_commands)
-
-from spikegrad.bench import bench  # noqa: E402
-
 main.add_command(bench)
+
 
 if __name__ == "__main__":
     main()

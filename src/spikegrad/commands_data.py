@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
-
-def user_errors(function):
-    """The CLI's convention (one line, exit code 2), imported when the command runs."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        from spikegrad.cli import user_errors as one_line_errors
-
-        return one_line_errors(function)(*args, **kwargs)
-
-    return wrapper
+from spikegrad.cli_support import user_errors
 
 
 @click.group()

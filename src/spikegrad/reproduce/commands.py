@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spikegrad.cli import print_json, user_errors
+from spikegrad.cli_support import print_json, user_errors
 from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from spikegrad.cli import print_json, set_option, user_errors
+from spikegrad.cli_support import print_json, set_option, user_errors
 from spikegrad.config import ConfigError
 
 db_option = click.option("--db", "db_path", required=True, metavar="FILE",
