@@ -56,8 +56,12 @@ def test_shape_claim_holds_fails_and_inconclusive():
     assert unlearned[0].verdict == "inconclusive"
     learned_true = rules.shape_slope_claims(
         shape_trials({"superspike": 0.9, "sigmoid": 0.9, "esser": 0.9}),
-        [trial(0.8, surrogate__name="true")])
+        [trial(0.87, surrogate__name="true")])
     assert learned_true[2].verdict == "does not hold"
+    readout_only = rules.shape_slope_claims(
+        shape_trials({"superspike": 0.9, "sigmoid": 0.9, "esser": 0.9}),
+        [trial(0.55, surrogate__name="true")])
+    assert readout_only[2].verdict == "holds"
 
 
 def test_diverged_trials_count_at_chance():
