@@ -47,8 +47,8 @@ MAX_SPARSE_DENSITY = 0.1
 
 
 def kernels_for(tensor: Tensor) -> ModuleType:
-    """The compiled kernels for CPU tensors when they are available, else the PyTorch ones."""
-    if tensor.device.type == "cpu" and cpp.available():
+    """The compiled kernels for float32/float64 CPU tensors when available, else PyTorch's."""
+    if tensor.device.type == "cpu" and tensor.dtype in cpp.DTYPES and cpp.available():
         return cpp
     return torch_kernels
 

@@ -26,6 +26,7 @@ from spikegrad.functional import THRESHOLD
 from spikegrad.surrogates import Surrogate
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
+DTYPES = (torch.float32, torch.float64)  # what the kernels are compiled for
 
 
 def keep_freed_memory() -> None:
