@@ -81,6 +81,7 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
     base = load_config("randman", PROFILES[profile].randman)
     data = build_data(base.data, base.time.n_steps, base.time.dt_ms)
     inputs, labels = data.train.batch(np.arange(min(200, len(data.train))))
+    inputs = inputs.double()  # float64: exploding gradients stay measurable longer
     norms: dict[str, dict[float, list[float]]] = {}
     for condition in (FF_DETACHED, FF_RESET, RC_THROUGH, RC_RESET):
         name = rules.condition_name(condition)
@@ -90,7 +91,7 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
             config = load_config(base, {"model.hidden": [layer], "surrogate.scale": scale,
                                         "model.engine": "reference"})
             model = build_model(config, data.n_inputs, data.n_classes,
-                                torch.Generator().manual_seed(seed))
+                                torch.Generator().manual_seed(seed)).double()
             per_layer = membrane_gradient_norms(model, inputs, labels,
                                                 config.model.readout.reduction)
             norms[name][scale] = per_layer[0].tolist()

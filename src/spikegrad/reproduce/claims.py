@@ -329,7 +329,10 @@ def gradient_claims(norms: dict[str, dict[float, list[float]]]) -> list[Claim]:
         small, large = min(by_scale), max(by_scale)
         # growth of the gradient with the surrogate scale, per unit of scale
         total_small, total_large = sum(by_scale[small]), sum(by_scale[large])
-        ratios[condition] = (total_large / max(total_small, 1e-30)) / (large / small)
+        if not math.isfinite(total_large):  # overflowed even in float64: exploded
+            ratios[condition] = math.inf
+        else:
+            ratios[condition] = (total_large / max(total_small, 1e-300)) / (large / small)
     detached = [r for c, r in ratios.items() if not gradient_path(c)]
     through = [r for c, r in ratios.items() if gradient_path(c)]
     if not detached or not through:
@@ -348,7 +351,8 @@ def gradient_claims(norms: dict[str, dict[float, list[float]]]) -> list[Claim]:
         "(large / small scale), hidden layer, same weights and batch; holds if the growth "
         "in every condition with a gradient path exceeds 10× the largest growth without one.",
         verdict,
-        "; ".join(f"{c}: growth ×{r:.3g}" for c, r in ratios.items()),
+        "; ".join(f"{c}: growth " + (f"×{r:.3g}" if math.isfinite(r) else "overflow (inf)")
+                  for c, r in ratios.items()),
     )]
 
 
