@@ -29,8 +29,8 @@ once, so a change of machine load hits all of them alike):
   and projects the input inside its time loop (``LIFRecurrent``).
 
 The input projection of all steps is one product for the peers as well (except inside
-Norse's ``LIFRecurrent``). Peak memory is the growth of the resident set during one step
-on CPU (the kernel's high-water mark, reset before the step) or the peak of the CUDA
+Norse's ``LIFRecurrent``). Peak memory is the growth of the resident set during one more,
+untimed step on CPU (the kernel's high-water mark, reset before the step) or the peak of the CUDA
 allocator on a GPU. Peers that are not installed (``pip install -e .[bench]``) are
 reported as missing.
 """
@@ -251,16 +251,24 @@ def _peak_memory(device: torch.device) -> float | None:
     return None if peak is None else peak * 1024.0
 
 
-def measure(step: Step, device: torch.device) -> tuple[float, float | None, float]:
-    """Milliseconds of one step, the extra memory (MiB) it needed at its peak, spike rate."""
-    base = _reset_peak_memory(device)
+def timed(step: Step, device: torch.device) -> tuple[float, float]:
+    """Milliseconds of one step and its hidden spike rate."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     rate = step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    ms = (time.perf_counter() - start) * 1000
+    return (time.perf_counter() - start) * 1000, rate
+
+
+def peak_memory_mib(step: Step, device: torch.device) -> float | None:
+    """Extra memory (MiB) one more step needs at its peak; timed steps are not measured, as
+    returning freed memory to the system first would slow the next step down."""
+    base = _reset_peak_memory(device)
+    step()
     peak = _peak_memory(device)
-    return ms, None if base is None or peak is None else (peak - base) / 2**20, rate
+    return None if base is None or peak is None else (peak - base) / 2**20
 
 
 def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
@@ -278,18 +286,15 @@ def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
         for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {library: [] for library in steps}
-    memory: dict[str, list[float | None]] = {library: [] for library in steps}
     for _ in range(repeats):
         for library, step in steps.items():
-            ms, mib, rates[library] = measure(step, device)
+            ms, rates[library] = timed(step, device)
             times[library].append(ms)
-            memory[library].append(mib)
-    for library in steps:
-        known = [m for m in memory[library] if m is not None]
+    for library, step in steps.items():
         results[library] = {
             "status": "ok",
             "ms_per_step": statistics.median(times[library]),
-            "peak_memory_mib": max(known) if known else None,
+            "peak_memory_mib": peak_memory_mib(step, device),
             "hidden_spike_rate": rates.get(library),
             "times_ms": times[library],
         }
