@@ -320,7 +320,11 @@ def _run_ray(todo: list[TrialConfig], tracker: _Tracker, address: str, cpus: int
             "--address: Ray is not installed (pip install 'spikegrad[ray]')"
         ) from None
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        host = address.rsplit(":", 1)[0]
+        loopback = address == "local" or host in ("localhost", "::1") or host.startswith("127.")
+        # a cluster on this machine's loopback: keep the driver on loopback too
+        extra = {"_node_ip_address": "127.0.0.1"} if loopback else {}
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({first})"
