@@ -7,10 +7,15 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -40,11 +45,41 @@ void with_flag(bool flag, const F& f) {
   }
 }
 
+// A growable array of a trivial type whose spare capacity is left uninitialised, so that
+// a kernel can write past its end before it knows how many entries to keep.
+template <typename T>
+class Buffer {
+ public:
+  size_t size() const { return size_; }
+  T* data() { return data_.get(); }
+  const T* begin() const { return data_.get(); }
+  const T* end() const { return data_.get() + size_; }
+  const T& operator[](size_t i) const { return data_[i]; }
+  void push_back(T value) {
+    if (size_ == capacity_) reserve_extra(1);
+    data_[size_++] = value;
+  }
+  // Room for `extra` entries past the end.
+  void reserve_extra(size_t extra) {
+    if (size_ + extra <= capacity_) return;
+    const size_t capacity = std::max<size_t>({size_ + extra, 2 * capacity_, 1024});
+    std::unique_ptr<T[]> data(new T[capacity]);
+    std::copy(begin(), end(), data.get());
+    data_ = std::move(data);
+    capacity_ = capacity;
+  }
+  void set_size(size_t size) { size_ = size; }
+
+ private:
+  std::unique_ptr<T[]> data_;
+  size_t size_ = 0, capacity_ = 0;
+};
+
 // Builds a CSR matrix from rows visited in order within each of `chunks` row slices.
 template <typename scalar_t>
 struct CsrBuilder {
-  std::vector<std::vector<int32_t>> cols;
-  std::vector<std::vector<scalar_t>> vals;
+  std::vector<Buffer<int32_t>> cols;
+  std::vector<Buffer<scalar_t>> vals;
   Tensor row_ptr;  // [R + 1]; row_ptr[r + 1] holds the count of row r until finish()
 
   CsrBuilder(int64_t rows, int64_t chunks, const at::TensorOptions& options)
@@ -79,11 +114,92 @@ inline bool any_nonzero(const scalar_t* row, int64_t n) {
   return any;
 }
 
+// Bit j set when p[j] != 0, for j < 32 (NaN counts as non-zero, -0 as zero, as with !=).
+template <typename scalar_t>
+inline uint32_t nonzero_mask32(const scalar_t* p) {
+  uint32_t mask = 0;
+  for (int j = 0; j < 32; ++j) mask |= uint32_t(p[j] != 0) << j;
+  return mask;
+}
+
+#if defined(__AVX512F__)
+template <>
+inline uint32_t nonzero_mask32<float>(const float* p) {
+  const __m512 zero = _mm512_setzero_ps();
+  const uint32_t lo = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_NEQ_UQ);
+  const uint32_t hi = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_NEQ_UQ);
+  return lo | (hi << 16);
+}
+#elif defined(__AVX2__)
+template <>
+inline uint32_t nonzero_mask32<float>(const float* p) {
+  const __m256 zero = _mm256_setzero_ps();
+  uint32_t mask = 0;
+  for (int j = 0; j < 4; ++j) {
+    const __m256 ne = _mm256_cmp_ps(_mm256_loadu_ps(p + 8 * j), zero, _CMP_NEQ_UQ);
+    mask |= uint32_t(_mm256_movemask_ps(ne)) << (8 * j);
+  }
+  return mask;
+}
+#endif
+
+// Appends the column indices and values of the non-zeros of row[0..C) to cols, vals.
+template <typename scalar_t>
+inline void append_nonzeros(const scalar_t* row, int64_t C, Buffer<int32_t>& cols,
+                            Buffer<scalar_t>& vals) {
+  int64_t k0 = 0;
+  for (; k0 + 32 <= C; k0 += 32) {  // a bit mask of the non-zeros of 32 entries
+    for (uint32_t mask = nonzero_mask32(row + k0); mask != 0; mask &= mask - 1) {
+      const int64_t k = k0 + __builtin_ctz(mask);
+      cols.push_back(static_cast<int32_t>(k));
+      vals.push_back(row[k]);
+    }
+  }
+  for (int64_t k = k0; k < C; ++k) {
+    if (row[k] != 0) {
+      cols.push_back(static_cast<int32_t>(k));
+      vals.push_back(row[k]);
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// Branch-free: each block of 16 entries stores its non-zeros compressed to the front of a
+// full vector at the end of the buffers, then advances the end by their count.
+template <>
+inline void append_nonzeros<float>(const float* row, int64_t C, Buffer<int32_t>& cols,
+                                   Buffer<float>& vals) {
+  cols.reserve_extra(size_t(C) + 16);
+  vals.reserve_extra(size_t(C) + 16);
+  int32_t* ci = cols.data() + cols.size();
+  float* vi = vals.data() + vals.size();
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  size_t m = 0;
+  int64_t k = 0;
+  for (; k + 16 <= C; k += 16, idx = _mm512_add_epi32(idx, step)) {
+    const __m512 a = _mm512_loadu_ps(row + k);
+    const __mmask16 nz = _mm512_cmp_ps_mask(a, zero, _CMP_NEQ_UQ);
+    _mm512_storeu_si512(reinterpret_cast<void*>(ci + m), _mm512_maskz_compress_epi32(nz, idx));
+    _mm512_storeu_ps(vi + m, _mm512_maskz_compress_ps(nz, a));
+    m += static_cast<size_t>(__builtin_popcount(static_cast<unsigned>(nz)));
+  }
+  for (; k < C; ++k) {
+    ci[m] = static_cast<int32_t>(k);
+    vi[m] = row[k];
+    m += row[k] != 0 ? 1 : 0;
+  }
+  cols.set_size(cols.size() + m);
+  vals.set_size(vals.size() + m);
+}
+#endif
+
 // CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
 // matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
 std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "to_sparse: contiguous 2-d input expected");
-  const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R), block = 32;
+  const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R);
   std::vector<Tensor> result;
   std::atomic<bool> too_dense{false};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "to_sparse", [&] {
@@ -95,18 +211,7 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
       for (int64_t r = r0; r < r1; ++r) {
         const scalar_t* row = xp + r * C;
         const size_t before = csr.cols[c].size();
-        int64_t k0 = 0;
-        for (; k0 + block <= C; k0 += block) {  // a bit mask of the non-zeros of 32 entries
-          uint32_t mask = 0;
-          for (int64_t j = 0; j < block; ++j) mask |= uint32_t(row[k0 + j] != 0) << j;
-          for (; mask != 0; mask &= mask - 1) {
-            const int64_t k = k0 + __builtin_ctz(mask);
-            csr.push(c, static_cast<int32_t>(k), row[k]);
-          }
-        }
-        for (int64_t k = k0; k < C; ++k) {
-          if (row[k] != 0) csr.push(c, static_cast<int32_t>(k), row[k]);
-        }
+        append_nonzeros(row, C, csr.cols[c], csr.vals[c]);
         rp[r + 1] = static_cast<int64_t>(csr.cols[c].size() - before);
         if (csr.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
           too_dense = true;
