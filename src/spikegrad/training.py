@@ -15,6 +15,7 @@ status ``"diverged"`` (and the epoch), not with an exception.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -296,8 +297,6 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         if self.out_dir is not None:
-            import json
-
             lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
             atomic_write_text(self.out_dir / "metrics.jsonl", lines)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from spikegrad.reproduce.claims import (  # noqa: E402
     accuracy,
     chance,
     condition_name,
-    config_value,
     group,
     hidden_spikes,
 )
@@ -191,10 +189,3 @@ def best_trials_by_study(trials_by_study: dict[str, list[dict[str, Any]]]):
         if scored:
             best[study] = max(scored, key=lambda t: t["valid_accuracy"])
     return best
-
-
-def values_by_path(trials, path: str) -> dict[Any, list[dict[str, Any]]]:
-    out = defaultdict(list)
-    for t in trials:
-        out[config_value(t, path)].append(t)
-    return out

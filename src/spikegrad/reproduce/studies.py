@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from spikegrad.config import read_config_source
+from spikegrad.config import apply_overrides, read_config_source
 
 STUDY_NAMES = ("shape-slope", "scale", "readout", "regularisation")
 
@@ -88,8 +88,6 @@ PROFILES: dict[str, Profile] = {
 
 
 def _base(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    from spikegrad.config import apply_overrides
-
     return apply_overrides(read_config_source(name), overrides)
 
 
