@@ -19,12 +19,17 @@ surrogate σ'[n] = σ'(U[n] - 1) evaluated for all steps at once::
     dI[n]  = (1 - β_m) a[n] + β_s dI[n+1]
     dx[n]  = dI[n+1],   dW = Σ_n dx[n]^T S_in[n],   dV = Σ_n dx[n]^T S[n],   dS_in = dx W
 
-The weight gradients are one product over all steps that only visits the non-zero entries
-of S_in and S. The readout is the linear filter U[n+1] = β_m U[n] + (1 - β_m) I[n],
-I[n+1] = β_s I[n] + x[n], whose adjoint runs the same filter backwards in time.
+The weight gradients only visit the non-zero entries of S_in and S; the compiled kernels
+project the input inside the forward loop and sum the weight gradients inside the backward
+loop, so neither x nor dx is ever stored for sparse inputs. The readout is the linear
+filter U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n], whose adjoint runs
+the same filter backwards in time.
 
 Only U (and P for a differentiable reset) are saved besides the spikes; with ``recompute``
 (or ``SPIKEGRAD_RECOMPUTE=1``) not even those: the backward pass re-runs the forward loop.
+The layer's results (S, and U and P kept for the backward pass) are [B, T, N] tensors
+stored time-major (``t.transpose(0, 1)`` is contiguous), so that each step of both loops
+reads and writes contiguous memory; everything else accepts any layout.
 On CPU the loops run in compiled kernels (:mod:`spikegrad.engine.cpp`); elsewhere, or when
 no compiler is available, in PyTorch (:mod:`spikegrad.engine.torch_kernels`).
 """
@@ -53,70 +58,109 @@ def kernels_for(tensor: Tensor) -> ModuleType:
     return torch_kernels
 
 
-def _project(kernels: ModuleType, inputs: Tensor, weight: Tensor):
-    """x = inputs W^T for all steps at once; also returns the sparse form of the inputs.
+def _sparse_form(kernels: ModuleType, inputs: Tensor):
+    """The CSR form of ``inputs`` [B, T, C] as [B*T, C] (rows in batch-major order), or None.
 
-    Spikes made by this engine carry their sparse form (as long as they are not modified);
-    other inputs are scanned for it, and multiplied densely when too dense.
+    Spikes made by this engine carry it (as long as they are not modified); other inputs
+    are scanned for it. None when they are too dense (or the kernels multiply densely).
     """
-    flat = inputs.reshape(-1, inputs.shape[-1]).contiguous()
     version, sparse = getattr(inputs, "_spikegrad_sparse", (None, None))
     if version != inputs._version:
-        sparse = kernels.to_sparse(flat, MAX_SPARSE_DENSITY)
-    x = flat @ weight.t() if sparse is None else kernels.sparse_mm(sparse, weight.t())
+        sparse = kernels.to_sparse(inputs.reshape(-1, inputs.shape[-1]).contiguous(),
+                                   MAX_SPARSE_DENSITY)
+    return sparse
+
+
+def _project(kernels: ModuleType, inputs: Tensor, weight: Tensor):
+    """x = inputs W^T [B, T, N] for all steps at once, and the sparse form of the inputs."""
+    sparse = _sparse_form(kernels, inputs)
+    if sparse is None:
+        return _matmul(inputs, weight.t()), None
+    x = kernels.sparse_mm(sparse, weight.t())
     return x.view(*inputs.shape[:-1], weight.shape[0]), sparse
 
 
+def _is_time_major(t: Tensor) -> bool:
+    return t.transpose(0, 1).is_contiguous()
+
+
+def _time_major(t: Tensor) -> Tensor:
+    """``t`` [B, T, N] stored time-major (a copy only when it is not already)."""
+    return t if _is_time_major(t) else t.transpose(0, 1).contiguous().transpose(0, 1)
+
+
+def _matmul(a: Tensor, matrix: Tensor) -> Tensor:
+    """a [B, T, K] @ matrix [K, M], in the layout of ``a`` (time-major stays time-major)."""
+    if _is_time_major(a) and not a.is_contiguous():
+        return (a.transpose(0, 1) @ matrix).transpose(0, 1)
+    return a @ matrix
+
+
+def _matmul_time_major(a: Tensor, matrix: Tensor) -> Tensor:
+    """a [B, T, K] @ matrix [K, M], stored time-major whatever the layout of ``a``."""
+    return (a.transpose(0, 1) @ matrix).transpose(0, 1)
+
+
 def _weight_grad(kernels: ModuleType, dx: Tensor, inputs: Tensor, sparse) -> Tensor:
-    """Σ over batch and steps of dx^T inputs, with dx [B*T, N] and inputs [B*T, C]."""
-    if sparse is None:
-        return dx.t() @ inputs
-    return kernels.sparse_tmm(sparse, dx, inputs.shape[-1]).t()
+    """Σ over batch and steps of dx[b, n]^T inputs[b, n] ([N, C]) for dx [B, T, N] and
+    inputs [B, T, C] in any layout; only the non-zeros of the inputs when ``sparse``."""
+    if sparse is not None:
+        return kernels.sparse_tmm(sparse, dx.reshape(-1, dx.shape[-1]), inputs.shape[-1]).t()
+    dx_tm, in_tm = _time_major(dx).transpose(0, 1), _time_major(inputs).transpose(0, 1)
+    return dx_tm.reshape(-1, dx.shape[-1]).t() @ in_tm.reshape(-1, inputs.shape[-1])
 
 
 class _LIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, dynamics: LIFDynamics, recompute: bool):
         kernels = kernels_for(inputs)
-        x, sparse = _project(kernels, inputs, weight)
-        keep_p = not dynamics.detach_reset
-        s, u, p, sparse_s = kernels.lif_forward(
-            x, recurrent_weight, dynamics.beta_mem, dynamics.beta_syn, keep_p
-        )
-        del x
+        sparse = _sparse_form(kernels, inputs)
         ctx.dynamics, ctx.kernels, ctx.recompute = dynamics, kernels, recompute
+        s, u, p, sparse_s = _LIF.run_forward(ctx, inputs, weight, recurrent_weight, sparse)
         ctx.sparse, ctx.sparse_s = sparse, sparse_s
-        saved = (None, None) if recompute else (u, p)
-        ctx.save_for_backward(inputs, weight, recurrent_weight, s, *saved)
+        ctx.state = None if recompute else (u, p)
+        ctx.save_for_backward(inputs, weight, recurrent_weight, s)
         if sparse_s is not None:
             s._spikegrad_sparse = (s._version, sparse_s)
         return s
 
     @staticmethod
+    def run_forward(ctx, inputs, weight, recurrent_weight, sparse):
+        """The forward loop: projected in the kernels from the sparse form, if there is one."""
+        batch, steps, _ = inputs.shape
+        x = _matmul_time_major(inputs, weight.detach().t()) if sparse is None else None
+        d = ctx.dynamics
+        return ctx.kernels.lif_forward(x, sparse, weight, recurrent_weight, d.beta_mem,
+                                       d.beta_syn, not d.detach_reset, batch, steps)
+
+    @staticmethod
     def backward(ctx, grad_s):
-        inputs, weight, v, s, u, p = ctx.saved_tensors
+        inputs, weight, v, s = ctx.saved_tensors
         d, kernels, sparse = ctx.dynamics, ctx.kernels, ctx.sparse
         if ctx.recompute:
-            x = _project(kernels, inputs, weight)[0]
-            _, u, p, _ = kernels.lif_forward(x, v, d.beta_mem, d.beta_syn, not d.detach_reset)
-            del x
+            _, u, p, _ = _LIF.run_forward(ctx, inputs, weight, v, sparse)
+        else:
+            u, p = ctx.state
+            ctx.state = None
+        grad_s = _time_major(grad_s)
+        want_w = ctx.needs_input_grad[1]
+        want_v = v is not None and ctx.needs_input_grad[2]
+        sparse_w = sparse if want_w else None
+        sparse_v = ctx.sparse_s if want_v else None
+        want_dx = (ctx.needs_input_grad[0] or (want_w and sparse_w is None)
+                   or (want_v and sparse_v is None))
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
-        dx = kernels.lif_backward(
+        dx, grad_w, grad_v = kernels.lif_backward(
             grad_s, s, u, p, through_recurrence, d.beta_mem, d.beta_syn, d.surrogate,
-            kernels.last_active_step(grad_s),
+            kernels.last_active_step(grad_s), sparse_w, sparse_v, inputs.shape[-1], want_dx,
         )
         del u, p
-        flat_dx = dx.reshape(-1, dx.shape[-1])
-        flat_in = inputs.reshape(-1, inputs.shape[-1])
-        grad_in = grad_w = grad_v = None
-        if ctx.needs_input_grad[0]:
-            grad_in = (flat_dx @ weight).view_as(inputs)
-        if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(kernels, flat_dx, flat_in, sparse)
-        if v is not None and ctx.needs_input_grad[2]:
-            flat_s = s.reshape(-1, s.shape[-1])
-            grad_v = _weight_grad(kernels, flat_dx, flat_s, ctx.sparse_s)
-        return grad_in, grad_w, grad_v, None, None
+        grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
+        if want_w and grad_w is None:
+            grad_w = _weight_grad(kernels, dx, inputs, sparse_w)
+        if want_v and grad_v is None:
+            grad_v = _weight_grad(kernels, dx, s, sparse_v)
+        return grad_in, grad_w if want_w else None, grad_v if want_v else None, None, None
 
 
 class _Readout(torch.autograd.Function):
@@ -133,13 +177,11 @@ class _Readout(torch.autograd.Function):
         inputs, weight = ctx.saved_tensors
         d, kernels = ctx.dynamics, ctx.kernels
         dx = kernels.leaky_filter_backward(grad_y, d.beta_mem, d.beta_syn)
-        flat_dx = dx.reshape(-1, dx.shape[-1])
         grad_in = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_in = (flat_dx @ weight).view_as(inputs)
+        if ctx.needs_input_grad[0]:  # in the layout of the inputs (time-major spikes stay so)
+            grad_in = _matmul(_time_major(dx) if _is_time_major(inputs) else dx, weight)
         if ctx.needs_input_grad[1]:
-            flat_in = inputs.reshape(-1, inputs.shape[-1])
-            grad_w = _weight_grad(kernels, flat_dx, flat_in, ctx.sparse)
+            grad_w = _weight_grad(kernels, dx, inputs, ctx.sparse)
         return grad_in, grad_w, None
 
 

@@ -97,13 +97,23 @@ def sparse_tmm(sparse: tuple[Tensor, Tensor, Tensor], g: Tensor, columns: int) -
     return _ops().sparse_tmm(*sparse, g.contiguous(), columns)
 
 
+def _csr(sparse: tuple[Tensor, Tensor, Tensor] | None, like: Tensor) -> tuple[Tensor, ...]:
+    return sparse if sparse is not None else (like.new_empty(0),) * 3
+
+
 def lif_forward(
-    x: Tensor, recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float,
-    keep_pre_reset: bool,
+    x: Tensor | None, sparse_input: tuple[Tensor, Tensor, Tensor] | None, weight: Tensor,
+    recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float, keep_pre_reset: bool,
+    batch: int, steps: int,
 ) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor]]:
-    vt = x.new_empty(0) if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
-    s, u, p, *sparse = _ops().lif_forward(x.contiguous(), vt, beta_mem, 1.0 - beta_mem,
-                                          beta_syn, keep_pre_reset)
+    w = weight.detach()
+    empty = w.new_empty(0)
+    vt = empty if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
+    wt = empty if x is not None else w.t().contiguous()
+    s, u, p, *sparse = _ops().lif_forward(
+        empty if x is None else x, *_csr(sparse_input, w), wt, vt, batch, steps, beta_mem,
+        1.0 - beta_mem, beta_syn, keep_pre_reset,
+    )
     return s, u, p if keep_pre_reset else None, tuple(sparse)
 
 
@@ -120,26 +130,48 @@ _BUILTIN_SHAPES = {
 def lif_backward(
     grad: Tensor, s: Tensor, u: Tensor, p: Tensor | None, v: Tensor | None,
     beta_mem: float, beta_syn: float, surrogate: Surrogate, steps: int,
-) -> Tensor:
+    sparse_input: tuple[Tensor, Tensor, Tensor] | None,
+    sparse_spikes: tuple[Tensor, Tensor, Tensor] | None, input_columns: int, want_dx: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     batch, _, n = grad.shape
-    grad, u, dx = grad.contiguous(), u.contiguous(), torch.empty_like(grad)
-    dx[:, steps:] = 0
-    du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
     empty = grad.new_empty(0)
-    p = empty if p is None else p.contiguous()
+    dx = _empty_time_major(grad) if want_dx else empty
+    if want_dx:
+        dx[:, steps:] = 0
+    du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
+    p = empty if p is None else p
     v = empty if v is None else v.detach().contiguous()
     shape = _BUILTIN_SHAPES.get(surrogates.get_surrogate_shape(surrogate.name).derivative, 0)
-    block = steps if shape else max(1, BLOCK_BYTES // max(1, batch * n * grad.element_size()))
+    step_bytes = batch * n * grad.element_size()
+    block = max(1, steps) if shape else max(1, BLOCK_BYTES // max(1, step_bytes))
+    grad_w = grad_v = None
     for stop in range(steps, 0, -block):
         start = max(0, stop - block)
-        sg = empty if shape else surrogate.derivative(u[:, start:stop] - THRESHOLD).contiguous()
-        _ops().lif_backward(grad, s, sg, u, shape, surrogate.slope, surrogate.scale, p, v,
-                            du, di, dx, start, stop, beta_mem, 1.0 - beta_mem, beta_syn)
-    return dx
+        sg = empty if shape else surrogate.derivative(
+            u.transpose(0, 1)[start:stop] - THRESHOLD).contiguous()
+        part_w, part_v = _ops().lif_backward(
+            grad, s, sg, u, shape, surrogate.slope, surrogate.scale, p, v, du, di, dx,
+            *_csr(sparse_input, grad), input_columns, *_csr(sparse_spikes, grad), start, stop,
+            beta_mem, 1.0 - beta_mem, beta_syn,
+        )
+        if sparse_input is not None:
+            grad_w = part_w if grad_w is None else grad_w + part_w
+        if sparse_spikes is not None:
+            grad_v = part_v if grad_v is None else grad_v + part_v
+    if steps == 0:  # no gradient reaches the layer
+        grad_w = None if sparse_input is None else grad.new_zeros(input_columns, n)
+        grad_v = None if sparse_spikes is None else grad.new_zeros(n, n)
+    return (dx if want_dx else None, None if grad_w is None else grad_w.t(),
+            None if grad_v is None else grad_v.t())
+
+
+def _empty_time_major(like: Tensor) -> Tensor:
+    batch, steps, n = like.shape
+    return like.new_empty(steps, batch, n).transpose(0, 1)
 
 
 def last_active_step(grad: Tensor) -> int:
-    return _ops().last_active_step(grad.contiguous())
+    return _ops().last_active_step(grad)
 
 
 def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:

@@ -75,37 +75,6 @@ class Buffer {
   size_t size_ = 0, capacity_ = 0;
 };
 
-// Builds a CSR matrix from rows visited in order within each of `chunks` row slices.
-template <typename scalar_t>
-struct CsrBuilder {
-  std::vector<Buffer<int32_t>> cols;
-  std::vector<Buffer<scalar_t>> vals;
-  Tensor row_ptr;  // [R + 1]; row_ptr[r + 1] holds the count of row r until finish()
-
-  CsrBuilder(int64_t rows, int64_t chunks, const at::TensorOptions& options)
-      : cols(chunks), vals(chunks), row_ptr(at::zeros({rows + 1}, options.dtype(at::kLong))) {}
-
-  void push(int64_t chunk, int32_t col, scalar_t val) {
-    cols[chunk].push_back(col);
-    vals[chunk].push_back(val);
-  }
-
-  std::vector<Tensor> finish(const at::TensorOptions& options) {
-    int64_t* rp = row_ptr.data_ptr<int64_t>();
-    const int64_t R = row_ptr.size(0) - 1;
-    for (int64_t r = 0; r < R; ++r) rp[r + 1] += rp[r];
-    Tensor col_t = at::empty({rp[R]}, options.dtype(at::kInt));
-    Tensor val_t = at::empty({rp[R]}, options);
-    int64_t offset = 0;
-    for (size_t c = 0; c < cols.size(); ++c) {
-      std::copy(cols[c].begin(), cols[c].end(), col_t.data_ptr<int32_t>() + offset);
-      std::copy(vals[c].begin(), vals[c].end(), val_t.data_ptr<scalar_t>() + offset);
-      offset += static_cast<int64_t>(cols[c].size());
-    }
-    return {row_ptr, col_t, val_t};
-  }
-};
-
 // True when one of row[0..n) is non-zero (a branch-free test the compiler vectorises).
 template <typename scalar_t>
 inline bool any_nonzero(const scalar_t* row, int64_t n) {
@@ -195,6 +164,136 @@ inline void append_nonzeros<float>(const float* row, int64_t C, Buffer<int32_t>&
 }
 #endif
 
+// Collects the non-zeros of the rows of a matrix [R, C], each of `chunks` threads its own
+// slice of rows, visited in any order, and assembles them into CSR form in row order.
+template <typename scalar_t>
+struct CsrBuilder {
+  std::vector<Buffer<int32_t>> cols;
+  std::vector<Buffer<scalar_t>> vals;
+  std::vector<int64_t> first_row, start, count;  // per chunk; per row (start: in its chunk)
+
+  CsrBuilder(int64_t rows, int64_t chunks)
+      : cols(chunks), vals(chunks), first_row(chunks + 1, rows), start(rows), count(rows) {}
+
+  // Chunk `c` owns the rows from r0 up to the first row of the next chunk.
+  void own_rows(int64_t c, int64_t r0) { first_row[c] = r0; }
+
+  // Appends the non-zeros of row r (dense, C entries) to chunk c; returns their count.
+  size_t add_row(int64_t c, int64_t r, const scalar_t* row, int64_t C) {
+    const size_t before = cols[c].size();
+    append_nonzeros(row, C, cols[c], vals[c]);
+    start[r] = static_cast<int64_t>(before);
+    count[r] = static_cast<int64_t>(cols[c].size() - before);
+    return before;
+  }
+
+  std::vector<Tensor> finish(const at::TensorOptions& options) {
+    const int64_t R = static_cast<int64_t>(start.size()), chunks = int64_t(cols.size());
+    Tensor row_ptr = at::empty({R + 1}, options.dtype(at::kLong));
+    int64_t* rp = row_ptr.data_ptr<int64_t>();
+    rp[0] = 0;
+    for (int64_t r = 0; r < R; ++r) rp[r + 1] = rp[r] + count[r];
+    Tensor col_t = at::empty({rp[R]}, options.dtype(at::kInt));
+    Tensor val_t = at::empty({rp[R]}, options);
+    int32_t* ct = col_t.data_ptr<int32_t>();
+    scalar_t* vt = val_t.data_ptr<scalar_t>();
+    for (int64_t c = chunks - 1; c >= 0; --c) {  // a chunk's rows end where the next one's begin
+      first_row[c] = std::min(first_row[c], first_row[c + 1]);
+    }
+    for_chunks(chunks, chunks, [&](int64_t, int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t r = first_row[c]; r < first_row[c + 1]; ++r) {
+          std::copy_n(cols[c].begin() + start[r], count[r], ct + rp[r]);
+          std::copy_n(vals[c].begin() + start[r], count[r], vt + rp[r]);
+        }
+      }
+    });
+    return {row_ptr, col_t, val_t};
+  }
+};
+
+// The two products of a CSR row with a dense matrix that every sparse product here is made
+// of, for the entries e in [e0, e1) of the row:
+//   add_rows:     i[0..N) += Σ_e vals[e] rows[cols[e]][0..N)    (gather: W S_in, V S)
+//   scatter_rows: out[cols[e]][0..N) += vals[e] g[0..N) for each e   (weight gradients)
+template <typename scalar_t>
+inline void add_rows(int64_t N, scalar_t* __restrict__ i, const scalar_t* __restrict__ rows,
+                     const int32_t* cols, const scalar_t* vals, int64_t e0, int64_t e1) {
+  for (int64_t e = e0; e < e1; ++e) {
+    const scalar_t v = vals[e];
+    const scalar_t* __restrict__ row = rows + int64_t(cols[e]) * N;
+    for (int64_t k = 0; k < N; ++k) i[k] += v * row[k];
+  }
+}
+
+template <typename scalar_t>
+inline void scatter_rows(int64_t N, scalar_t* __restrict__ out, const scalar_t* __restrict__ g,
+                         const int32_t* cols, const scalar_t* vals, int64_t e0, int64_t e1) {
+  for (int64_t e = e0; e < e1; ++e) {
+    const scalar_t v = vals[e];
+    scalar_t* __restrict__ row = out + int64_t(cols[e]) * N;
+    for (int64_t k = 0; k < N; ++k) row[k] += v * g[k];
+  }
+}
+
+#if defined(__AVX512F__)
+// float32 with AVX-512: 128 columns at a time, the row that does not move (i, or g) held in
+// eight registers while the entries of the CSR row stream past.
+constexpr int64_t kVectors = 8, kBlock = 16 * kVectors;
+
+template <>
+inline void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
+                            const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
+  if (e0 == e1) return;
+  int64_t k0 = 0;
+  for (; k0 + kBlock <= N; k0 += kBlock) {
+    __m512 acc[kVectors];
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) acc[j] = _mm512_loadu_ps(i + k0 + 16 * j);
+    for (int64_t e = e0; e < e1; ++e) {
+      const __m512 v = _mm512_set1_ps(vals[e]);
+      const float* row = rows + int64_t(cols[e]) * N + k0;
+#pragma GCC unroll 8
+      for (int j = 0; j < kVectors; ++j) {
+        acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(row + 16 * j), acc[j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) _mm512_storeu_ps(i + k0 + 16 * j, acc[j]);
+  }
+  for (int64_t e = e0; e < e1 && k0 < N; ++e) {
+    const float v = vals[e];
+    const float* row = rows + int64_t(cols[e]) * N;
+    for (int64_t k = k0; k < N; ++k) i[k] += v * row[k];
+  }
+}
+
+template <>
+inline void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
+                                const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
+  if (e0 == e1) return;
+  int64_t k0 = 0;
+  for (; k0 + kBlock <= N; k0 += kBlock) {
+    __m512 gv[kVectors];
+#pragma GCC unroll 8
+    for (int j = 0; j < kVectors; ++j) gv[j] = _mm512_loadu_ps(g + k0 + 16 * j);
+    for (int64_t e = e0; e < e1; ++e) {
+      const __m512 v = _mm512_set1_ps(vals[e]);
+      float* row = out + int64_t(cols[e]) * N + k0;
+#pragma GCC unroll 8
+      for (int j = 0; j < kVectors; ++j) {
+        _mm512_storeu_ps(row + 16 * j, _mm512_fmadd_ps(v, gv[j], _mm512_loadu_ps(row + 16 * j)));
+      }
+    }
+  }
+  for (int64_t e = e0; e < e1 && k0 < N; ++e) {
+    const float v = vals[e];
+    float* row = out + int64_t(cols[e]) * N;
+    for (int64_t k = k0; k < N; ++k) row[k] += v * g[k];
+  }
+}
+#endif
+
 // CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
 // matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
 std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
@@ -203,16 +302,13 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
   std::vector<Tensor> result;
   std::atomic<bool> too_dense{false};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "to_sparse", [&] {
-    CsrBuilder<scalar_t> csr(R, chunks, x.options());
+    CsrBuilder<scalar_t> csr(R, chunks);
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    int64_t* rp = csr.row_ptr.data_ptr<int64_t>();
     for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
+      csr.own_rows(c, r0);
       const auto limit = static_cast<size_t>(max_density * double((r1 - r0) * C)) + 1;
       for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* row = xp + r * C;
-        const size_t before = csr.cols[c].size();
-        append_nonzeros(row, C, csr.cols[c], csr.vals[c]);
-        rp[r + 1] = static_cast<int64_t>(csr.cols[c].size() - before);
+        csr.add_row(c, r, xp + r * C, C);
         if (csr.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
           too_dense = true;
           return;
@@ -239,13 +335,8 @@ Tensor sparse_mm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        scalar_t* orow = o + r * N;
-        std::fill_n(orow, N, scalar_t(0));
-        for (int64_t e = rp[r]; e < rp[r + 1]; ++e) {
-          const scalar_t v = vp[e];
-          const scalar_t* wrow = w + int64_t(cp[e]) * N;
-          for (int64_t k = 0; k < N; ++k) orow[k] += v * wrow[k];
-        }
+        std::fill_n(o + r * N, N, scalar_t(0));
+        add_rows(N, o + r * N, w, cp, vp, rp[r], rp[r + 1]);
       }
     });
   });
@@ -267,21 +358,14 @@ Tensor sparse_tmm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
     scalar_t* pp = parts.data_ptr<scalar_t>();
     for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
       scalar_t* part = pp + c * C * N;
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* grow = gp + r * N;
-        for (int64_t e = rp[r]; e < rp[r + 1]; ++e) {
-          const scalar_t v = vp[e];
-          scalar_t* prow = part + int64_t(cp[e]) * N;
-          for (int64_t k = 0; k < N; ++k) prow[k] += v * grow[k];
-        }
-      }
+      for (int64_t r = r0; r < r1; ++r) scatter_rows(N, part, gp + r * N, cp, vp, rp[r], rp[r + 1]);
     });
   });
   return chunks == 1 ? parts[0] : parts.sum(0);
 }
 
 // One step of one batch entry: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S),
-// I <- β_s I + x (the recurrent input is added by the caller); records U, S (and P).
+// I <- β_s I (+ x when given; the caller adds sparse and recurrent input); records U, S, P.
 template <bool keep, typename scalar_t>
 inline void forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
                         scalar_t* __restrict__ u, scalar_t* __restrict__ i,
@@ -295,61 +379,82 @@ inline void forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
     sr[k] = s;
     if constexpr (keep) pr[k] = p;
     u[k] = p * (one - s);
-    i[k] = bs * i[k] + x[k];
+    i[k] = x ? bs * i[k] + x[k] : bs * i[k];
   }
 }
 
-// Forward time loop of a LIF layer from the projected input x [B, T, N] (x[n] = W S_in[n]).
-// Returns S[0..T-1], U[0..T-1], P[n] = β_m U[n] + (1 - β_m) I[n] (with keep_pre_reset, else
-// empty) and the CSR form of S as [B*T, N] (row_ptr, cols, vals). vt is V^T [N, N]
-// (contiguous) or an empty tensor for a feed-forward layer.
-std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& vt, double beta_mem,
-                                double one_minus_beta_mem, double beta_syn,
-                                bool keep_pre_reset) {
-  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "lif_forward: contiguous [B, T, N] expected");
-  const int64_t B = x.size(0), T = x.size(1), N = x.size(2), chunks = n_chunks(B);
-  const bool recurrent = vt.numel() > 0;
-  Tensor S = at::empty_like(x), U = at::empty_like(x);
-  Tensor P = keep_pre_reset ? at::empty_like(x) : at::empty({0}, x.options());
+// Rows of a CSR matrix visited in time-major order (b T + n for consecutive b) lie far apart:
+// prefetch the entries of row r and the row pointer of row r2, two rows ahead.
+template <typename scalar_t>
+inline void prefetch_csr(const int64_t* rp, const int32_t* cols, const scalar_t* vals,
+                         int64_t r, int64_t r2) {
+  if (rp == nullptr) return;
+  __builtin_prefetch(cols + rp[r]);
+  __builtin_prefetch(vals + rp[r]);
+  __builtin_prefetch(rp + r2);
+}
+
+// A [B, T, N] tensor stored time-major: step n of batch entry b starts at (n B + b) N.
+Tensor empty_time_major(int64_t B, int64_t T, int64_t N, const at::TensorOptions& options) {
+  return at::empty_strided({B, T, N}, {N, B * N, 1}, options);
+}
+
+bool is_time_major(const Tensor& t) { return t.dim() == 3 && t.transpose(0, 1).is_contiguous(); }
+
+// Forward time loop of a LIF layer, driven either by the projected input x = W S_in
+// ([B, T, N], time-major) or, when x is empty, by the CSR form of S_in as [B*T, C] (rows in
+// batch-major order b T + n) and wt = W^T [C, N], projected inside the loop.
+// Returns S, U and P = β_m U + (1 - β_m) I (with keep_pre_reset, else empty), [B, T, N]
+// stored time-major, and the CSR form of S as [B*T, N] (row_ptr, cols, vals). vt is V^T
+// [N, N] (contiguous) or an empty tensor for a feed-forward layer.
+std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const Tensor& in_cols,
+                                const Tensor& in_vals, const Tensor& wt, const Tensor& vt,
+                                int64_t B, int64_t T, double beta_mem, double one_minus_beta_mem,
+                                double beta_syn, bool keep_pre_reset) {
+  const bool dense_input = x.numel() > 0, recurrent = vt.numel() > 0;
+  TORCH_CHECK(!dense_input || is_time_major(x), "lif_forward: time-major [B, T, N] x expected");
+  TORCH_CHECK(dense_input || (wt.dim() == 2 && wt.is_contiguous() &&
+                              in_row_ptr.numel() == B * T + 1),
+              "lif_forward: CSR input of B * T rows and contiguous W^T expected");
+  const int64_t N = dense_input ? x.size(2) : wt.size(1), chunks = n_chunks(B);
+  const auto options = dense_input ? x.options() : wt.options();
+  Tensor S = empty_time_major(B, T, N, options), U = empty_time_major(B, T, N, options);
+  Tensor P = keep_pre_reset ? empty_time_major(B, T, N, options) : at::empty({0}, options);
   std::vector<Tensor> sparse;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "lif_forward", [&] {
     const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
-    const scalar_t bs = scalar_t(beta_syn), one = 1;
-    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t bs = scalar_t(beta_syn);
+    const scalar_t* xp = dense_input ? x.data_ptr<scalar_t>() : nullptr;
+    const int64_t* in_rp = dense_input ? nullptr : in_row_ptr.data_ptr<int64_t>();
+    const int32_t* in_cp = dense_input ? nullptr : in_cols.data_ptr<int32_t>();
+    const scalar_t* in_vp = dense_input ? nullptr : in_vals.data_ptr<scalar_t>();
+    const scalar_t* w = dense_input ? nullptr : wt.data_ptr<scalar_t>();
     const scalar_t* v = recurrent ? vt.data_ptr<scalar_t>() : nullptr;
     scalar_t *sp = S.data_ptr<scalar_t>(), *up = U.data_ptr<scalar_t>();
     scalar_t* pp = keep_pre_reset ? P.data_ptr<scalar_t>() : nullptr;
-    CsrBuilder<scalar_t> csr(B * T, chunks, x.options());
-    int64_t* rp = csr.row_ptr.data_ptr<int64_t>();
+    CsrBuilder<scalar_t> csr(B * T, chunks);
     for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
-      std::vector<scalar_t> u(N), i(N);
-      for (int64_t b = b0; b < b1; ++b) {
-        std::fill(u.begin(), u.end(), scalar_t(0));
-        std::fill(i.begin(), i.end(), scalar_t(0));
-        for (int64_t n = 0; n < T; ++n) {
-          const int64_t off = (b * T + n) * N;
-          const scalar_t* xr = xp + off;
-          scalar_t *sr = sp + off, *ur = up + off;
+      csr.own_rows(c, b0 * T);
+      std::vector<scalar_t> state_u((b1 - b0) * N, scalar_t(0)), state_i((b1 - b0) * N, scalar_t(0));
+      for (int64_t n = 0; n < T; ++n) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t off = (n * B + b) * N, r = b * T + n;
+          scalar_t *u = state_u.data() + (b - b0) * N, *i = state_i.data() + (b - b0) * N;
           with_flag(pp != nullptr, [&](auto keep) {
-            forward_row<keep.value>(N, bm, obm, bs, u.data(), i.data(), xr, ur, sr,
-                                    keep.value ? pp + off : nullptr);
+            forward_row<keep.value>(N, bm, obm, bs, u, i, xp ? xp + off : nullptr, up + off,
+                                    sp + off, keep.value ? pp + off : nullptr);
           });
-          const size_t before = csr.cols[c].size();
-          if (any_nonzero(sr, N)) {
-            for (int64_t k = 0; k < N; ++k) {
-              if (sr[k] != 0) csr.push(c, static_cast<int32_t>(k), one);
-            }
-          }
-          rp[b * T + n + 1] = static_cast<int64_t>(csr.cols[c].size() - before);
-          if (!recurrent) continue;
-          for (size_t e = before; e < csr.cols[c].size(); ++e) {
-            const scalar_t* vr = v + int64_t(csr.cols[c][e]) * N;
-            for (int64_t k = 0; k < N; ++k) i[k] += vr[k];
+          if (b + 2 < b1) prefetch_csr(in_rp, in_cp, in_vp, r + T, r + 2 * T);
+          if (!dense_input) add_rows(N, i, w, in_cp, in_vp, in_rp[r], in_rp[r + 1]);
+          const size_t before = csr.add_row(c, r, sp + off, N);
+          if (recurrent) {
+            add_rows(N, i, v, csr.cols[c].begin(), csr.vals[c].begin(), int64_t(before),
+                     int64_t(csr.cols[c].size()));
           }
         }
       }
     });
-    sparse = csr.finish(x.options());
+    sparse = csr.finish(options);
   });
   return {S, U, P, sparse[0], sparse[1], sparse[2]};
 }
@@ -427,65 +532,78 @@ inline void backward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
 }
 
 // BPTT of a LIF layer over the steps [t0, t1) (called for consecutive blocks, latest first):
-// from dL/dS (grad [B, T, N]) to dL/dx (dx [B, T, N], dx[n] = dI[n+1]), carrying the
-// adjoints du = dU[t1], di = dI[t1] ([B, N], updated in place to dU[t0], dI[t0]).
-// sg = σ'(U - 1) of the block [B, t1 - t0, N] when shape is GIVEN, else u = U [B, T, N] and
-// σ' is the built-in surrogate `shape` (slope, scale); p is the pre-reset membrane for a
-// differentiable reset (else empty); v = V [N, N] when gradients flow through the
-// recurrence (else empty). Backwards in time:
+// from dL/dS (grad) to dL/dx (dx, when not empty; dx[n] = dI[n+1]), all [B, T, N] stored
+// time-major, carrying the adjoints du = dU[t1], di = dI[t1] ([B, N], updated in place to
+// dU[t0], dI[t0]). sg = σ'(U - 1) of the block ([t1 - t0, B, N]) when shape is GIVEN, else
+// u = U and σ' is the built-in surrogate `shape` (slope, scale); p is the pre-reset
+// membrane for a differentiable reset (else empty); v = V [N, N] when gradients flow
+// through the recurrence (else empty). Backwards in time:
 //   g     = dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
 //   a     = dU[n+1] (1 - S[n])
 //   dU[n] = β_m a + g σ'[n],   dI[n] = (1 - β_m) a + β_s dI[n+1]
-void lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const Tensor& u,
-                  int64_t shape, double slope, double scale, const Tensor& p, const Tensor& v,
-                  Tensor du, Tensor di, Tensor dx, int64_t t0, int64_t t1, double beta_mem,
-                  double one_minus_beta_mem, double beta_syn) {
-  TORCH_CHECK(grad.is_contiguous() && s.is_contiguous() && sg.is_contiguous() &&
-                  du.is_contiguous() && di.is_contiguous() && dx.is_contiguous(),
-              "lif_backward: contiguous tensors expected");
-  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2), L = t1 - t0;
+// With the CSR forms of the layer's input S_in ([B*T, C], rows b T + n) and of its spikes S
+// given, it also returns this block's share of dW^T = Σ_n S_in[n]^T dx[n] ([C, N]) and of
+// dV^T = Σ_n S[n]^T dx[n] ([N, N]) (empty tensors for those not given).
+std::vector<Tensor> lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg,
+                                 const Tensor& u, int64_t shape, double slope, double scale,
+                                 const Tensor& p, const Tensor& v, Tensor du, Tensor di,
+                                 Tensor dx, const Tensor& in_row_ptr, const Tensor& in_cols,
+                                 const Tensor& in_vals, int64_t C, const Tensor& s_row_ptr,
+                                 const Tensor& s_cols, const Tensor& s_vals, int64_t t0,
+                                 int64_t t1, double beta_mem, double one_minus_beta_mem,
+                                 double beta_syn) {
+  const bool reset_grad = p.numel() > 0, recurrent = v.numel() > 0, want_dx = dx.numel() > 0;
+  const bool grad_w = in_row_ptr.numel() > 0, grad_v = s_row_ptr.numel() > 0;
+  TORCH_CHECK(is_time_major(grad) && is_time_major(s) && (shape == 0 || is_time_major(u)) &&
+                  (!reset_grad || is_time_major(p)) && (!want_dx || is_time_major(dx)) &&
+                  sg.is_contiguous() && du.is_contiguous() && di.is_contiguous(),
+              "lif_backward: time-major [B, T, N] tensors expected");
+  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2);
   const int64_t chunks = n_chunks(B);
-  const bool reset_grad = p.numel() > 0, recurrent = v.numel() > 0;
+  Tensor dwt = grad_w ? at::zeros({chunks, C, N}, grad.options()) : at::empty({0}, grad.options());
+  Tensor dvt = grad_v ? at::zeros({chunks, N, N}, grad.options()) : at::empty({0}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lif_backward", [&] {
     const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
-    const scalar_t bs = scalar_t(beta_syn), one = 1;
+    const scalar_t bs = scalar_t(beta_syn);
     const scalar_t *gp = grad.data_ptr<scalar_t>(), *spk = s.data_ptr<scalar_t>();
     const scalar_t* sgp = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
     const scalar_t* ump = shape == GIVEN ? nullptr : u.data_ptr<scalar_t>();
     const scalar_t slope_ = scalar_t(slope), scale_ = scalar_t(scale);
     const scalar_t* pp = reset_grad ? p.data_ptr<scalar_t>() : nullptr;
-    scalar_t* dxp = dx.data_ptr<scalar_t>();
-    for_chunks(B, chunks, [&](int64_t, int64_t b0, int64_t b1) {
+    scalar_t* dxp = want_dx ? dx.data_ptr<scalar_t>() : nullptr;
+    const int64_t* in_rp = grad_w ? in_row_ptr.data_ptr<int64_t>() : nullptr;
+    const int32_t* in_cp = grad_w ? in_cols.data_ptr<int32_t>() : nullptr;
+    const scalar_t* in_vp = grad_w ? in_vals.data_ptr<scalar_t>() : nullptr;
+    const int64_t* s_rp = grad_v ? s_row_ptr.data_ptr<int64_t>() : nullptr;
+    const int32_t* s_cp = grad_v ? s_cols.data_ptr<int32_t>() : nullptr;
+    const scalar_t* s_vp = grad_v ? s_vals.data_ptr<scalar_t>() : nullptr;
+    for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
       std::vector<scalar_t> sgbuf(N);
       const int64_t nb = b1 - b0;
+      scalar_t* dwt_c = grad_w ? dwt.data_ptr<scalar_t>() + c * C * N : nullptr;
+      scalar_t* dvt_c = grad_v ? dvt.data_ptr<scalar_t>() + c * N * N : nullptr;
       Tensor du_c = du.narrow(0, b0, nb), di_c = di.narrow(0, b0, nb);
       Tensor rec = recurrent ? at::empty({nb, N}, grad.options()) : Tensor();
       scalar_t *dup = du_c.data_ptr<scalar_t>(), *dip = di_c.data_ptr<scalar_t>();
       for (int64_t n = t1 - 1; n >= t0; --n) {
-        if (n > t0) {  // rows of one step lie T * N apart: prefetch the next (earlier) step
-          for (int64_t b = b0; b < b1; ++b) {
-            const int64_t off = (b * T + n - 1) * N;
-            for (int64_t k = 0; k < N; k += 64 / int64_t(sizeof(scalar_t))) {
-              __builtin_prefetch(gp + off + k);
-              __builtin_prefetch(spk + off + k);
-              __builtin_prefetch(dxp + off + k, 1);
-              if (ump) __builtin_prefetch(ump + off + k);
-              if (pp) __builtin_prefetch(pp + off + k);
-            }
-          }
-        }
         if (recurrent) at::mm_out(rec, di_c, v);
         const scalar_t* rp = recurrent ? rec.data_ptr<scalar_t>() : nullptr;
         for (int64_t b = 0; b < nb; ++b) {
-          const int64_t off = ((b0 + b) * T + n) * N;
+          const int64_t off = (n * B + b0 + b) * N, r = (b0 + b) * T + n;
           const scalar_t* sgr = sgbuf.data();
-          scalar_t *dur = dup + b * N, *dir = dip + b * N;
-          std::copy_n(dir, N, dxp + off);
+          scalar_t *dur = dup + b * N, *dir = dip + b * N;  // dU[n+1], dI[n+1] = dx[n]
+          if (want_dx) std::copy_n(dir, N, dxp + off);
+          if (b + 2 < nb) {
+            prefetch_csr(in_rp, in_cp, in_vp, r + T, r + 2 * T);
+            prefetch_csr(s_rp, s_cp, s_vp, r + T, r + 2 * T);
+          }
+          if (grad_w) scatter_rows(N, dwt_c, dir, in_cp, in_vp, in_rp[r], in_rp[r + 1]);
+          if (grad_v) scatter_rows(N, dvt_c, dir, s_cp, s_vp, s_rp[r], s_rp[r + 1]);
           with_shape(shape, [&](auto sh) {
             with_flag(rp != nullptr, [&](auto rec_term) {
               with_flag(pp != nullptr, [&](auto reset_term) {
                 if constexpr (sh.value == GIVEN) {
-                  sgr = sgp + ((b0 + b) * L + (n - t0)) * N;
+                  sgr = sgp + ((n - t0) * B + b0 + b) * N;
                 } else {
                   surrogate_row<sh.value>(N, ump + off, sgbuf.data(), slope_, scale_);
                 }
@@ -499,20 +617,19 @@ void lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg, const T
       }
     });
   });
+  return {grad_w ? dwt.sum(0) : dwt, grad_v ? dvt.sum(0) : dvt};
 }
 
-// 1 + the last step n at which grad [B, T, N] is non-zero for some batch entry (0 if none);
-// scans backwards and stops at the first non-zero.
+// 1 + the last step n at which grad ([B, T, N], time-major) is non-zero for some batch
+// entry (0 if none); scans backwards and stops at the first non-zero.
 int64_t last_active_step(const Tensor& grad) {
-  TORCH_CHECK(grad.dim() == 3 && grad.is_contiguous(), "last_active_step: contiguous input");
+  TORCH_CHECK(is_time_major(grad), "last_active_step: time-major [B, T, N] input expected");
   const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2);
   int64_t last = 0;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "last_active_step", [&] {
     const scalar_t* gp = grad.data_ptr<scalar_t>();
     for (int64_t n = T - 1; n >= 0 && last == 0; --n) {
-      for (int64_t b = 0; b < B && last == 0; ++b) {
-        if (any_nonzero(gp + (b * T + n) * N, N)) last = n + 1;
-      }
+      if (any_nonzero(gp + n * B * N, B * N)) last = n + 1;
     }
   });
   return last;
@@ -588,12 +705,14 @@ TORCH_LIBRARY(spikegrad_engine, m) {
   m.def("sparse_mm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor wt) -> Tensor", &sparse_mm);
   m.def("sparse_tmm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor g, int C) -> Tensor",
         &sparse_tmm);
-  m.def("lif_forward(Tensor x, Tensor vt, float beta_mem, float one_minus_beta_mem, "
-        "float beta_syn, bool keep_pre_reset) -> Tensor[]", &lif_forward);
+  m.def("lif_forward(Tensor x, Tensor in_row_ptr, Tensor in_cols, Tensor in_vals, Tensor wt, "
+        "Tensor vt, int B, int T, float beta_mem, float one_minus_beta_mem, float beta_syn, "
+        "bool keep_pre_reset) -> Tensor[]", &lif_forward);
   m.def("lif_backward(Tensor grad, Tensor s, Tensor sg, Tensor u, int shape, float slope, "
-        "float scale, Tensor p, Tensor v, Tensor(a!) du, "
-        "Tensor(b!) di, Tensor(c!) dx, int t0, int t1, float beta_mem, "
-        "float one_minus_beta_mem, float beta_syn) -> ()", &lif_backward);
+        "float scale, Tensor p, Tensor v, Tensor(a!) du, Tensor(b!) di, Tensor(c!) dx, "
+        "Tensor in_row_ptr, Tensor in_cols, Tensor in_vals, int C, Tensor s_row_ptr, "
+        "Tensor s_cols, Tensor s_vals, int t0, int t1, float beta_mem, "
+        "float one_minus_beta_mem, float beta_syn) -> Tensor[]", &lif_backward);
   m.def("last_active_step(Tensor grad) -> int", &last_active_step);
   m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn) "
         "-> Tensor", &leaky_filter);

@@ -19,17 +19,24 @@ def to_sparse(x: Tensor, max_density: float) -> None:
     return None
 
 
-def lif_forward(
-    x: Tensor, recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float,
-    keep_pre_reset: bool,
-) -> tuple[Tensor, Tensor, Tensor | None, None]:
-    """S[0..T-1], U[0..T-1] and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in.
+def empty_time_major(batch: int, steps: int, n: int, like: Tensor) -> Tensor:
+    """An uninitialised [B, T, N] tensor stored time-major (each step a contiguous [B, N])."""
+    return like.new_empty(steps, batch, n).transpose(0, 1)
 
-    The last element (the sparse form of S in the compiled kernels) is always None here.
+
+def lif_forward(
+    x: Tensor | None, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
+    beta_mem: float, beta_syn: float, keep_pre_reset: bool, batch: int, steps: int,
+) -> tuple[Tensor, Tensor, Tensor | None, None]:
+    """S, U and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in [B, T, N].
+
+    ``sparse_input`` is always None here (see :func:`to_sparse`), and so is the last element
+    of the result (the sparse form of S in the compiled kernels). Results are stored
+    time-major, like the compiled kernels'.
     """
-    batch, steps, n = x.shape
-    s_all, u_all = torch.empty_like(x), torch.empty_like(x)
-    p_all = torch.empty_like(x) if keep_pre_reset else None
+    n = x.shape[-1]
+    s_all, u_all = empty_time_major(batch, steps, n, x), empty_time_major(batch, steps, n, x)
+    p_all = empty_time_major(batch, steps, n, x) if keep_pre_reset else None
     u, i = x.new_zeros(batch, n), x.new_zeros(batch, n)
     for t in range(steps):
         s = (u > 1.0).to(x.dtype)
@@ -40,22 +47,25 @@ def lif_forward(
         u = p * (1.0 - s)
         i = beta_syn * i + x[:, t]
         if recurrent_weight is not None:
-            i = i + s @ recurrent_weight.t()
+            i = i + s @ recurrent_weight.detach().t()
     return s_all, u_all, p_all, None
 
 
 def lif_backward(
     grad: Tensor, s: Tensor, u: Tensor, p: Tensor | None, v: Tensor | None,
     beta_mem: float, beta_syn: float, surrogate: Surrogate, steps: int,
-) -> Tensor:
+    sparse_input: None, sparse_spikes: None, input_columns: int, want_dx: bool,
+) -> tuple[Tensor, None, None]:
     """dL/dx (dx[n] = dI[n+1]) from dL/dS by the adjoint recursion, backwards in time.
 
-    σ'(U - 1) comes from ``surrogate``; dL/dS is zero from step ``steps`` on.
+    σ'(U - 1) comes from ``surrogate``; dL/dS is zero from step ``steps`` on. The weight
+    gradients are left to the caller (no sparse forms here).
     """
-    batch, _, n = grad.shape
-    dx = torch.empty_like(grad)
+    batch, total, n = grad.shape
+    dx = empty_time_major(batch, total, n, grad)
     dx[:, steps:] = 0
     du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
+    v = None if v is None else v.detach()
     for t in reversed(range(steps)):
         dx[:, t] = di
         g = grad[:, t]
@@ -66,7 +76,7 @@ def lif_backward(
         a = du * (1.0 - s[:, t])
         du = beta_mem * a + g * surrogate.derivative(u[:, t] - THRESHOLD)
         di = (1.0 - beta_mem) * a + beta_syn * di
-    return dx
+    return dx, None, None
 
 
 def last_active_step(grad: Tensor) -> int:
