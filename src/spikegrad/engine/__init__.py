@@ -114,10 +114,13 @@ class _LIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, dynamics: LIFDynamics, recompute: bool):
         kernels = kernels_for(inputs)
-        sparse = _sparse_form(kernels, inputs)
         ctx.dynamics, ctx.kernels, ctx.recompute = dynamics, kernels, recompute
-        s, u, p, sparse_s = _LIF.run_forward(ctx, inputs, weight, recurrent_weight, sparse)
-        ctx.sparse, ctx.sparse_s = sparse, sparse_s
+        ctx.sparse = _sparse_form(kernels, inputs)  # rows b T + n, for other consumers
+        ctx.sparse_tm = None if ctx.sparse is None else kernels.csr_time_major(
+            ctx.sparse, *inputs.shape[:2])  # rows n B + b, as the time loops visit them
+        s, u, p, sparse_s, ctx.sparse_s_tm = _LIF.run_forward(ctx, inputs, weight,
+                                                              recurrent_weight)
+        ctx.sparse_s = sparse_s
         ctx.state = None if recompute else (u, p)
         ctx.save_for_backward(inputs, weight, recurrent_weight, s)
         if sparse_s is not None:
@@ -125,9 +128,10 @@ class _LIF(torch.autograd.Function):
         return s
 
     @staticmethod
-    def run_forward(ctx, inputs, weight, recurrent_weight, sparse):
+    def run_forward(ctx, inputs, weight, recurrent_weight):
         """The forward loop: projected in the kernels from the sparse form, if there is one."""
         batch, steps, _ = inputs.shape
+        sparse = ctx.sparse_tm
         x = _matmul_time_major(inputs, weight.detach().t()) if sparse is None else None
         d = ctx.dynamics
         return ctx.kernels.lif_forward(x, sparse, weight, recurrent_weight, d.beta_mem,
@@ -136,17 +140,17 @@ class _LIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s):
         inputs, weight, v, s = ctx.saved_tensors
-        d, kernels, sparse = ctx.dynamics, ctx.kernels, ctx.sparse
+        d, kernels = ctx.dynamics, ctx.kernels
         if ctx.recompute:
-            _, u, p, _ = _LIF.run_forward(ctx, inputs, weight, v, sparse)
+            _, u, p, _, _ = _LIF.run_forward(ctx, inputs, weight, v)
         else:
             u, p = ctx.state
             ctx.state = None
         grad_s = _time_major(grad_s)
         want_w = ctx.needs_input_grad[1]
         want_v = v is not None and ctx.needs_input_grad[2]
-        sparse_w = sparse if want_w else None
-        sparse_v = ctx.sparse_s if want_v else None
+        sparse_w = ctx.sparse_tm if want_w else None
+        sparse_v = ctx.sparse_s_tm if want_v else None
         want_dx = (ctx.needs_input_grad[0] or (want_w and sparse_w is None)
                    or (want_v and sparse_v is None))
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
@@ -157,9 +161,9 @@ class _LIF(torch.autograd.Function):
         del u, p
         grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
         if want_w and grad_w is None:
-            grad_w = _weight_grad(kernels, dx, inputs, sparse_w)
+            grad_w = _weight_grad(kernels, dx, inputs, ctx.sparse)
         if want_v and grad_v is None:
-            grad_v = _weight_grad(kernels, dx, s, sparse_v)
+            grad_v = _weight_grad(kernels, dx, s, ctx.sparse_s)
         return grad_in, grad_w if want_w else None, grad_v if want_v else None, None, None
 
 

@@ -101,11 +101,16 @@ def _csr(sparse: tuple[Tensor, Tensor, Tensor] | None, like: Tensor) -> tuple[Te
     return sparse if sparse is not None else (like.new_empty(0),) * 3
 
 
+def csr_time_major(sparse: tuple[Tensor, Tensor, Tensor], batch: int,
+                   steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    return tuple(_ops().csr_time_major(*sparse, batch, steps))
+
+
 def lif_forward(
     x: Tensor | None, sparse_input: tuple[Tensor, Tensor, Tensor] | None, weight: Tensor,
     recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float, keep_pre_reset: bool,
     batch: int, steps: int,
-) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor]]:
+) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, ...], tuple[Tensor, ...]]:
     w = weight.detach()
     empty = w.new_empty(0)
     vt = empty if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
@@ -114,7 +119,7 @@ def lif_forward(
         empty if x is None else x, *_csr(sparse_input, w), wt, vt, batch, steps, beta_mem,
         1.0 - beta_mem, beta_syn, keep_pre_reset,
     )
-    return s, u, p if keep_pre_reset else None, tuple(sparse)
+    return s, u, p if keep_pre_reset else None, tuple(sparse[:3]), tuple(sparse[3:])
 
 
 BLOCK_BYTES = 1 << 21

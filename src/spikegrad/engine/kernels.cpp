@@ -164,54 +164,6 @@ inline void append_nonzeros<float>(const float* row, int64_t C, Buffer<int32_t>&
 }
 #endif
 
-// Collects the non-zeros of the rows of a matrix [R, C], each of `chunks` threads its own
-// slice of rows, visited in any order, and assembles them into CSR form in row order.
-template <typename scalar_t>
-struct CsrBuilder {
-  std::vector<Buffer<int32_t>> cols;
-  std::vector<Buffer<scalar_t>> vals;
-  std::vector<int64_t> first_row, start, count;  // per chunk; per row (start: in its chunk)
-
-  CsrBuilder(int64_t rows, int64_t chunks)
-      : cols(chunks), vals(chunks), first_row(chunks + 1, rows), start(rows), count(rows) {}
-
-  // Chunk `c` owns the rows from r0 up to the first row of the next chunk.
-  void own_rows(int64_t c, int64_t r0) { first_row[c] = r0; }
-
-  // Appends the non-zeros of row r (dense, C entries) to chunk c; returns their count.
-  size_t add_row(int64_t c, int64_t r, const scalar_t* row, int64_t C) {
-    const size_t before = cols[c].size();
-    append_nonzeros(row, C, cols[c], vals[c]);
-    start[r] = static_cast<int64_t>(before);
-    count[r] = static_cast<int64_t>(cols[c].size() - before);
-    return before;
-  }
-
-  std::vector<Tensor> finish(const at::TensorOptions& options) {
-    const int64_t R = static_cast<int64_t>(start.size()), chunks = int64_t(cols.size());
-    Tensor row_ptr = at::empty({R + 1}, options.dtype(at::kLong));
-    int64_t* rp = row_ptr.data_ptr<int64_t>();
-    rp[0] = 0;
-    for (int64_t r = 0; r < R; ++r) rp[r + 1] = rp[r] + count[r];
-    Tensor col_t = at::empty({rp[R]}, options.dtype(at::kInt));
-    Tensor val_t = at::empty({rp[R]}, options);
-    int32_t* ct = col_t.data_ptr<int32_t>();
-    scalar_t* vt = val_t.data_ptr<scalar_t>();
-    for (int64_t c = chunks - 1; c >= 0; --c) {  // a chunk's rows end where the next one's begin
-      first_row[c] = std::min(first_row[c], first_row[c + 1]);
-    }
-    for_chunks(chunks, chunks, [&](int64_t, int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        for (int64_t r = first_row[c]; r < first_row[c + 1]; ++r) {
-          std::copy_n(cols[c].begin() + start[r], count[r], ct + rp[r]);
-          std::copy_n(vals[c].begin() + start[r], count[r], vt + rp[r]);
-        }
-      }
-    });
-    return {row_ptr, col_t, val_t};
-  }
-};
-
 // The two products of a CSR row with a dense matrix that every sparse product here is made
 // of, for the entries e in [e0, e1) of the row:
 //   add_rows:     i[0..N) += Σ_e vals[e] rows[cols[e]][0..N)    (gather: W S_in, V S)
@@ -294,6 +246,55 @@ inline void scatter_rows<float>(int64_t N, float* __restrict__ out, const float*
 }
 #endif
 
+// Collects the non-zeros of the rows of a matrix [R, C], each of `chunks` threads its own
+// rows, visited in any order, and assembles them into CSR form, rows in order or time-major.
+template <typename scalar_t>
+struct CsrBuilder {
+  std::vector<Buffer<int32_t>> cols;
+  std::vector<Buffer<scalar_t>> vals;
+  std::vector<int64_t> start, count;  // per row: where its entries start in its chunk's buffer
+  std::vector<int32_t> chunk_of;      // per row
+
+  CsrBuilder(int64_t rows, int64_t chunks)
+      : cols(chunks), vals(chunks), start(rows), count(rows), chunk_of(rows) {}
+
+  // Appends the non-zeros of row r (dense, C entries) to chunk c; returns where they start.
+  size_t add_row(int64_t c, int64_t r, const scalar_t* row, int64_t C) {
+    const size_t before = cols[c].size();
+    append_nonzeros(row, C, cols[c], vals[c]);
+    start[r] = static_cast<int64_t>(before);
+    count[r] = static_cast<int64_t>(cols[c].size() - before);
+    chunk_of[r] = static_cast<int32_t>(c);
+    return before;
+  }
+
+  // The CSR matrix with its rows in the order row(0), row(1), ...
+  template <typename Order>
+  std::vector<Tensor> finish(const at::TensorOptions& options, const Order& row) {
+    const int64_t R = static_cast<int64_t>(start.size());
+    Tensor row_ptr = at::empty({R + 1}, options.dtype(at::kLong));
+    int64_t* rp = row_ptr.data_ptr<int64_t>();
+    rp[0] = 0;
+    for (int64_t q = 0; q < R; ++q) rp[q + 1] = rp[q] + count[row(q)];
+    Tensor col_t = at::empty({rp[R]}, options.dtype(at::kInt));
+    Tensor val_t = at::empty({rp[R]}, options);
+    int32_t* ct = col_t.data_ptr<int32_t>();
+    scalar_t* vt = val_t.data_ptr<scalar_t>();
+    at::parallel_for(0, R, 256, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t r = row(q);
+        std::copy_n(cols[chunk_of[r]].begin() + start[r], count[r], ct + rp[q]);
+        std::copy_n(vals[chunk_of[r]].begin() + start[r], count[r], vt + rp[q]);
+      }
+    });
+    return {row_ptr, col_t, val_t};
+  }
+
+  std::vector<Tensor> finish(const at::TensorOptions& options) {
+    return finish(options, [](int64_t q) { return q; });
+  }
+};
+
 // CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
 // matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
 std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
@@ -305,7 +306,6 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
     CsrBuilder<scalar_t> csr(R, chunks);
     const scalar_t* xp = x.data_ptr<scalar_t>();
     for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      csr.own_rows(c, r0);
       const auto limit = static_cast<size_t>(max_density * double((r1 - r0) * C)) + 1;
       for (int64_t r = r0; r < r1; ++r) {
         csr.add_row(c, r, xp + r * C, C);
@@ -383,15 +383,36 @@ inline void forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
   }
 }
 
-// Rows of a CSR matrix visited in time-major order (b T + n for consecutive b) lie far apart:
-// prefetch the entries of row r and the row pointer of row r2, two rows ahead.
-template <typename scalar_t>
-inline void prefetch_csr(const int64_t* rp, const int32_t* cols, const scalar_t* vals,
-                         int64_t r, int64_t r2) {
-  if (rp == nullptr) return;
-  __builtin_prefetch(cols + rp[r]);
-  __builtin_prefetch(vals + rp[r]);
-  __builtin_prefetch(rp + r2);
+// The rows of a CSR matrix [B*T, C] whose row b T + n holds step n of batch entry b,
+// reordered time-major (row n B + b), the order in which the time loops visit them.
+std::vector<Tensor> csr_time_major(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
+                                   int64_t B, int64_t T) {
+  TORCH_CHECK(row_ptr.numel() == B * T + 1, "csr_time_major: B * T rows expected");
+  Tensor rp_t = at::empty_like(row_ptr), cols_t = at::empty_like(cols);
+  Tensor vals_t = at::empty_like(vals);
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  int64_t* out_rp = rp_t.data_ptr<int64_t>();
+  out_rp[0] = 0;
+  for (int64_t n = 0; n < T; ++n) {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * T + n, q = n * B + b;
+      out_rp[q + 1] = out_rp[q] + rp[r + 1] - rp[r];
+    }
+  }
+  const int32_t* cp = cols.data_ptr<int32_t>();
+  int32_t* out_cp = cols_t.data_ptr<int32_t>();
+  AT_DISPATCH_FLOATING_TYPES(vals.scalar_type(), "csr_time_major", [&] {
+    const scalar_t* vp = vals.data_ptr<scalar_t>();
+    scalar_t* out_vp = vals_t.data_ptr<scalar_t>();
+    at::parallel_for(0, B * T, 256, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t r = (q % B) * T + q / B;
+        std::copy(cp + rp[r], cp + rp[r + 1], out_cp + out_rp[q]);
+        std::copy(vp + rp[r], vp + rp[r + 1], out_vp + out_rp[q]);
+      }
+    });
+  });
+  return {rp_t, cols_t, vals_t};
 }
 
 // A [B, T, N] tensor stored time-major: step n of batch entry b starts at (n B + b) N.
@@ -402,11 +423,12 @@ Tensor empty_time_major(int64_t B, int64_t T, int64_t N, const at::TensorOptions
 bool is_time_major(const Tensor& t) { return t.dim() == 3 && t.transpose(0, 1).is_contiguous(); }
 
 // Forward time loop of a LIF layer, driven either by the projected input x = W S_in
-// ([B, T, N], time-major) or, when x is empty, by the CSR form of S_in as [B*T, C] (rows in
-// batch-major order b T + n) and wt = W^T [C, N], projected inside the loop.
+// ([B, T, N], time-major) or, when x is empty, by the CSR form of S_in with its rows
+// time-major (row n B + b, see csr_time_major) and wt = W^T [C, N], projected in the loop.
 // Returns S, U and P = β_m U + (1 - β_m) I (with keep_pre_reset, else empty), [B, T, N]
-// stored time-major, and the CSR form of S as [B*T, N] (row_ptr, cols, vals). vt is V^T
-// [N, N] (contiguous) or an empty tensor for a feed-forward layer.
+// stored time-major, and the CSR form of S (row_ptr, cols, vals) twice: as [B*T, N] with row
+// b T + n for step n of entry b, and with its rows time-major. vt is V^T [N, N]
+// (contiguous) or an empty tensor for a feed-forward layer.
 std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const Tensor& in_cols,
                                 const Tensor& in_vals, const Tensor& wt, const Tensor& vt,
                                 int64_t B, int64_t T, double beta_mem, double one_minus_beta_mem,
@@ -434,18 +456,16 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const
     scalar_t* pp = keep_pre_reset ? P.data_ptr<scalar_t>() : nullptr;
     CsrBuilder<scalar_t> csr(B * T, chunks);
     for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
-      csr.own_rows(c, b0 * T);
       std::vector<scalar_t> state_u((b1 - b0) * N, scalar_t(0)), state_i((b1 - b0) * N, scalar_t(0));
       for (int64_t n = 0; n < T; ++n) {
         for (int64_t b = b0; b < b1; ++b) {
-          const int64_t off = (n * B + b) * N, r = b * T + n;
+          const int64_t q = n * B + b, off = q * N, r = b * T + n;
           scalar_t *u = state_u.data() + (b - b0) * N, *i = state_i.data() + (b - b0) * N;
           with_flag(pp != nullptr, [&](auto keep) {
             forward_row<keep.value>(N, bm, obm, bs, u, i, xp ? xp + off : nullptr, up + off,
                                     sp + off, keep.value ? pp + off : nullptr);
           });
-          if (b + 2 < b1) prefetch_csr(in_rp, in_cp, in_vp, r + T, r + 2 * T);
-          if (!dense_input) add_rows(N, i, w, in_cp, in_vp, in_rp[r], in_rp[r + 1]);
+          if (!dense_input) add_rows(N, i, w, in_cp, in_vp, in_rp[q], in_rp[q + 1]);
           const size_t before = csr.add_row(c, r, sp + off, N);
           if (recurrent) {
             add_rows(N, i, v, csr.cols[c].begin(), csr.vals[c].begin(), int64_t(before),
@@ -455,8 +475,11 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const
       }
     });
     sparse = csr.finish(options);
+    for (Tensor& t : csr.finish(options, [B, T](int64_t q) { return (q % B) * T + q / B; })) {
+      sparse.push_back(t);
+    }
   });
-  return {S, U, P, sparse[0], sparse[1], sparse[2]};
+  return {S, U, P, sparse[0], sparse[1], sparse[2], sparse[3], sparse[4], sparse[5]};
 }
 
 // The built-in surrogates σ'(x) = scale * natural(x, slope) of spikegrad.surrogates, by
@@ -541,7 +564,7 @@ inline void backward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
 //   g     = dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
 //   a     = dU[n+1] (1 - S[n])
 //   dU[n] = β_m a + g σ'[n],   dI[n] = (1 - β_m) a + β_s dI[n+1]
-// With the CSR forms of the layer's input S_in ([B*T, C], rows b T + n) and of its spikes S
+// With the CSR forms of the layer's input S_in and of its spikes S, rows time-major,
 // given, it also returns this block's share of dW^T = Σ_n S_in[n]^T dx[n] ([C, N]) and of
 // dV^T = Σ_n S[n]^T dx[n] ([N, N]) (empty tensors for those not given).
 std::vector<Tensor> lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg,
@@ -589,16 +612,12 @@ std::vector<Tensor> lif_backward(const Tensor& grad, const Tensor& s, const Tens
         if (recurrent) at::mm_out(rec, di_c, v);
         const scalar_t* rp = recurrent ? rec.data_ptr<scalar_t>() : nullptr;
         for (int64_t b = 0; b < nb; ++b) {
-          const int64_t off = (n * B + b0 + b) * N, r = (b0 + b) * T + n;
+          const int64_t q = n * B + b0 + b, off = q * N;
           const scalar_t* sgr = sgbuf.data();
           scalar_t *dur = dup + b * N, *dir = dip + b * N;  // dU[n+1], dI[n+1] = dx[n]
           if (want_dx) std::copy_n(dir, N, dxp + off);
-          if (b + 2 < nb) {
-            prefetch_csr(in_rp, in_cp, in_vp, r + T, r + 2 * T);
-            prefetch_csr(s_rp, s_cp, s_vp, r + T, r + 2 * T);
-          }
-          if (grad_w) scatter_rows(N, dwt_c, dir, in_cp, in_vp, in_rp[r], in_rp[r + 1]);
-          if (grad_v) scatter_rows(N, dvt_c, dir, s_cp, s_vp, s_rp[r], s_rp[r + 1]);
+          if (grad_w) scatter_rows(N, dwt_c, dir, in_cp, in_vp, in_rp[q], in_rp[q + 1]);
+          if (grad_v) scatter_rows(N, dvt_c, dir, s_cp, s_vp, s_rp[q], s_rp[q + 1]);
           with_shape(shape, [&](auto sh) {
             with_flag(rp != nullptr, [&](auto rec_term) {
               with_flag(pp != nullptr, [&](auto reset_term) {
@@ -705,6 +724,8 @@ TORCH_LIBRARY(spikegrad_engine, m) {
   m.def("sparse_mm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor wt) -> Tensor", &sparse_mm);
   m.def("sparse_tmm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor g, int C) -> Tensor",
         &sparse_tmm);
+  m.def("csr_time_major(Tensor row_ptr, Tensor cols, Tensor vals, int B, int T) -> Tensor[]",
+        &csr_time_major);
   m.def("lif_forward(Tensor x, Tensor in_row_ptr, Tensor in_cols, Tensor in_vals, Tensor wt, "
         "Tensor vt, int B, int T, float beta_mem, float one_minus_beta_mem, float beta_syn, "
         "bool keep_pre_reset) -> Tensor[]", &lif_forward);

@@ -27,12 +27,12 @@ def empty_time_major(batch: int, steps: int, n: int, like: Tensor) -> Tensor:
 def lif_forward(
     x: Tensor | None, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
     beta_mem: float, beta_syn: float, keep_pre_reset: bool, batch: int, steps: int,
-) -> tuple[Tensor, Tensor, Tensor | None, None]:
+) -> tuple[Tensor, Tensor, Tensor | None, None, None]:
     """S, U and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in [B, T, N].
 
-    ``sparse_input`` is always None here (see :func:`to_sparse`), and so is the last element
-    of the result (the sparse form of S in the compiled kernels). Results are stored
-    time-major, like the compiled kernels'.
+    ``sparse_input`` is always None here (see :func:`to_sparse`), and so are the last two
+    elements of the result (the sparse forms of S in the compiled kernels). Results are
+    stored time-major, like the compiled kernels'.
     """
     n = x.shape[-1]
     s_all, u_all = empty_time_major(batch, steps, n, x), empty_time_major(batch, steps, n, x)
@@ -48,7 +48,7 @@ def lif_forward(
         i = beta_syn * i + x[:, t]
         if recurrent_weight is not None:
             i = i + s @ recurrent_weight.detach().t()
-    return s_all, u_all, p_all, None
+    return s_all, u_all, p_all, None, None
 
 
 def lif_backward(
