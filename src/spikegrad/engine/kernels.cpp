@@ -1,8 +1,10 @@
 // CPU kernels of the fast engine; the equations are in spikegrad/engine/__init__.py.
 //
-// Registered as torch operators `torch.ops.spikegrad_engine.*`. Each kernel is a plain
-// loop over contiguous memory, parallel over the batch: every thread runs its own time
-// loop, so a call opens one parallel region, not one per time step.
+// Registered as torch operators `torch.ops.spikegrad_engine.*`. The time loops are parallel
+// over the batch: every thread runs its own time loop over its share of the batch entries,
+// so a call opens one parallel region, not one per time step. Per-step state is stored
+// time-major ([B, T, N] tensors whose step n is one contiguous [B, N] block), so each step
+// of a thread reads and writes one contiguous stretch of memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -456,7 +458,8 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const
     scalar_t* pp = keep_pre_reset ? P.data_ptr<scalar_t>() : nullptr;
     CsrBuilder<scalar_t> csr(B * T, chunks);
     for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
-      std::vector<scalar_t> state_u((b1 - b0) * N, scalar_t(0)), state_i((b1 - b0) * N, scalar_t(0));
+      std::vector<scalar_t> state_u((b1 - b0) * N, scalar_t(0));
+      std::vector<scalar_t> state_i((b1 - b0) * N, scalar_t(0));
       for (int64_t n = 0; n < T; ++n) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t q = n * B + b, off = q * N, r = b * T + n;
