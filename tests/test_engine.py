@@ -151,3 +151,24 @@ def test_two_layer_network(backend, dtype):
         assert out.hidden_spikes[0].sum() > 0
     for a, b in zip(*grads, strict=True):
         assert_close(b, a, "network gradient")
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_no_gradient_reaches_the_layer(backend, recurrent):
+    """A loss that does not depend on the spikes gives zero gradients, not an error."""
+    inputs, weight, v, readout = random_case(8, torch.float32, recurrent)
+    leaves = [t.clone().requires_grad_() for t in (weight, readout)]
+    rec = None if v is None else v.clone().requires_grad_()
+    spikes = engine.lif_layer(inputs, leaves[0], LIFDynamics(0.9, 0.8), rec)
+    trace = engine.readout_layer(spikes, leaves[1], ReadoutDynamics(0.95, 0.8))
+    params = leaves + ([rec] if rec is not None else [])
+    grads = torch.autograd.grad((trace * 0).sum(), params)
+    assert all(g is not None and not g.any() for g in grads)
+
+
+def test_spikes_are_stored_time_major(backend):
+    """The layer's spikes are [B, T, N] with each step contiguous; they carry no copy."""
+    inputs, weight, v, _ = random_case(9, torch.float32, True)
+    spikes = engine.lif_layer(inputs, weight, LIFDynamics(0.9, 0.8), v)
+    assert spikes.shape == (*inputs.shape[:2], weight.shape[0])
+    assert spikes.transpose(0, 1).is_contiguous()
