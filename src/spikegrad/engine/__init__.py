@@ -58,17 +58,19 @@ def kernels_for(tensor: Tensor) -> ModuleType:
     return torch_kernels
 
 
-def _sparse_form(kernels: ModuleType, inputs: Tensor):
-    """The CSR form of ``inputs`` [B, T, C] as [B*T, C] (rows in batch-major order), or None.
+def _sparse_form(kernels: ModuleType, inputs: Tensor, time_major: bool = False):
+    """The CSR form of ``inputs`` [B, T, C] as [B*T, C], or None when too dense (or when the
+    kernels multiply densely). Its rows are b T + n (step n of batch entry b), or with
+    ``time_major`` n B + b, the order in which the time loops visit them.
 
-    Spikes made by this engine carry it (as long as they are not modified); other inputs
-    are scanned for it. None when they are too dense (or the kernels multiply densely).
+    Spikes made by this engine carry both (as long as they are not modified); other inputs
+    are scanned for it.
     """
-    version, sparse = getattr(inputs, "_spikegrad_sparse", (None, None))
-    if version != inputs._version:
-        sparse = kernels.to_sparse(inputs.reshape(-1, inputs.shape[-1]).contiguous(),
-                                   MAX_SPARSE_DENSITY)
-    return sparse
+    version, *forms = getattr(inputs, "_spikegrad_sparse", (None, None, None))
+    if version == inputs._version:
+        return forms[1 if time_major else 0]
+    flat = inputs.reshape(-1, inputs.shape[-1]).contiguous()
+    return kernels.to_sparse(flat, MAX_SPARSE_DENSITY, inputs.shape[0] if time_major else 0)
 
 
 def _project(kernels: ModuleType, inputs: Tensor, weight: Tensor):
@@ -115,16 +117,13 @@ class _LIF(torch.autograd.Function):
     def forward(ctx, inputs, weight, recurrent_weight, dynamics: LIFDynamics, recompute: bool):
         kernels = kernels_for(inputs)
         ctx.dynamics, ctx.kernels, ctx.recompute = dynamics, kernels, recompute
-        ctx.sparse = _sparse_form(kernels, inputs)  # rows b T + n, for other consumers
-        ctx.sparse_tm = None if ctx.sparse is None else kernels.csr_time_major(
-            ctx.sparse, *inputs.shape[:2])  # rows n B + b, as the time loops visit them
+        ctx.sparse_tm = _sparse_form(kernels, inputs, time_major=True)
         s, u, p, sparse_s, ctx.sparse_s_tm = _LIF.run_forward(ctx, inputs, weight,
                                                               recurrent_weight)
-        ctx.sparse_s = sparse_s
         ctx.state = None if recompute else (u, p)
         ctx.save_for_backward(inputs, weight, recurrent_weight, s)
         if sparse_s is not None:
-            s._spikegrad_sparse = (s._version, sparse_s)
+            s._spikegrad_sparse = (s._version, sparse_s, ctx.sparse_s_tm)
         return s
 
     @staticmethod
@@ -160,10 +159,10 @@ class _LIF(torch.autograd.Function):
         )
         del u, p
         grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
-        if want_w and grad_w is None:
-            grad_w = _weight_grad(kernels, dx, inputs, ctx.sparse)
+        if want_w and grad_w is None:  # no sparse form: the kernels left it to a dense product
+            grad_w = _weight_grad(kernels, dx, inputs, None)
         if want_v and grad_v is None:
-            grad_v = _weight_grad(kernels, dx, s, ctx.sparse_s)
+            grad_v = _weight_grad(kernels, dx, s, None)
         return grad_in, grad_w if want_w else None, grad_v if want_v else None, None, None
 
 

@@ -84,8 +84,9 @@ def _ops():
     return torch.ops.spikegrad_engine
 
 
-def to_sparse(x: Tensor, max_density: float) -> tuple[Tensor, Tensor, Tensor] | None:
-    parts = _ops().to_sparse(x, max_density)
+def to_sparse(x: Tensor, max_density: float,
+              time_major_batch: int = 0) -> tuple[Tensor, Tensor, Tensor] | None:
+    parts = _ops().to_sparse(x, max_density, time_major_batch)
     return tuple(parts) if parts else None
 
 
@@ -99,11 +100,6 @@ def sparse_tmm(sparse: tuple[Tensor, Tensor, Tensor], g: Tensor, columns: int) -
 
 def _csr(sparse: tuple[Tensor, Tensor, Tensor] | None, like: Tensor) -> tuple[Tensor, ...]:
     return sparse if sparse is not None else (like.new_empty(0),) * 3
-
-
-def csr_time_major(sparse: tuple[Tensor, Tensor, Tensor], batch: int,
-                   steps: int) -> tuple[Tensor, Tensor, Tensor]:
-    return tuple(_ops().csr_time_major(*sparse, batch, steps))
 
 
 def lif_forward(
@@ -149,7 +145,8 @@ def lif_backward(
     shape = _BUILTIN_SHAPES.get(surrogates.get_surrogate_shape(surrogate.name).derivative, 0)
     step_bytes = batch * n * grad.element_size()
     block = max(1, steps) if shape else max(1, BLOCK_BYTES // max(1, step_bytes))
-    grad_w = grad_v = None
+    grad_w = None if sparse_input is None else grad.new_zeros(input_columns, n)
+    grad_v = None if sparse_spikes is None else grad.new_zeros(n, n)
     for stop in range(steps, 0, -block):
         start = max(0, stop - block)
         sg = empty if shape else surrogate.derivative(
@@ -159,13 +156,10 @@ def lif_backward(
             *_csr(sparse_input, grad), input_columns, *_csr(sparse_spikes, grad), start, stop,
             beta_mem, 1.0 - beta_mem, beta_syn,
         )
-        if sparse_input is not None:
-            grad_w = part_w if grad_w is None else grad_w + part_w
-        if sparse_spikes is not None:
-            grad_v = part_v if grad_v is None else grad_v + part_v
-    if steps == 0:  # no gradient reaches the layer
-        grad_w = None if sparse_input is None else grad.new_zeros(input_columns, n)
-        grad_v = None if sparse_spikes is None else grad.new_zeros(n, n)
+        if grad_w is not None:
+            grad_w += part_w
+        if grad_v is not None:
+            grad_v += part_v
     return (dx if want_dx else None, None if grad_w is None else grad_w.t(),
             None if grad_v is None else grad_v.t())
 

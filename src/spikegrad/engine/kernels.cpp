@@ -297,10 +297,19 @@ struct CsrBuilder {
   }
 };
 
+// Row order for CsrBuilder::finish: row q of the result is row (q % B) T + q / B, i.e. the
+// rows b T + n (step n of batch entry b) reordered time-major (n B + b).
+inline auto time_major_rows(int64_t B, int64_t T) {
+  return [B, T](int64_t q) { return (q % B) * T + q / B; };
+}
+
 // CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
 // matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
-std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
+// With batch B > 0, the rows (row b T + n: step n of batch entry b, R = B T) are ordered
+// time-major (row n B + b), the order in which the time loops visit them.
+std::vector<Tensor> to_sparse(const Tensor& x, double max_density, int64_t B) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "to_sparse: contiguous 2-d input expected");
+  TORCH_CHECK(B == 0 || x.size(0) % B == 0, "to_sparse: rows not a multiple of the batch");
   const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R);
   std::vector<Tensor> result;
   std::atomic<bool> too_dense{false};
@@ -317,7 +326,13 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
         }
       }
     });
-    if (!too_dense) result = csr.finish(x.options());
+    if (too_dense) return;
+    if (B > 0) {
+      const int64_t T = R / B;
+      result = csr.finish(x.options(), time_major_rows(B, T));
+    } else {
+      result = csr.finish(x.options());
+    }
   });
   return result;
 }
@@ -385,38 +400,6 @@ inline void forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
   }
 }
 
-// The rows of a CSR matrix [B*T, C] whose row b T + n holds step n of batch entry b,
-// reordered time-major (row n B + b), the order in which the time loops visit them.
-std::vector<Tensor> csr_time_major(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
-                                   int64_t B, int64_t T) {
-  TORCH_CHECK(row_ptr.numel() == B * T + 1, "csr_time_major: B * T rows expected");
-  Tensor rp_t = at::empty_like(row_ptr), cols_t = at::empty_like(cols);
-  Tensor vals_t = at::empty_like(vals);
-  const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  int64_t* out_rp = rp_t.data_ptr<int64_t>();
-  out_rp[0] = 0;
-  for (int64_t n = 0; n < T; ++n) {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t r = b * T + n, q = n * B + b;
-      out_rp[q + 1] = out_rp[q] + rp[r + 1] - rp[r];
-    }
-  }
-  const int32_t* cp = cols.data_ptr<int32_t>();
-  int32_t* out_cp = cols_t.data_ptr<int32_t>();
-  AT_DISPATCH_FLOATING_TYPES(vals.scalar_type(), "csr_time_major", [&] {
-    const scalar_t* vp = vals.data_ptr<scalar_t>();
-    scalar_t* out_vp = vals_t.data_ptr<scalar_t>();
-    at::parallel_for(0, B * T, 256, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t r = (q % B) * T + q / B;
-        std::copy(cp + rp[r], cp + rp[r + 1], out_cp + out_rp[q]);
-        std::copy(vp + rp[r], vp + rp[r + 1], out_vp + out_rp[q]);
-      }
-    });
-  });
-  return {rp_t, cols_t, vals_t};
-}
-
 // A [B, T, N] tensor stored time-major: step n of batch entry b starts at (n B + b) N.
 Tensor empty_time_major(int64_t B, int64_t T, int64_t N, const at::TensorOptions& options) {
   return at::empty_strided({B, T, N}, {N, B * N, 1}, options);
@@ -426,7 +409,7 @@ bool is_time_major(const Tensor& t) { return t.dim() == 3 && t.transpose(0, 1).i
 
 // Forward time loop of a LIF layer, driven either by the projected input x = W S_in
 // ([B, T, N], time-major) or, when x is empty, by the CSR form of S_in with its rows
-// time-major (row n B + b, see csr_time_major) and wt = W^T [C, N], projected in the loop.
+// time-major (row n B + b, see time_major_rows) and wt = W^T [C, N], projected in the loop.
 // Returns S, U and P = β_m U + (1 - β_m) I (with keep_pre_reset, else empty), [B, T, N]
 // stored time-major, and the CSR form of S (row_ptr, cols, vals) twice: as [B*T, N] with row
 // b T + n for step n of entry b, and with its rows time-major. vt is V^T [N, N]
@@ -478,7 +461,7 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const
       }
     });
     sparse = csr.finish(options);
-    for (Tensor& t : csr.finish(options, [B, T](int64_t q) { return (q % B) * T + q / B; })) {
+    for (Tensor& t : csr.finish(options, time_major_rows(B, T))) {
       sparse.push_back(t);
     }
   });
@@ -723,12 +706,10 @@ Tensor leaky_filter_backward(const Tensor& dy, double beta_mem, double one_minus
 }  // namespace
 
 TORCH_LIBRARY(spikegrad_engine, m) {
-  m.def("to_sparse(Tensor x, float max_density) -> Tensor[]", &to_sparse);
+  m.def("to_sparse(Tensor x, float max_density, int B) -> Tensor[]", &to_sparse);
   m.def("sparse_mm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor wt) -> Tensor", &sparse_mm);
   m.def("sparse_tmm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor g, int C) -> Tensor",
         &sparse_tmm);
-  m.def("csr_time_major(Tensor row_ptr, Tensor cols, Tensor vals, int B, int T) -> Tensor[]",
-        &csr_time_major);
   m.def("lif_forward(Tensor x, Tensor in_row_ptr, Tensor in_cols, Tensor in_vals, Tensor wt, "
         "Tensor vt, int B, int T, float beta_mem, float one_minus_beta_mem, float beta_syn, "
         "bool keep_pre_reset) -> Tensor[]", &lif_forward);

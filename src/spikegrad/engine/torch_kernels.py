@@ -14,7 +14,7 @@ from spikegrad.functional import THRESHOLD
 from spikegrad.surrogates import Surrogate
 
 
-def to_sparse(x: Tensor, max_density: float) -> None:
+def to_sparse(x: Tensor, max_density: float, time_major_batch: int = 0) -> None:
     """Dense products only (a GPU multiplies dense matrices faster than it gathers rows)."""
     return None
 
