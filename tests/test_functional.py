@@ -92,17 +92,18 @@ def test_recurrent_gradient_by_hand(recurrent_gradient):
     assert float(w.grad[0, 0]) == pytest.approx(expected_w, rel=1e-12, abs=1e-15)
 
 
-def test_readout_by_hand():
+@pytest.mark.parametrize("u0", [0.0, -1e-3])
+def test_readout_by_hand(u0):
     w = torch.tensor([[3.0]], dtype=torch.float64, requires_grad=True)
     bo = math.exp(-1 / 20)
-    trace = readout_layer(single_input_spike(4), w, ReadoutDynamics(bo, BS))
-    # U_out[1] = 0, U_out[2] = (1-bo) w, U_out[3] = bo U[2] + (1-bo) bs w, ...
-    u2 = (1 - bo) * 3
+    trace = readout_layer(single_input_spike(4), w, ReadoutDynamics(bo, BS, initial_membrane=u0))
+    # U_out[1] = bo u0, U_out[2] = bo^2 u0 + (1-bo) w, U_out[3] = bo U[2] + (1-bo) bs w, ...
+    u2 = bo**2 * u0 + (1 - bo) * 3
     u3 = bo * u2 + (1 - bo) * BS * 3
     u4 = bo * u3 + (1 - bo) * BS**2 * 3
-    assert trace[0, :, 0].tolist() == pytest.approx([0.0, u2, u3, u4])
+    assert trace[0, :, 0].tolist() == pytest.approx([bo * u0, u2, u3, u4], rel=1e-12)
     trace[0, -1, 0].backward()
-    assert float(w.grad) == pytest.approx(u4 / 3)
+    assert float(w.grad) == pytest.approx((u4 - bo**4 * u0) / 3)
 
 
 def test_membrane_never_exceeds_reset_after_spike():

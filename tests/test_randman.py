@@ -76,9 +76,21 @@ def test_manifold_formula_paper_spectrum():
 
 
 def test_generator_spectrum_drops_constant_term():
-    manifold = RandomManifold(2, 1, alpha=1.0, n_cutoff=8, seed=0)
+    manifold = RandomManifold(2, 1, alpha=1.0, n_cutoff=8, seed=0, spectrum_offset=0.0)
     assert np.all(manifold.amplitude[:, :, 0] == 0)
     assert manifold.spectrum[0] == pytest.approx(1.0) and manifold.spectrum[1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_default_spectrum_is_the_labs_randman(alpha):
+    """fzenke/randman's TorchRandman.init_spect: 1 / (|k + 1 - β|^α + 1), β = 0, k = 0..F-1;
+    its NumpyRandman: 1 / (k + 1)^α (spectrum_offset = 0)."""
+    k = np.arange(32)
+    lab = RandomManifold(2, 1, alpha=alpha, n_cutoff=32, seed=0)
+    assert np.allclose(lab.spectrum, 1.0 / (np.abs(k + 1.0 - 0.0) ** alpha + 1.0), rtol=1e-14)
+    assert CONFIG.spectrum_offset == 1.0 and CONFIG.spectrum == "generator"
+    numpy_variant = RandomManifold(2, 1, alpha=alpha, n_cutoff=32, seed=0, spectrum_offset=0.0)
+    assert np.allclose(numpy_variant.spectrum, 1.0 / (k + 1.0) ** alpha, rtol=1e-14)
 
 
 def test_split_sizes():

@@ -12,7 +12,7 @@ from spikegrad.training import Trainer, train
 
 
 def test_learns_above_chance(tiny_config):
-    config = load_config(tiny_config, {"training.epochs": 10})
+    config = load_config(tiny_config, {"training.epochs": 20})
     result = train(config)
     assert result["status"] == "completed"
     assert result["train_accuracy"] > 0.6  # chance is 1/3
@@ -78,7 +78,8 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     """SIGKILL a real `spikegrad train` mid-way, resume it, compare with an uninterrupted run."""
     overrides = ["--set", "training.epochs=12", "--set", "time.n_steps=40",
                  "--set", "data.samples_per_class=60", "--set", "data.n_classes=4",
-                 "--set", "model.init.scheme=gaussian", "--set", "model.init.scale=7",
+                 "--set", "model.init.feedforward.scheme=gaussian",
+                 "--set", "model.init.feedforward.scale=7",
                  "--set", "model.hidden.0.size=32", "--set", "training.batch_size=20"]
     command = [sys.executable, "-m", "spikegrad.cli", "train", "randman", *overrides, "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -21,6 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
+from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
 from spikegrad.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Strict
 from spikegrad.surrogates import SURROGATES
@@ -53,13 +54,19 @@ class SurrogateConfig(Strict):
 
 
 class ActivityConfig(Strict):
-    """Activity regularisation of one hidden layer; rates are spikes per neuron per sample."""
+    """Activity regularisation of one hidden layer; rates are spikes per neuron per sample.
+
+    The lower bound is on by default with the paper's values (λ_lower = 100, ν_lower = 1e-3,
+    listed among its default parameters, Table 1): it penalises silent neurons, and with the
+    paper's uniform init, under which the hidden layer is silent at first, it is part of
+    what starts learning. The upper bound is off unless a study varies it.
+    """
 
     upper_strength: NonNegativeFloat = 0.0
     upper_rate: NonNegativeFloat = 0.0
     upper_exponent: PositiveFloat = 2.0
-    lower_strength: NonNegativeFloat = 0.0
-    lower_rate: NonNegativeFloat = 0.0
+    lower_strength: NonNegativeFloat = 100.0
+    lower_rate: NonNegativeFloat = 1e-3
 
 
 class HiddenLayerConfig(Strict):
@@ -73,20 +80,41 @@ class HiddenLayerConfig(Strict):
 
 
 class ReadoutConfig(Strict):
+    """The leaky readout. ``initial_membrane`` is U_out[0]: -1e-3 as in the lab's stork
+    readout (the paper does not state it); 0 makes every gradient of a silent network
+    exactly zero under the max readout (see :mod:`spikegrad.functional`)."""
+
     tau_mem_ms: PositiveFloat = 20.0
     tau_syn_ms: PositiveFloat = 5.0
     reduction: ReadoutReduction = "max"
+    initial_membrane: float = READOUT_INITIAL_MEMBRANE
 
 
-class InitConfig(Strict):
-    """Weight initialisation.
+class MatrixInit(Strict):
+    """Initialisation of one kind of weight matrix.
 
     ``uniform``: U(-scale·√k, scale·√k), k = 1/fan_in (PyTorch's default at scale 1, the
-    paper's). ``gaussian``: N(0, (scale/√fan_in)^2) (the SpyTorch tutorials').
+    paper's, Sec. 4.2.3). ``gaussian``: N(0, (scale/√fan_in)^2) (the SpyTorch tutorials',
+    with scale 7(1 - β_mem) for a membrane without the (1 - β_mem) input factor).
     """
 
     scheme: Literal["uniform", "gaussian"] = "uniform"
     scale: PositiveFloat = 1.0
+
+
+class InitConfig(Strict):
+    """Weight initialisation per matrix: feed-forward W (every hidden layer), recurrent V
+    and the readout; the paper's uniform U(±1/√fan_in) for all three by default."""
+
+    feedforward: MatrixInit = Field(default_factory=MatrixInit)
+    recurrent: MatrixInit = Field(default_factory=MatrixInit)
+    readout: MatrixInit = Field(default_factory=MatrixInit)
+
+    def per_matrix(self) -> dict[str, tuple[str, float]]:
+        """{kind: (scheme, scale)} for :func:`spikegrad.model.init_weights`."""
+        return {kind: (m.scheme, m.scale) for kind, m in
+                (("feedforward", self.feedforward), ("recurrent", self.recurrent),
+                 ("readout", self.readout))}
 
 
 class ModelConfig(Strict):

@@ -18,7 +18,12 @@ The readout is a leaky, non-spiking unit with the same current dynamics::
     U_out[n+1] = β_out U_out[n] + (1 - β_out) I_out[n]
     I_out[n+1] = β_syn I_out[n] + W_out S[n]
 
-and its recorded trace is U_out[1..T] (the state after each of the T steps).
+starting from U_out[0] = u_0 (``initial_membrane``, default -1e-3 as in the lab's stork
+readout) and I_out[0] = 0; its recorded trace is U_out[1..T] (the state after each of the T
+steps). The initial membrane matters: with a silent hidden layer and u_0 = 0 every U_out[n]
+is 0, max over time is a tie resolved at step 1, whose value depends on no weight, and every
+gradient is exactly zero; with u_0 < 0 the trace rises towards 0 and the maximum is at the
+last step, which depends on the hidden spikes through W_out and the surrogate.
 
 Tensors are batch first: inputs ``[batch, time, features]``; weights follow
 ``torch.nn.Linear``: ``[out_features, in_features]``.
@@ -35,6 +40,9 @@ from torch import Tensor
 from spikegrad.surrogates import Surrogate, spike
 
 THRESHOLD = 1.0
+READOUT_INITIAL_MEMBRANE = -1e-3
+"""U_out[0] of the readout: the default of the lab's stork ``ReadoutGroup`` (the paper's own
+value is not stated)."""
 
 
 def decay_factor(tau_ms: float, dt_ms: float) -> float:
@@ -63,10 +71,13 @@ class LIFDynamics:
 class ReadoutDynamics:
     beta_mem: float
     beta_syn: float
+    initial_membrane: float = READOUT_INITIAL_MEMBRANE
 
     @classmethod
-    def from_time_constants(cls, tau_mem_ms: float, tau_syn_ms: float, dt_ms: float):
-        return cls(decay_factor(tau_mem_ms, dt_ms), decay_factor(tau_syn_ms, dt_ms))
+    def from_time_constants(cls, tau_mem_ms: float, tau_syn_ms: float, dt_ms: float,
+                            initial_membrane: float = READOUT_INITIAL_MEMBRANE):
+        return cls(decay_factor(tau_mem_ms, dt_ms), decay_factor(tau_syn_ms, dt_ms),
+                   initial_membrane)
 
 
 def lif_step(
@@ -140,10 +151,21 @@ def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> 
     """Run the readout over all T steps; returns the membrane trace U_out[1..T] as [B, T, K]."""
     batch, steps, _ = inputs.shape
     feedforward = inputs @ weight.t()
-    membrane = feedforward.new_zeros(batch, weight.shape[0])
+    membrane = feedforward.new_full((batch, weight.shape[0]), dynamics.initial_membrane)
     current = feedforward.new_zeros(batch, weight.shape[0])
     trace = []
     for n in range(steps):
         membrane, current = readout_step(feedforward[:, n], membrane, current, dynamics)
         trace.append(membrane)
     return torch.stack(trace, dim=1)
+
+
+def initial_membrane_trace(dynamics: ReadoutDynamics, steps: int, like: Tensor) -> Tensor:
+    """The part of U_out[1..T] that comes from U_out[0] = u_0 alone: u_0 β_out^n, n = 1..T.
+
+    The readout is linear, so its trace is this decay plus the response to its input from
+    rest; the fast engine adds it to the filtered input. Returned as [T, 1] (broadcasts
+    over batch and units).
+    """
+    powers = torch.arange(1, steps + 1, dtype=like.dtype, device=like.device)
+    return (dynamics.initial_membrane * dynamics.beta_mem ** powers).unsqueeze(1)

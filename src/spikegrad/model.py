@@ -131,6 +131,7 @@ class SNN(nn.Module):
         tau_mem_ms: float = 10.0,
         tau_syn_ms: float = 5.0,
         tau_out_ms: float = 20.0,
+        readout_initial_membrane: float = functional.READOUT_INITIAL_MEMBRANE,
         surrogate: Surrogate | None = None,
         detach_reset: bool = True,
         recurrent_gradient: bool = True,
@@ -139,7 +140,9 @@ class SNN(nn.Module):
         init_scale: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> SNN:
-        """A network whose hidden layers all share the same dynamics (the common case)."""
+        """A network whose hidden layers all share the same dynamics (the common case);
+        every weight matrix is initialised by ``init`` at ``init_scale`` (see
+        :func:`init_weights`)."""
         flags = [recurrent] * len(hidden_sizes) if isinstance(recurrent, bool) else list(recurrent)
         dynamics = LIFDynamics.from_time_constants(
             tau_mem_ms, tau_syn_ms, dt_ms, surrogate=surrogate or Surrogate(),
@@ -152,7 +155,8 @@ class SNN(nn.Module):
         ]
         readout = LeakyReadout(
             sizes[-1], n_outputs,
-            ReadoutDynamics.from_time_constants(tau_out_ms, tau_syn_ms, dt_ms), engine,
+            ReadoutDynamics.from_time_constants(tau_out_ms, tau_syn_ms, dt_ms,
+                                                readout_initial_membrane), engine,
         )
         net = cls(layers, readout)
         init_weights(net, init, init_scale, generator)
@@ -173,25 +177,49 @@ class SNN(nn.Module):
         return self
 
 
-def init_weights(
-    module: nn.Module, scheme: InitScheme = "uniform", scale: float = 1.0,
+MatrixKind = Literal["feedforward", "recurrent", "readout"]
+
+
+def matrix_kind(name: str) -> MatrixKind:
+    """Which kind of weight matrix a parameter name of an :class:`SNN` denotes."""
+    if name.startswith("readout."):
+        return "readout"
+    return "recurrent" if name.endswith("recurrent_weight") else "feedforward"
+
+
+def init_matrix(
+    weight: Tensor, scheme: InitScheme = "uniform", scale: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> None:
-    """Initialise every weight matrix in ``module`` (fan_in = its number of columns).
+    """Initialise one weight matrix in place (fan_in = its number of columns).
 
     ``uniform``: U(-scale/√fan_in, scale/√fan_in), PyTorch's default (and the paper's) at
     scale 1. ``gaussian``: N(0, (scale/√fan_in)^2), as in the SpyTorch tutorials.
     """
+    bound = scale / math.sqrt(weight.shape[1])
     with torch.no_grad():
-        for name, weight in module.named_parameters():
-            if not name.endswith("weight"):
-                continue
-            bound = scale / math.sqrt(weight.shape[1])
-            if scheme == "uniform":
-                noise = torch.rand(weight.shape, generator=generator, dtype=weight.dtype)
-                weight.copy_((2.0 * noise - 1.0) * bound)
-            elif scheme == "gaussian":
-                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
-                             * bound)
-            else:
-                raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian)")
+        if scheme == "uniform":
+            noise = torch.rand(weight.shape, generator=generator, dtype=weight.dtype)
+            weight.copy_((2.0 * noise - 1.0) * bound)
+        elif scheme == "gaussian":
+            weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+                         * bound)
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian)")
+
+
+def init_weights(
+    module: nn.Module, scheme: InitScheme | dict[MatrixKind, tuple[InitScheme, float]] = "uniform",
+    scale: float = 1.0, generator: torch.Generator | None = None,
+) -> None:
+    """Initialise every weight matrix in ``module``, in parameter order, by :func:`init_matrix`.
+
+    ``scheme`` and ``scale`` apply to every matrix, or ``scheme`` maps each kind of matrix
+    (``feedforward``, ``recurrent``, ``readout``) to its own (scheme, scale).
+    """
+    for name, weight in module.named_parameters():
+        if not name.endswith("weight"):
+            continue
+        kind_scheme, kind_scale = (scheme[matrix_kind(name)] if isinstance(scheme, dict)
+                                   else (scheme, scale))
+        init_matrix(weight, kind_scheme, kind_scale, generator)

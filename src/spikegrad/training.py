@@ -64,11 +64,12 @@ def build_model(
     readout_spec = config.model.readout
     readout = LeakyReadout(
         width, n_classes,
-        ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms, dt),
+        ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms, dt,
+                                            readout_spec.initial_membrane),
         engine,
     )
     model = SNN(layers, readout)
-    init_weights(model, config.model.init.scheme, config.model.init.scale, generator)
+    init_weights(model, config.model.init.per_matrix(), generator=generator)
     return model
 
 

@@ -43,7 +43,7 @@ class RandmanConfig(Strict):
     precision: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     max_cutoff: PositiveInt = 1000
     spectrum: Literal["generator", "paper"] = "generator"
-    spectrum_offset: NonNegativeFloat = 0.0
+    spectrum_offset: NonNegativeFloat = 1.0  # the lab's Randman; 0: its NumPy variant
     use_bias: bool = False
     samples_per_class: Annotated[int, Field(ge=3)] = 1000
     step_frac: Annotated[float, Field(gt=0, le=1)] = 0.5

@@ -9,12 +9,16 @@ each of its M coordinates becomes the firing time of one input neuron (exactly o
 spike per input neuron): coordinates are min-max standardised per class and per
 unit over the class's samples, then scaled into the first ``step_frac`` of the trial.
 
-The published formula and the authors' public generator differ; both are here,
-chosen with ``spectrum``:
+The published formula and the authors' public generator (fzenke/randman) differ; both are
+here, chosen with ``spectrum``:
 
-- ``"generator"`` (default, what the paper's experiments ran): frequencies
-  k = 0 .. n_cutoff-1 with spectrum s_k = 1 / ((k + 1)^α + spectrum_offset); the
-  k = 0 term is a constant, whose amplitude is set to 0 unless ``use_bias``.
+- ``"generator"`` (default): frequencies k = 0 .. n_cutoff-1 with spectrum
+  s_k = 1 / ((k + 1)^α + spectrum_offset); the k = 0 term is a constant, whose amplitude
+  is set to 0 unless ``use_bias``. With ``spectrum_offset = 1`` (the default) this is the
+  lab's ``Randman`` class (``TorchRandman``, the one its library stork calls; its
+  ``init_spect`` computes 1 / (|k + 1 - β|^α + 1) with β = 0); with ``spectrum_offset = 0``
+  it is the generator's NumPy variant (``NumpyRandman``), 1 / (k + 1)^α. The paper does
+  not say which one its experiments ran; the lab's own library uses the first.
 - ``"paper"``: frequencies k = 1 .. n_cutoff with s_k = k^(-α), as printed.
 
 The number of frequencies is ``n_cutoff`` if given, else the generator's rule
@@ -55,7 +59,7 @@ class RandomManifold:
         n_cutoff: int,
         seed: int | np.random.Generator,
         spectrum: str = "generator",
-        spectrum_offset: float = 0.0,
+        spectrum_offset: float = 1.0,
         use_bias: bool = False,
     ) -> None:
         rng = np.random.default_rng(seed)

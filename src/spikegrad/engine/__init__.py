@@ -22,8 +22,9 @@ surrogate σ'[n] = σ'(U[n] - 1) evaluated for all steps at once::
 The weight gradients only visit the non-zero entries of S_in and S; the compiled kernels
 project the input inside the forward loop and sum the weight gradients inside the backward
 loop, so neither x nor dx is ever stored for sparse inputs. The readout is the linear
-filter U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n], whose adjoint runs
-the same filter backwards in time.
+filter U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n] from rest, whose adjoint
+runs the same filter backwards in time; the decay of its initial membrane
+(:func:`spikegrad.functional.initial_membrane_trace`) is added to that.
 
 Only U (and P for a differentiable reset) are saved besides the spikes; with ``recompute``
 (or ``SPIKEGRAD_RECOMPUTE=1``) not even those: the backward pass re-runs the forward loop.
@@ -43,7 +44,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
-from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.functional import LIFDynamics, ReadoutDynamics, initial_membrane_trace
 
 __all__ = ["lif_layer", "readout_layer", "kernels_for", "MAX_SPARSE_DENSITY"]
 
@@ -208,4 +209,7 @@ def lif_layer(
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:
     """Membrane trace U_out[1..T] [B, T, K] of the leaky readout (as the reference path)."""
-    return _Readout.apply(inputs, weight, dynamics)
+    trace = _Readout.apply(inputs, weight, dynamics)
+    if dynamics.initial_membrane == 0:
+        return trace
+    return trace + initial_membrane_trace(dynamics, inputs.shape[1], trace)
