@@ -34,8 +34,9 @@ TINY_BASE = {
     "time": {"dt_ms": 1.0, "n_steps": 20},
     "data": {"name": "randman", "n_classes": 3, "n_units": 10, "samples_per_class": 30,
              "seed": 7},
-    "model": {"hidden": [{"size": 20}], "init": {kind: {"scheme": "gaussian", "scale": 3.0} for kind in
-                                                   ("feedforward", "recurrent", "readout")}},
+    "model": {"hidden": [{"size": 20}],
+              "init": {kind: {"scheme": "gaussian", "scale": 3.0}
+                       for kind in ("feedforward", "recurrent", "readout")}},
     "training": {"batch_size": 16, "epochs": 2},
 }
 
