@@ -8,6 +8,7 @@ kernel sets (compiled CPU kernels and pure PyTorch), in float64 and float32.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,26 +59,47 @@ def random_case(seed, dtype, recurrent, density=0.1, weight_scale=3.0):
     return inputs, weight, v, readout
 
 
-def compare(inputs, weight, v, readout, dynamics, input_grad=True, **engine_kwargs):
-    """Forward values and gradients of the fast engine equal the reference path's."""
-    readout_dynamics = ReadoutDynamics(0.95, 0.8)
+def _run(impl: str, leaves, rec, dynamics, readout_dynamics, **engine_kwargs):
+    """Spikes and readout trace of the reference path, the engine's layer then readout, or
+    the engine's fused layer and readout."""
+    if impl == "reference":
+        spikes = functional.lif_layer(leaves[0], leaves[1], dynamics, rec)
+        return spikes, functional.readout_layer(spikes, leaves[2], readout_dynamics)
+    if impl == "separate":
+        spikes = engine.lif_layer(leaves[0], leaves[1], dynamics, rec, **engine_kwargs)
+        return spikes, engine.readout_layer(spikes, leaves[2], readout_dynamics)
+    return engine.lif_readout(leaves[0], leaves[1], dynamics, leaves[2], readout_dynamics, rec,
+                              **engine_kwargs)
+
+
+def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="weighted",
+            **engine_kwargs):
+    """Forward values and gradients of the fast engine (layer and readout apart, and fused)
+    equal the reference path's. ``spike_loss``: a weighted sum of the spikes (a gradient
+    that differs at every step), spike counts squared (one that is the same at every step,
+    as an activity regulariser's) or none."""
+    readout_dynamics = ReadoutDynamics(0.95, 0.8, initial_membrane=-0.01)
     results = []
-    for impl in (functional, engine):
+    for impl in ("reference", "separate", "fused"):
         leaves = [t.detach().clone().requires_grad_() for t in (inputs, weight, readout)]
         leaves[0].requires_grad_(input_grad)
         rec = None if v is None else v.detach().clone().requires_grad_()
-        kwargs = engine_kwargs if impl is engine else {}
-        spikes = impl.lif_layer(leaves[0], leaves[1], dynamics, rec, **kwargs)
-        trace = impl.readout_layer(spikes, leaves[2], readout_dynamics)
-        weights = torch.linspace(-1, 1, spikes.shape[-1], dtype=spikes.dtype)
-        loss = trace.max(1).values.pow(2).sum() + trace.sum() + (spikes * weights).sum()
+        kwargs = engine_kwargs if impl != "reference" else {}
+        spikes, trace = _run(impl, leaves, rec, dynamics, readout_dynamics, **kwargs)
+        loss = trace.max(1).values.pow(2).sum() + trace.sum()
+        if spike_loss == "weighted":
+            loss = loss + (spikes * torch.linspace(-1, 1, spikes.shape[-1],
+                                                   dtype=spikes.dtype)).sum()
+        elif spike_loss == "counts":
+            loss = loss + spikes.sum(1).pow(2).sum() * 0.1
         params = leaves[int(not input_grad):] + ([rec] if rec is not None else [])
         results.append((spikes, trace, torch.autograd.grad(loss, params)))
-    (s_ref, y_ref, g_ref), (s_fast, y_fast, g_fast) = results
-    assert torch.equal(s_fast, s_ref), "spikes differ"
-    assert_close(y_fast, y_ref, "readout")
-    for i, (a, b) in enumerate(zip(g_fast, g_ref, strict=True)):
-        assert_close(a, b, f"gradient {i}")
+    s_ref, y_ref, g_ref = results[0]
+    for name, (s_fast, y_fast, g_fast) in zip(("separate", "fused"), results[1:], strict=True):
+        assert torch.equal(s_fast, s_ref), f"{name}: spikes differ"
+        assert_close(y_fast, y_ref, f"{name}: readout")
+        for i, (a, b) in enumerate(zip(g_fast, g_ref, strict=True)):
+            assert_close(a, b, f"{name}: gradient {i}")
     return s_ref
 
 
@@ -87,11 +109,13 @@ VARIANTS = list(itertools.product([False, True], [True, False], [True, False]))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("recurrent,detach_reset,recurrent_gradient", VARIANTS)
 def test_variants_match_reference(backend, dtype, recurrent, detach_reset, recurrent_gradient):
-    for seed in range(3):
+    for seed, spike_loss in zip(range(4), ("weighted", "none", "counts", "weighted"),
+                                strict=True):
         inputs, weight, v, readout = random_case(seed, dtype, recurrent)
         dynamics = LIFDynamics(0.9, 0.8, Surrogate("superspike", 10.0, 1.0), detach_reset,
                                recurrent_gradient)
-        compare(inputs, weight, v, readout, dynamics, input_grad=seed != 0)
+        compare(inputs, weight, v, readout, dynamics, input_grad=seed != 0,
+                spike_loss=spike_loss)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -172,3 +196,60 @@ def test_spikes_are_stored_time_major(backend):
     spikes = engine.lif_layer(inputs, weight, LIFDynamics(0.9, 0.8), v)
     assert spikes.shape == (*inputs.shape[:2], weight.shape[0])
     assert spikes.transpose(0, 1).is_contiguous()
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_no_gradient_reaches_the_fused_layer(backend, recurrent):
+    """Fused layer and readout: a loss of neither output gives zero gradients."""
+    inputs, weight, v, readout = random_case(8, torch.float32, recurrent)
+    leaves = [t.clone().requires_grad_() for t in (weight, readout)]
+    rec = None if v is None else v.clone().requires_grad_()
+    spikes, trace = engine.lif_readout(inputs, leaves[0], LIFDynamics(0.9, 0.8), leaves[1],
+                                       ReadoutDynamics(0.95, 0.8), rec)
+    params = leaves + ([rec] if rec is not None else [])
+    grads = torch.autograd.grad((trace * 0).sum() + (spikes * 0).sum(), params)
+    assert all(g is not None and not g.any() for g in grads)
+
+
+def test_same_bits_for_any_thread_count():
+    """Work is split into blocks set by the batch size alone and partial sums are added in
+    block order: one thread and two give identical spikes, traces and gradients."""
+    if not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    g = torch.Generator().manual_seed(5)
+    inputs = (torch.rand(37, 60, 50, generator=g) < 0.05).float()
+    outcomes = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            net = SNN.build(50, [40, 30], 7, recurrent=[True, False], engine="fast",
+                            init_scale=6.0, generator=torch.Generator().manual_seed(2))
+            out = net(inputs)
+            loss = out.readout.max(1).values.logsumexp(-1).sum() + out.hidden_spikes[0].sum()
+            loss.backward()
+            outcomes.append([out.readout, *out.hidden_spikes,
+                             *(p.grad for p in net.parameters())])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*outcomes, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_stale_build_lock_does_not_hang(tmp_path):
+    """A build killed mid-way leaves torch's ``lock`` file behind; the next process must not
+    wait for it forever (the kernels' own lock is released by the system on death)."""
+    import subprocess
+    import sys
+
+    if not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    from torch.utils.cpp_extension import _get_build_directory
+
+    stale = Path(_get_build_directory(cpp.build_name(), False)) / "lock"
+    stale.write_text("")
+    code = "from spikegrad.engine import cpp; assert cpp.available()"
+    done = subprocess.run([sys.executable, "-c", code], timeout=90, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()

@@ -159,13 +159,3 @@ def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> 
         trace.append(membrane)
     return torch.stack(trace, dim=1)
 
-
-def initial_membrane_trace(dynamics: ReadoutDynamics, steps: int, like: Tensor) -> Tensor:
-    """The part of U_out[1..T] that comes from U_out[0] = u_0 alone: u_0 β_out^n, n = 1..T.
-
-    The readout is linear, so its trace is this decay plus the response to its input from
-    rest; the fast engine adds it to the filtered input. Returned as [T, 1] (broadcasts
-    over batch and units).
-    """
-    powers = torch.arange(1, steps + 1, dtype=like.dtype, device=like.device)
-    return (dynamics.initial_membrane * dynamics.beta_mem ** powers).unsqueeze(1)

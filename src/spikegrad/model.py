@@ -165,10 +165,17 @@ class SNN(nn.Module):
     def forward(self, inputs: Tensor) -> SNNOutput:
         hidden_spikes = []
         x = inputs
-        for layer in self.hidden:
+        for layer in self.hidden[:-1]:
             x = layer(x)
             hidden_spikes.append(x)
-        return SNNOutput(readout=self.readout(x), hidden_spikes=hidden_spikes)
+        last, readout = self.hidden[-1], self.readout
+        if last.engine == "fast" and readout.engine == "fast":  # one fused operation
+            spikes, trace = _fast_engine().lif_readout(
+                x, last.weight, last.dynamics, readout.weight, readout.dynamics,
+                last.recurrent_weight)
+            return SNNOutput(readout=trace, hidden_spikes=[*hidden_spikes, spikes])
+        x = last(x)
+        return SNNOutput(readout=readout(x), hidden_spikes=[*hidden_spikes, x])
 
     def set_engine(self, engine: Engine) -> SNN:
         for module in self.modules():

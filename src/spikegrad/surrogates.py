@@ -44,11 +44,14 @@ DerivativeFn = Callable[[Tensor, float], Tensor]
 
 @dataclass(frozen=True)
 class SurrogateShape:
-    """A registered surrogate: its natural derivative and a description."""
+    """A registered surrogate: its natural derivative, a description, and the index of the
+    same formula in the fast engine's compiled kernels (``kernels.cpp``, enum ``Shape``;
+    0 for surrogates the kernels do not know, which PyTorch evaluates instead)."""
 
     name: str
     derivative: DerivativeFn
     description: str
+    kernel_id: int = 0
 
     def natural_peak(self, slope: float) -> float:
         """Height of the natural derivative at x = 0 (its maximum for all built-ins)."""
@@ -58,15 +61,19 @@ class SurrogateShape:
 SURROGATES: dict[str, SurrogateShape] = {}
 
 
-def register_surrogate(name: str, description: str | None = None):
-    """Decorator that adds ``fn(x, slope) -> σ'(x)`` to the registry under ``name``."""
+def register_surrogate(name: str, description: str | None = None, *, kernel_id: int = 0):
+    """Decorator that adds ``fn(x, slope) -> σ'(x)`` to the registry under ``name``.
+
+    ``kernel_id`` is for the built-ins only: the index of the same formula in the compiled
+    kernels (a test holds each equal to its Python definition)."""
 
     def decorator(fn: DerivativeFn) -> DerivativeFn:
         if name in SURROGATES:
             raise ValueError(f"surrogate {name!r} is already registered")
         doc_lines = (fn.__doc__ or "").strip().splitlines()
         text = description or (doc_lines[0] if doc_lines else name)
-        SURROGATES[name] = SurrogateShape(name=name, derivative=fn, description=text)
+        SURROGATES[name] = SurrogateShape(name=name, derivative=fn, description=text,
+                                          kernel_id=kernel_id)
         return fn
 
     return decorator
@@ -80,56 +87,56 @@ def get_surrogate_shape(name: str) -> SurrogateShape:
         raise ValueError(f"unknown surrogate {name!r} (known: {known})") from None
 
 
-@register_surrogate("superspike")
+@register_surrogate("superspike", kernel_id=1)
 def superspike(x: Tensor, slope: float) -> Tensor:
     """SuperSpike / fast sigmoid: 1 / (β|x| + 1)^2, peak 1."""
     return 1.0 / (slope * x.abs() + 1.0) ** 2
 
 
-@register_surrogate("sigmoid")
+@register_surrogate("sigmoid", kernel_id=2)
 def sigmoid_derivative(x: Tensor, slope: float) -> Tensor:
     """Derivative of the logistic sigmoid: s(x)(1 - s(x)), s(x) = 1/(1 + exp(-βx)), peak 1/4."""
     s = torch.sigmoid(slope * x)
     return s * (1.0 - s)
 
 
-@register_surrogate("esser")
+@register_surrogate("esser", kernel_id=3)
 def esser(x: Tensor, slope: float) -> Tensor:
     """Piecewise linear (Esser et al. 2016): max(0, 1 - β|x|), peak 1."""
     return torch.clamp(1.0 - slope * x.abs(), min=0.0)
 
 
-@register_surrogate("superspike_asymptotic")
+@register_surrogate("superspike_asymptotic", kernel_id=4)
 def superspike_asymptotic(x: Tensor, slope: float) -> Tensor:
     """Asymptotic SuperSpike: β / (β|x| + 1)^2, peak β (tends to a delta as β grows)."""
     return slope / (slope * x.abs() + 1.0) ** 2
 
 
-@register_surrogate("exponential")
+@register_surrogate("exponential", kernel_id=5)
 def exponential(x: Tensor, slope: float) -> Tensor:
     """Exponential: exp(-β|x|), peak 1."""
     return torch.exp(-slope * x.abs())
 
 
-@register_surrogate("arctan")
+@register_surrogate("arctan", kernel_id=6)
 def arctan(x: Tensor, slope: float) -> Tensor:
     """Arctan derivative, normalised: 1 / (1 + (π β x / 2)^2), peak 1."""
     return 1.0 / (1.0 + (0.5 * math.pi * slope * x) ** 2)
 
 
-@register_surrogate("gaussian")
+@register_surrogate("gaussian", kernel_id=7)
 def gaussian(x: Tensor, slope: float) -> Tensor:
     """Gaussian: exp(-(β x)^2 / 2), peak 1."""
     return torch.exp(-0.5 * (slope * x) ** 2)
 
 
-@register_surrogate("true")
+@register_surrogate("true", kernel_id=8)
 def true_gradient(x: Tensor, slope: float) -> Tensor:
     """The true derivative of the step function: zero almost everywhere (control)."""
     return torch.zeros_like(x)
 
 
-@register_surrogate("constant")
+@register_surrogate("constant", kernel_id=9)
 def constant(x: Tensor, slope: float) -> Tensor:
     """Constant surrogate σ'(x) = 1 (β = 0 limit; control)."""
     return torch.ones_like(x)
@@ -149,6 +156,11 @@ class Surrogate:
     def derivative(self, x: Tensor) -> Tensor:
         """σ'(x) = scale * natural_derivative(x, slope)."""
         return self.scale * get_surrogate_shape(self.name).derivative(x, self.slope)
+
+    @property
+    def kernel_id(self) -> int:
+        """Index of this shape in the compiled kernels (0: evaluated by PyTorch)."""
+        return get_surrogate_shape(self.name).kernel_id
 
     @property
     def peak(self) -> float:

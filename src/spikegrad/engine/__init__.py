@@ -1,16 +1,17 @@
-"""The fast engine: a LIF layer or a readout over all T steps as one autograd operation.
+"""The fast engine: a LIF layer (with the readout that reads it) over all T steps as one
+autograd operation.
 
 Same semantics as :mod:`spikegrad.functional` (the reference path and the oracle of the
 tests), but the forward pass runs the time loop without building an autograd graph and the
 backward pass runs the hand-derived BPTT recursion. Forward, from U[0] = I[0] = 0::
 
-    x[n]   = W S_in[n]                                     all steps in one (sparse) product
+    x[n]   = W S_in[n]                                     projected inside the loop
     S[n]   = Θ(U[n] - 1)
     P[n]   = β_m U[n] + (1 - β_m) I[n],   U[n+1] = P[n] (1 - S[n])
     I[n+1] = β_s I[n] + x[n] + V S[n]                      V S[n] only visits spiking neurons
 
 Backward, with the adjoints dU[n] = dL/dU[n], dI[n] = dL/dI[n], zero at n = T, and the
-surrogate σ'[n] = σ'(U[n] - 1) evaluated for all steps at once::
+surrogate σ'[n] = σ'(U[n] - 1)::
 
     g[n]   = dL/dS[n] + dI[n+1] V  (gradient through the recurrence, unless disabled)
                       - dU[n+1] P[n]  (differentiable reset only)
@@ -19,18 +20,26 @@ surrogate σ'[n] = σ'(U[n] - 1) evaluated for all steps at once::
     dI[n]  = (1 - β_m) a[n] + β_s dI[n+1]
     dx[n]  = dI[n+1],   dW = Σ_n dx[n]^T S_in[n],   dV = Σ_n dx[n]^T S[n],   dS_in = dx W
 
-The weight gradients only visit the non-zero entries of S_in and S; the compiled kernels
-project the input inside the forward loop and sum the weight gradients inside the backward
-loop, so neither x nor dx is ever stored for sparse inputs. The readout is the linear
-filter U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n] from rest, whose adjoint
-runs the same filter backwards in time; the decay of its initial membrane
-(:func:`spikegrad.functional.initial_membrane_trace`) is added to that.
+The readout is the linear filter U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] +
+x_out[n] with x_out[n] = W_out S[n], from U[0] = u_0, I[0] = 0; its adjoint runs the same
+filter backwards in time: with λ_U, λ_I the adjoints of U[n+1], I[n+1] and dy = dL/dU[1..T],
+u = λ_U + dy[n], dx_out[n] = λ_I, λ_U <- β_m u, λ_I <- (1 - β_m) u + β_s λ_I, and the
+gradient it sends to the hidden spikes is dx_out[n] W_out.
 
-Only U (and P for a differentiable reset) are saved besides the spikes; with ``recompute``
-(or ``SPIKEGRAD_RECOMPUTE=1``) not even those: the backward pass re-runs the forward loop.
-The layer's results (S, and U and P kept for the backward pass) are [B, T, N] tensors
-stored time-major (``t.transpose(0, 1)`` is contiguous), so that each step of both loops
-reads and writes contiguous memory; everything else accepts any layout.
+:func:`lif_readout` runs the last hidden layer and the readout as one operation: the readout
+is updated inside the layer's forward loop and its adjoint inside the layer's backward loop,
+so neither its input x_out, nor the gradient it sends to the spikes, is ever stored. The
+weight gradients only visit the non-zero entries of S_in and S (sparse inputs are projected
+inside the forward loop and their weight gradient summed inside the backward loop). Only U
+(and P for a differentiable reset) are saved besides the spikes; with ``recompute`` (or
+``SPIKEGRAD_RECOMPUTE=1``) not even those: the backward pass re-runs the forward loop. Steps
+after the last one that receives a gradient are skipped.
+
+Layout: a layer's spikes and saved state are [B, T, N] tensors stored time-major
+(``t.transpose(0, 1)`` is contiguous), so that each step of both loops reads and writes
+contiguous memory; everything else accepts any layout. Spikes made here carry their sparse
+form, so the next layer does not scan them again.
+
 On CPU the loops run in compiled kernels (:mod:`spikegrad.engine.cpp`); elsewhere, or when
 no compiler is available, in PyTorch (:mod:`spikegrad.engine.torch_kernels`).
 """
@@ -44,9 +53,9 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
-from spikegrad.functional import LIFDynamics, ReadoutDynamics, initial_membrane_trace
+from spikegrad.functional import LIFDynamics, ReadoutDynamics
 
-__all__ = ["lif_layer", "readout_layer", "kernels_for", "MAX_SPARSE_DENSITY"]
+__all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "MAX_SPARSE_DENSITY"]
 
 MAX_SPARSE_DENSITY = 0.1
 """Inputs with at most this fraction of non-zeros are multiplied as sparse matrices."""
@@ -59,28 +68,19 @@ def kernels_for(tensor: Tensor) -> ModuleType:
     return torch_kernels
 
 
-def _sparse_form(kernels: ModuleType, inputs: Tensor, time_major: bool = False):
-    """The CSR form of ``inputs`` [B, T, C] as [B*T, C], or None when too dense (or when the
-    kernels multiply densely). Its rows are b T + n (step n of batch entry b), or with
-    ``time_major`` n B + b, the order in which the time loops visit them.
-
-    Spikes made by this engine carry both (as long as they are not modified); other inputs
-    are scanned for it.
-    """
-    version, *forms = getattr(inputs, "_spikegrad_sparse", (None, None, None))
+def _sparse_form(kernels: ModuleType, inputs: Tensor):
+    """The sparse form of ``inputs`` [B, T, C] (rows time-major, see ``kernels.cpp``), or
+    None when too dense (or when the kernels multiply densely). Spikes made by this engine
+    carry it (as long as they are not modified); other inputs are scanned for it."""
+    version, form = getattr(inputs, "_spikegrad_sparse", (None, None))
     if version == inputs._version:
-        return forms[1 if time_major else 0]
-    flat = inputs.reshape(-1, inputs.shape[-1]).contiguous()
-    return kernels.to_sparse(flat, MAX_SPARSE_DENSITY, inputs.shape[0] if time_major else 0)
+        return form
+    return kernels.to_sparse(inputs.detach(), MAX_SPARSE_DENSITY)
 
 
-def _project(kernels: ModuleType, inputs: Tensor, weight: Tensor):
-    """x = inputs W^T [B, T, N] for all steps at once, and the sparse form of the inputs."""
-    sparse = _sparse_form(kernels, inputs)
-    if sparse is None:
-        return _matmul(inputs, weight.t()), None
-    x = kernels.sparse_mm(sparse, weight.t())
-    return x.view(*inputs.shape[:-1], weight.shape[0]), sparse
+def _attach_sparse_form(spikes: Tensor, form) -> None:
+    if form is not None:
+        spikes._spikegrad_sparse = (spikes._version, form)
 
 
 def _is_time_major(t: Tensor) -> bool:
@@ -105,88 +105,129 @@ def _matmul_time_major(a: Tensor, matrix: Tensor) -> Tensor:
 
 
 def _weight_grad(kernels: ModuleType, dx: Tensor, inputs: Tensor, sparse) -> Tensor:
-    """Σ over batch and steps of dx[b, n]^T inputs[b, n] ([N, C]) for dx [B, T, N] and
-    inputs [B, T, C] in any layout; only the non-zeros of the inputs when ``sparse``."""
+    """Σ over batch and steps of dx[b, n]^T inputs[b, n] ([N, C]) for dx [B, T, N] (time-major)
+    and inputs [B, T, C] in any layout; only the non-zeros of the inputs when ``sparse``."""
+    dx_rows = _time_major(dx).transpose(0, 1).reshape(-1, dx.shape[-1])
     if sparse is not None:
-        return kernels.sparse_tmm(sparse, dx.reshape(-1, dx.shape[-1]), inputs.shape[-1]).t()
-    dx_tm, in_tm = _time_major(dx).transpose(0, 1), _time_major(inputs).transpose(0, 1)
-    return dx_tm.reshape(-1, dx.shape[-1]).t() @ in_tm.reshape(-1, inputs.shape[-1])
+        return kernels.sparse_tmm(sparse, dx_rows, inputs.shape[-1]).t()
+    in_rows = _time_major(inputs).transpose(0, 1).reshape(-1, inputs.shape[-1])
+    return dx_rows.t() @ in_rows
 
 
-class _LIF(torch.autograd.Function):
+def _spike_gradient(grad_s: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """dL/dS as (a time-major [B, T, N] tensor, or a [B, N] tensor that holds at every step).
+
+    The second form is what a loss on spike counts gives (``spikes.sum(1)``): no copy of the
+    same values at every step is made."""
+    if grad_s is None:
+        return None, None
+    if grad_s.stride(1) == 0:
+        return None, grad_s[:, 0].contiguous()
+    return _time_major(grad_s), None
+
+
+class _Layer(torch.autograd.Function):
+    """A LIF layer, and with a readout weight the leaky readout that reads it: (S, U_out)."""
+
     @staticmethod
-    def forward(ctx, inputs, weight, recurrent_weight, dynamics: LIFDynamics, recompute: bool):
+    def forward(ctx, inputs, weight, recurrent_weight, readout_weight,
+                dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool):
+        ctx.set_materialize_grads(False)
         kernels = kernels_for(inputs)
-        ctx.dynamics, ctx.kernels, ctx.recompute = dynamics, kernels, recompute
-        ctx.sparse_tm = _sparse_form(kernels, inputs, time_major=True)
-        s, u, p, sparse_s, ctx.sparse_s_tm = _LIF.run_forward(ctx, inputs, weight,
-                                                              recurrent_weight)
-        ctx.state = None if recompute else (u, p)
-        ctx.save_for_backward(inputs, weight, recurrent_weight, s)
-        if sparse_s is not None:
-            s._spikegrad_sparse = (s._version, sparse_s, ctx.sparse_s_tm)
-        return s
+        ctx.dynamics, ctx.readout, ctx.kernels = dynamics, readout, kernels
+        ctx.sparse = _sparse_form(kernels, inputs)
+        # with ``recompute`` U is not kept: the backward pass computes it again
+        keep_state = any(ctx.needs_input_grad[:4]) and not recompute
+        x = _Layer.projected_input(ctx, inputs, weight)
+        s, u, p, sparse_s, y = kernels.lif_forward(
+            x, ctx.sparse, weight, recurrent_weight, readout_weight, dynamics, readout,
+            keep_state, *inputs.shape[:2])
+        ctx.state = (u, p) if keep_state else None
+        ctx.save_for_backward(inputs, weight, recurrent_weight, readout_weight, s)
+        _attach_sparse_form(s, sparse_s)
+        if y is None:
+            y = s.new_empty(0)
+            ctx.mark_non_differentiable(y)
+        return s, y
 
     @staticmethod
-    def run_forward(ctx, inputs, weight, recurrent_weight):
-        """The forward loop: projected in the kernels from the sparse form, if there is one."""
-        batch, steps, _ = inputs.shape
-        sparse = ctx.sparse_tm
-        x = _matmul_time_major(inputs, weight.detach().t()) if sparse is None else None
-        d = ctx.dynamics
-        return ctx.kernels.lif_forward(x, sparse, weight, recurrent_weight, d.beta_mem,
-                                       d.beta_syn, not d.detach_reset, batch, steps)
+    def projected_input(ctx, inputs: Tensor, weight: Tensor) -> Tensor | None:
+        """x = W S_in (time-major) where the input has no sparse form; else None."""
+        if ctx.sparse is not None:
+            return None
+        return _matmul_time_major(inputs, weight.detach().t())
 
     @staticmethod
-    def backward(ctx, grad_s):
-        inputs, weight, v, s = ctx.saved_tensors
+    def backward(ctx, grad_s, grad_y):
+        inputs, weight, v, wo, s = ctx.saved_tensors
         d, kernels = ctx.dynamics, ctx.kernels
-        if ctx.recompute:
-            _, u, p, _, _ = _LIF.run_forward(ctx, inputs, weight, v)
-        else:
+        x = _Layer.projected_input(ctx, inputs, weight)
+        if ctx.state is not None:
             u, p = ctx.state
             ctx.state = None
-        grad_s = _time_major(grad_s)
+        elif kernels.recomputes_state(d.surrogate):  # in cache-sized groups of batch entries
+            u = p = None
+        else:  # one more forward pass, keeping U this time
+            _, u, p, _, _ = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True,
+                                                *inputs.shape[:2])
+        grad, grad_const = _spike_gradient(grad_s)
+        dy = _time_major(grad_y) if wo is not None and grad_y is not None else None
+        steps = max(kernels.last_active_step(grad) if grad is not None else 0,
+                    s.shape[1] if grad_const is not None and bool(grad_const.any()) else 0,
+                    kernels.last_active_step(dy) if dy is not None else 0)
         want_w = ctx.needs_input_grad[1]
         want_v = v is not None and ctx.needs_input_grad[2]
-        sparse_w = ctx.sparse_tm if want_w else None
-        sparse_v = ctx.sparse_s_tm if want_v else None
-        want_dx = (ctx.needs_input_grad[0] or (want_w and sparse_w is None)
-                   or (want_v and sparse_v is None))
+        want_wo = wo is not None and ctx.needs_input_grad[3] and dy is not None
+        want_dx = ctx.needs_input_grad[0] or (want_w and ctx.sparse is None)
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
-        dx, grad_w, grad_v = kernels.lif_backward(
-            grad_s, s, u, p, through_recurrence, d.beta_mem, d.beta_syn, d.surrogate,
-            kernels.last_active_step(grad_s), sparse_w, sparse_v, inputs.shape[-1], want_dx,
+        dx, grad_w, grad_v, grad_wo = kernels.lif_backward(
+            x, ctx.sparse, weight, v, grad, grad_const, dy, wo, u, p, through_recurrence, d,
+            ctx.readout, s.shape[0], s.shape[1], steps, want_w, want_v, want_wo, want_dx,
         )
-        del u, p
+        del u, p, x
         grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
         if want_w and grad_w is None:  # no sparse form: the kernels left it to a dense product
             grad_w = _weight_grad(kernels, dx, inputs, None)
         if want_v and grad_v is None:
-            grad_v = _weight_grad(kernels, dx, s, None)
-        return grad_in, grad_w if want_w else None, grad_v if want_v else None, None, None
+            grad_v = s.new_zeros(v.shape) if dx is None else _weight_grad(kernels, dx, s, None)
+        wants_wo = wo is not None and ctx.needs_input_grad[3]
+        if wants_wo and grad_wo is None:
+            grad_wo = torch.zeros_like(wo)
+        return (grad_in, grad_w if want_w else None, grad_v if want_v else None,
+                grad_wo if wants_wo else None, None, None, None)
 
 
 class _Readout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, dynamics: ReadoutDynamics):
         kernels = kernels_for(inputs)
-        x, sparse = _project(kernels, inputs, weight)
+        sparse = _sparse_form(kernels, inputs)
+        if sparse is None:
+            x = _matmul_time_major(inputs, weight.detach().t())
+        else:
+            x = kernels.sparse_mm(sparse, weight.detach().t())
+            x = x.view(inputs.shape[1], inputs.shape[0], -1).transpose(0, 1)
         ctx.dynamics, ctx.kernels, ctx.sparse = dynamics, kernels, sparse
         ctx.save_for_backward(inputs, weight)
-        return kernels.leaky_filter(x, dynamics.beta_mem, dynamics.beta_syn)
+        return kernels.leaky_filter(x, dynamics)
 
     @staticmethod
     def backward(ctx, grad_y):
         inputs, weight = ctx.saved_tensors
-        d, kernels = ctx.dynamics, ctx.kernels
-        dx = kernels.leaky_filter_backward(grad_y, d.beta_mem, d.beta_syn)
+        kernels = ctx.kernels
+        dx = kernels.leaky_filter_backward(_time_major(grad_y), ctx.dynamics)
         grad_in = grad_w = None
-        if ctx.needs_input_grad[0]:  # in the layout of the inputs (time-major spikes stay so)
-            grad_in = _matmul(_time_major(dx) if _is_time_major(inputs) else dx, weight)
+        if ctx.needs_input_grad[0]:  # time-major, like the spikes of this engine
+            grad_in = _matmul_time_major(dx, weight)
         if ctx.needs_input_grad[1]:
             grad_w = _weight_grad(kernels, dx, inputs, ctx.sparse)
         return grad_in, grad_w, None
+
+
+def _recompute(recompute: bool | None) -> bool:
+    if recompute is None:
+        return os.environ.get("SPIKEGRAD_RECOMPUTE", "0") not in ("", "0")
+    return recompute
 
 
 def lif_layer(
@@ -202,14 +243,27 @@ def lif_layer(
     trades a second forward loop in the backward pass for not keeping U between the two
     (default: the environment variable ``SPIKEGRAD_RECOMPUTE``).
     """
-    if recompute is None:
-        recompute = os.environ.get("SPIKEGRAD_RECOMPUTE", "0") not in ("", "0")
-    return _LIF.apply(inputs, weight, recurrent_weight, dynamics, recompute)
+    spikes, _ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
+                             _recompute(recompute))
+    return spikes
+
+
+def lif_readout(
+    inputs: Tensor,
+    weight: Tensor,
+    dynamics: LIFDynamics,
+    readout_weight: Tensor,
+    readout: ReadoutDynamics,
+    recurrent_weight: Tensor | None = None,
+    recompute: bool | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A LIF layer and the leaky readout reading its spikes, as one operation: returns the
+    spikes [B, T, N] and the readout trace U_out[1..T] [B, T, K]. Same values and gradients
+    as :func:`lif_layer` followed by :func:`readout_layer`, faster."""
+    return _Layer.apply(inputs, weight, recurrent_weight, readout_weight, dynamics, readout,
+                        _recompute(recompute))
 
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:
     """Membrane trace U_out[1..T] [B, T, K] of the leaky readout (as the reference path)."""
-    trace = _Readout.apply(inputs, weight, dynamics)
-    if dynamics.initial_membrane == 0:
-        return trace
-    return trace + initial_membrane_trace(dynamics, inputs.shape[1], trace)
+    return _Readout.apply(inputs, weight, dynamics)

@@ -9,21 +9,23 @@ uses the pure-PyTorch kernels of :mod:`spikegrad.engine.torch_kernels` instead.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import functools
+import hashlib
 import os
 import shutil
 import sys
 import sysconfig
+import time
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from spikegrad import surrogates
-from spikegrad.functional import THRESHOLD
-from spikegrad.surrogates import Surrogate
+from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 DTYPES = (torch.float32, torch.float64)  # what the kernels are compiled for
@@ -49,6 +51,56 @@ def keep_freed_memory() -> None:
         pass
 
 
+COMPILE_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"] + (
+    ["-march=native"] if sys.platform == "linux" else [])
+"""-ffp-contract=off: no fused multiply-adds the source does not ask for, so that the scalar
+kernels round as PyTorch's element-wise operations (the reference path) do."""
+
+LOCK_WAIT_S = 600.0
+"""How long a process waits for another one that is compiling the kernels."""
+
+
+def build_name() -> str:
+    """The kernels' build name: the source, flags and torch version hashed, so that installs
+    with the same kernels share one build and different ones never rebuild each other's."""
+    key = hashlib.sha256(SOURCE.read_bytes())
+    key.update(" ".join(COMPILE_FLAGS).encode())
+    key.update(torch.__version__.encode())
+    return f"spikegrad_engine_{key.hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """Hold an exclusive lock on the build folder for the time of one build.
+
+    The lock is an ``flock`` on a file of our own, which the system releases when its holder
+    dies (even by SIGKILL), so a killed build never blocks later ones. While it is held no
+    other spikegrad process is building here, so a ``lock`` file that torch's own builder
+    left behind (it stays when that builder is killed, and makes every later build wait
+    forever) is stale, and is removed."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "spikegrad.lock", "w") as handle:
+        deadline, told = time.monotonic() + LOCK_WAIT_S, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{build_dir}: another process has been compiling the "
+                                       f"kernels for {LOCK_WAIT_S:.0f} s") from None
+                if not told:
+                    print(f"spikegrad: waiting for another process compiling the kernels in "
+                          f"{build_dir}", file=sys.stderr)
+                    told = True
+                time.sleep(0.2)
+        try:
+            (build_dir / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @functools.cache
 def available() -> bool:
     """Compile (or load the cached build of) the kernels; False when that is impossible."""
@@ -56,20 +108,22 @@ def available() -> bool:
         return False
     keep_freed_memory()
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
         scripts = sysconfig.get_path("scripts")  # where pip put ninja, if it did
         if shutil.which("ninja") is None and scripts:
             os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
-        flags = ["-O3", "-fopenmp"] + (["-march=native"] if sys.platform == "linux" else [])
-        load(
-            name="spikegrad_engine",
-            sources=[str(SOURCE)],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-            verbose=False,
-        )
+        name = build_name()
+        build_dir = Path(_get_build_directory(name, verbose=False))
+        with _build_lock(build_dir):
+            # compiled from a copy in the build folder: the same path for every install
+            source = build_dir / SOURCE.name
+            if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+                shutil.copyfile(SOURCE, source)
+            load(name=name, sources=[str(source)], extra_cflags=COMPILE_FLAGS,
+                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
+                 is_python_module=False, verbose=False)
+        _ops.name = name
         return True
     except Exception as error:  # no compiler, no ninja, unsupported platform ...
         warnings.warn(
@@ -81,101 +135,159 @@ def available() -> bool:
 
 
 def _ops():
-    return torch.ops.spikegrad_engine
+    return getattr(torch.ops, _ops.name)
 
 
-def to_sparse(x: Tensor, max_density: float,
-              time_major_batch: int = 0) -> tuple[Tensor, Tensor, Tensor] | None:
-    parts = _ops().to_sparse(x, max_density, time_major_batch)
+_ops.name = "spikegrad_engine"
+
+
+Sparse = tuple[Tensor, Tensor, Tensor, Tensor]
+"""The sparse form of a [B, T, C] tensor: rows time-major (row n B + b), row q's entries at
+[begin[q], end[q]) of cols and vals (see ``kernels.cpp``)."""
+
+
+def to_sparse(x: Tensor, max_density: float) -> Sparse | None:
+    parts = _ops().to_sparse(x if x.stride(-1) == 1 else x.contiguous(), max_density)
     return tuple(parts) if parts else None
 
 
-def sparse_mm(sparse: tuple[Tensor, Tensor, Tensor], wt: Tensor) -> Tensor:
+def sparse_mm(sparse: Sparse, wt: Tensor) -> Tensor:
     return _ops().sparse_mm(*sparse, wt.contiguous())
 
 
-def sparse_tmm(sparse: tuple[Tensor, Tensor, Tensor], g: Tensor, columns: int) -> Tensor:
+def sparse_tmm(sparse: Sparse, g: Tensor, columns: int) -> Tensor:
     return _ops().sparse_tmm(*sparse, g.contiguous(), columns)
 
 
-def _csr(sparse: tuple[Tensor, Tensor, Tensor] | None, like: Tensor) -> tuple[Tensor, ...]:
-    return sparse if sparse is not None else (like.new_empty(0),) * 3
+def _sparse_args(sparse: Sparse | None, like: Tensor) -> Sparse:
+    return sparse if sparse is not None else (like.new_empty(0),) * 4
+
+
+def _readout_args(readout: ReadoutDynamics | None) -> tuple[float, float, float]:
+    if readout is None:
+        return 0.0, 0.0, 0.0
+    return readout.beta_mem, 1.0 - readout.beta_mem, readout.beta_syn
 
 
 def lif_forward(
-    x: Tensor | None, sparse_input: tuple[Tensor, Tensor, Tensor] | None, weight: Tensor,
-    recurrent_weight: Tensor | None, beta_mem: float, beta_syn: float, keep_pre_reset: bool,
-    batch: int, steps: int,
-) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    x: Tensor | None, sparse_input: Sparse | None, weight: Tensor,
+    recurrent_weight: Tensor | None, readout_weight: Tensor | None, dynamics: LIFDynamics,
+    readout: ReadoutDynamics | None, keep_state: bool, batch: int, steps: int,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Sparse | None, Tensor | None]:
+    """(S, U, P, sparse form of S, readout trace) of a layer driven by x = W S_in ([B, T, N],
+    time-major) or by the sparse form of S_in: U and P only with ``keep_state`` (P only for
+    a differentiable reset), the sparse form only without a readout, the trace only with
+    one."""
     w = weight.detach()
     empty = w.new_empty(0)
     vt = empty if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
     wt = empty if x is not None else w.t().contiguous()
-    s, u, p, *sparse = _ops().lif_forward(
-        empty if x is None else x, *_csr(sparse_input, w), wt, vt, batch, steps, beta_mem,
-        1.0 - beta_mem, beta_syn, keep_pre_reset,
+    wot = empty if readout_weight is None else readout_weight.detach().t().contiguous()
+    keep_pre_reset = not dynamics.detach_reset
+    s, u, p, *rest = _ops().lif_forward(
+        empty if x is None else x, *_sparse_args(sparse_input, w), wt, vt, wot, batch, steps,
+        dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn, keep_state,
+        keep_pre_reset, *_readout_args(readout),
+        readout.initial_membrane if readout is not None else 0.0,
     )
-    return s, u, p if keep_pre_reset else None, tuple(sparse[:3]), tuple(sparse[3:])
+    u = u if keep_state else None
+    p = p if keep_state and keep_pre_reset else None
+    if readout_weight is None:
+        return s, u, p, tuple(rest), None
+    return s, u, p, None, rest[0]
 
 
 BLOCK_BYTES = 1 << 21
 """A surrogate the kernels do not know is evaluated by PyTorch on blocks of about this size."""
 
-_BUILTIN_SHAPES = {
-    surrogates.superspike: 1, surrogates.sigmoid_derivative: 2, surrogates.esser: 3,
-    surrogates.superspike_asymptotic: 4, surrogates.exponential: 5, surrogates.arctan: 6,
-    surrogates.gaussian: 7, surrogates.true_gradient: 8, surrogates.constant: 9,
-}
+
+def recomputes_state(surrogate) -> bool:
+    """Whether the backward loop can recompute U itself, a few batch entries at a time (for
+    ``recompute``): for the built-in surrogates, not for those PyTorch evaluates on U."""
+    return surrogate.kernel_id != 0
 
 
 def lif_backward(
-    grad: Tensor, s: Tensor, u: Tensor, p: Tensor | None, v: Tensor | None,
-    beta_mem: float, beta_syn: float, surrogate: Surrogate, steps: int,
-    sparse_input: tuple[Tensor, Tensor, Tensor] | None,
-    sparse_spikes: tuple[Tensor, Tensor, Tensor] | None, input_columns: int, want_dx: bool,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    batch, _, n = grad.shape
-    empty = grad.new_empty(0)
-    dx = _empty_time_major(grad) if want_dx else empty
+    x: Tensor | None, sparse_input: Sparse | None, weight: Tensor,
+    recurrent_weight: Tensor | None, grad: Tensor | None, grad_const: Tensor | None,
+    dy: Tensor | None, readout_weight: Tensor | None, u: Tensor | None, p: Tensor | None,
+    v: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int,
+    time_steps: int, steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """(dL/dx, dW, dV, dW_out) of a layer (and its readout, when ``dy`` is given).
+
+    The layer is driven as in :func:`lif_forward` (x, or the sparse input form with
+    ``weight``; ``recurrent_weight``); U and P are ``u``, ``p`` kept by the forward pass, or
+    recomputed when ``u`` is None. dL/dx only with ``want_dx``; dW only from a sparse input
+    form (else None: a dense product is the caller's); dV with ``want_v``; dW_out with
+    ``want_wo``. The gradient reaching S is ``grad`` (time-major) plus ``grad_const``
+    ([B, N], the same at every step), either may be None; nothing reaches the layer after
+    step ``steps``. ``v`` is V when gradients flow through the recurrence."""
+    n = weight.shape[0]
+    w = weight.detach()
+    empty = w.new_empty(0)
+    dx = empty
     if want_dx:
+        dx = w.new_empty(time_steps, batch, n).transpose(0, 1)
         dx[:, steps:] = 0
-    du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
-    p = empty if p is None else p
-    v = empty if v is None else v.detach().contiguous()
-    shape = _BUILTIN_SHAPES.get(surrogates.get_surrogate_shape(surrogate.name).derivative, 0)
-    step_bytes = batch * n * grad.element_size()
-    block = max(1, steps) if shape else max(1, BLOCK_BYTES // max(1, step_bytes))
-    grad_w = None if sparse_input is None else grad.new_zeros(input_columns, n)
-    grad_v = None if sparse_spikes is None else grad.new_zeros(n, n)
+    k = readout_weight.shape[0] if dy is not None else 0
+    du, di = w.new_zeros(batch, n), w.new_zeros(batch, n)
+    lu, li = w.new_zeros(batch, k), w.new_zeros(batch, k)
+    surrogate = dynamics.surrogate
+    shape = surrogate.kernel_id
+    stored = u is not None
+    reset_grad = not dynamics.detach_reset
+    wt = w.t().contiguous() if x is None and sparse_input is not None else empty
+    vt = (empty if recurrent_weight is None or stored
+          else recurrent_weight.detach().t().contiguous())
+    want_w = want_w and sparse_input is not None
+    common = (
+        empty if grad is None else grad, empty if grad_const is None else grad_const,
+        empty if dy is None else dy,
+        empty if dy is None else readout_weight.detach().contiguous(),
+        empty if x is None or stored else x, *_sparse_args(sparse_input, w), wt, vt,
+    )
+    tail = (empty if v is None else v.detach().contiguous(), du, di, lu, li, dx,
+            weight.shape[1], reset_grad, want_w, want_v, want_wo)
+    betas = (dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn,
+             *_readout_args(readout))
+    if not stored:
+        parts = _ops().lif_backward(*common, empty, empty, empty, shape, surrogate.slope,
+                                    surrogate.scale, *tail, 0, steps, *betas)
+        return _results(parts, want_dx, dx, want_w, want_v, want_wo)
+    block = (max(1, steps) if shape else
+             max(1, BLOCK_BYTES // max(1, batch * n * w.element_size())))
+    total = None
     for stop in range(steps, 0, -block):
         start = max(0, stop - block)
         sg = empty if shape else surrogate.derivative(
             u.transpose(0, 1)[start:stop] - THRESHOLD).contiguous()
-        part_w, part_v = _ops().lif_backward(
-            grad, s, sg, u, shape, surrogate.slope, surrogate.scale, p, v, du, di, dx,
-            *_csr(sparse_input, grad), input_columns, *_csr(sparse_spikes, grad), start, stop,
-            beta_mem, 1.0 - beta_mem, beta_syn,
-        )
-        if grad_w is not None:
-            grad_w += part_w
-        if grad_v is not None:
-            grad_v += part_v
-    return (dx if want_dx else None, None if grad_w is None else grad_w.t(),
-            None if grad_v is None else grad_v.t())
+        parts = _ops().lif_backward(*common, u, empty if p is None else p, sg, shape,
+                                    surrogate.slope, surrogate.scale, *tail, start, stop,
+                                    *betas)
+        total = parts if total is None else [a.add_(b) for a, b in zip(total, parts, strict=True)]
+    if total is None:  # no gradient reaches the layer at all
+        total = [w.new_zeros(weight.shape[1], n) if want_w else empty,
+                 w.new_zeros(n, n) if want_v else empty,
+                 w.new_zeros(n, k) if want_wo else empty]
+    return _results(total, want_dx, dx, want_w, want_v, want_wo)
 
 
-def _empty_time_major(like: Tensor) -> Tensor:
-    batch, steps, n = like.shape
-    return like.new_empty(steps, batch, n).transpose(0, 1)
+def _results(parts, want_dx, dx, want_w, want_v, want_wo):
+    grad_w, grad_v, grad_wo = parts
+    return (dx if want_dx else None, grad_w.t() if want_w else None,
+            grad_v.t() if want_v else None, grad_wo.t() if want_wo else None)
 
 
-def last_active_step(grad: Tensor) -> int:
-    return _ops().last_active_step(grad)
+def last_active_step(t: Tensor) -> int:
+    return _ops().last_active_step(t)
 
 
-def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
-    return _ops().leaky_filter(x.contiguous(), beta_mem, 1.0 - beta_mem, beta_syn)
+def leaky_filter(x: Tensor, dynamics: ReadoutDynamics) -> Tensor:
+    return _ops().leaky_filter(x, dynamics.beta_mem, 1.0 - dynamics.beta_mem,
+                               dynamics.beta_syn, dynamics.initial_membrane)
 
 
-def leaky_filter_backward(dy: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
-    return _ops().leaky_filter_backward(dy.contiguous(), beta_mem, 1.0 - beta_mem, beta_syn)
+def leaky_filter_backward(dy: Tensor, dynamics: ReadoutDynamics) -> Tensor:
+    return _ops().leaky_filter_backward(dy, dynamics.beta_mem, 1.0 - dynamics.beta_mem,
+                                        dynamics.beta_syn)

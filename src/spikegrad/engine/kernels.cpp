@@ -1,10 +1,14 @@
 // CPU kernels of the fast engine; the equations are in spikegrad/engine/__init__.py.
 //
-// Registered as torch operators `torch.ops.spikegrad_engine.*`. The time loops are parallel
-// over the batch: every thread runs its own time loop over its share of the batch entries,
-// so a call opens one parallel region, not one per time step. Per-step state is stored
-// time-major ([B, T, N] tensors whose step n is one contiguous [B, N] block), so each step
-// of a thread reads and writes one contiguous stretch of memory.
+// Registered as torch operators `torch.ops.spikegrad_engine.*`. Work is split into a fixed
+// number of blocks (of batch entries, or of rows), set by the size of the problem alone:
+// threads take the next unclaimed block when they are free (no barrier inside a call, and a
+// thread that the operating system deschedules delays only the block it holds), and every
+// sum across blocks (weight gradients) adds the blocks' partial sums in block order, so the
+// results are bit for bit the same for any number of threads. Each block of batch entries
+// runs all T steps of its entries. Per-step state is stored time-major ([B, T, N] tensors
+// whose step n is one contiguous [B, N] block), so each step of a block reads and writes one
+// contiguous stretch of memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -14,8 +18,8 @@
 #endif
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <type_traits>
@@ -25,16 +29,47 @@ namespace {
 
 using at::Tensor;
 
-int64_t n_chunks(int64_t n) {
-  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+// The small functions of the inner loops are always inlined: they run once per step and
+// batch entry, on rows of a few vectors, where a call costs as much as the work.
+#define SG_INLINE inline __attribute__((always_inline))
+
+constexpr int64_t kMaxBlocks = 16;
+
+// The number of blocks [0, n) is cut into: at most kMaxBlocks, whatever the thread count.
+int64_t n_blocks(int64_t n, int64_t max_blocks = kMaxBlocks) {
+  return std::max<int64_t>(1, std::min<int64_t>(n, max_blocks));
 }
 
-// Run f(chunk, begin, end) on `chunks` contiguous slices of [0, n), one task per chunk.
+// Run f(block, begin, end) for the `blocks` slices [n c / blocks, n (c + 1) / blocks) of
+// [0, n). Threads claim blocks one at a time, so a slow thread holds up one block at most.
 template <typename F>
-void for_chunks(int64_t n, int64_t chunks, const F& f) {
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) f(c, n * c / chunks, n * (c + 1) / chunks);
+void for_blocks(int64_t n, int64_t blocks, const F& f) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), blocks);
+  if (threads <= 1 || at::in_parallel_region()) {
+    for (int64_t c = 0; c < blocks; ++c) f(c, n * c / blocks, n * (c + 1) / blocks);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < blocks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(c, n * c / blocks, n * (c + 1) / blocks);
+    }
   });
+}
+
+// Sum of the partial results parts[c] ([blocks, ...]) in block order, into parts[0]: the
+// same bits for any number of threads.
+Tensor sum_blocks(const Tensor& parts) {
+  const int64_t blocks = parts.size(0), size = parts[0].numel();
+  AT_DISPATCH_FLOATING_TYPES(parts.scalar_type(), "sum_blocks", [&] {
+    scalar_t* total = parts.data_ptr<scalar_t>();
+    for (int64_t c = 1; c < blocks; ++c) {
+      const scalar_t* part = total + c * size;
+      for (int64_t k = 0; k < size; ++k) total[k] += part[k];
+    }
+  });
+  return parts[0];
 }
 
 // Call f with `flag` as a compile-time constant (std::true_type / std::false_type).
@@ -167,238 +202,439 @@ inline void append_nonzeros<float>(const float* row, int64_t C, Buffer<int32_t>&
 #endif
 
 // The two products of a CSR row with a dense matrix that every sparse product here is made
-// of, for the entries e in [e0, e1) of the row:
+// of, for the entries e in [e0, e1) of the row (vals == nullptr: every value is 1, as for
+// spikes):
 //   add_rows:     i[0..N) += Σ_e vals[e] rows[cols[e]][0..N)    (gather: W S_in, V S)
 //   scatter_rows: out[cols[e]][0..N) += vals[e] g[0..N) for each e   (weight gradients)
 template <typename scalar_t>
-inline void add_rows(int64_t N, scalar_t* __restrict__ i, const scalar_t* __restrict__ rows,
+SG_INLINE scalar_t value_at(const scalar_t* vals, int64_t e) {
+  return vals ? vals[e] : scalar_t(1);
+}
+
+template <typename scalar_t>
+SG_INLINE void add_rows(int64_t N, scalar_t* __restrict__ i, const scalar_t* __restrict__ rows,
                      const int32_t* cols, const scalar_t* vals, int64_t e0, int64_t e1) {
   for (int64_t e = e0; e < e1; ++e) {
-    const scalar_t v = vals[e];
+    const scalar_t v = value_at(vals, e);
     const scalar_t* __restrict__ row = rows + int64_t(cols[e]) * N;
     for (int64_t k = 0; k < N; ++k) i[k] += v * row[k];
   }
 }
 
 template <typename scalar_t>
-inline void scatter_rows(int64_t N, scalar_t* __restrict__ out, const scalar_t* __restrict__ g,
+SG_INLINE void scatter_rows(int64_t N, scalar_t* __restrict__ out, const scalar_t* __restrict__ g,
                          const int32_t* cols, const scalar_t* vals, int64_t e0, int64_t e1) {
   for (int64_t e = e0; e < e1; ++e) {
-    const scalar_t v = vals[e];
+    const scalar_t v = value_at(vals, e);
     scalar_t* __restrict__ row = out + int64_t(cols[e]) * N;
     for (int64_t k = 0; k < N; ++k) row[k] += v * g[k];
   }
 }
 
 #if defined(__AVX512F__)
-// float32 with AVX-512: 128 columns at a time, the row that does not move (i, or g) held in
-// eight registers while the entries of the CSR row stream past.
-constexpr int64_t kVectors = 8, kBlock = 16 * kVectors;
-
-template <>
-inline void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
-                            const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
-  if (e0 == e1) return;
-  int64_t k0 = 0;
-  for (; k0 + kBlock <= N; k0 += kBlock) {
-    __m512 acc[kVectors];
+// float32 with AVX-512: up to 128 columns at a time in V vectors (the last one masked to
+// what is left), the row that does not move (i, or g) held in registers while the entries
+// of the CSR row stream past.
+template <int V>
+SG_INLINE void masks_of(int64_t left, __mmask16* masks) {
 #pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) acc[j] = _mm512_loadu_ps(i + k0 + 16 * j);
-    for (int64_t e = e0; e < e1; ++e) {
-      const __m512 v = _mm512_set1_ps(vals[e]);
-      const float* row = rows + int64_t(cols[e]) * N + k0;
-#pragma GCC unroll 8
-      for (int j = 0; j < kVectors; ++j) {
-        acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(row + 16 * j), acc[j]);
-      }
-    }
-#pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) _mm512_storeu_ps(i + k0 + 16 * j, acc[j]);
+  for (int j = 0; j < V; ++j) {
+    const int64_t n = std::clamp<int64_t>(left - 16 * j, 0, 16);
+    masks[j] = static_cast<__mmask16>((1u << n) - 1u);
   }
-  for (int64_t e = e0; e < e1 && k0 < N; ++e) {
-    const float v = vals[e];
-    const float* row = rows + int64_t(cols[e]) * N;
-    for (int64_t k = k0; k < N; ++k) i[k] += v * row[k];
+}
+
+template <int V>
+SG_INLINE void add_rows_v(int64_t N, int64_t k0, float* __restrict__ i,
+                       const float* __restrict__ rows, const int32_t* cols, const float* vals,
+                       int64_t e0, int64_t e1) {
+  __mmask16 m[V];
+  masks_of<V>(N - k0, m);
+  __m512 acc[V];
+  const bool full = m[V - 1] == 0xFFFF;  // the last vector too: no mask at all
+#pragma GCC unroll 8
+  for (int j = 0; j < V; ++j) acc[j] = _mm512_maskz_loadu_ps(m[j], i + k0 + 16 * j);
+  for (int64_t e = e0; e < e1; ++e) {
+    const __m512 v = _mm512_set1_ps(value_at(vals, e));
+    const float* row = rows + int64_t(cols[e]) * N + k0;
+#pragma GCC unroll 8
+    for (int j = 0; j < V - 1; ++j) {
+      acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(row + 16 * j), acc[j]);
+    }
+    const __m512 last = full ? _mm512_loadu_ps(row + 16 * (V - 1))
+                             : _mm512_maskz_loadu_ps(m[V - 1], row + 16 * (V - 1));
+    acc[V - 1] = _mm512_fmadd_ps(v, last, acc[V - 1]);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < V - 1; ++j) _mm512_storeu_ps(i + k0 + 16 * j, acc[j]);
+  _mm512_mask_storeu_ps(i + k0 + 16 * (V - 1), m[V - 1], acc[V - 1]);
+}
+
+template <int V>
+SG_INLINE void scatter_rows_v(int64_t N, int64_t k0, float* __restrict__ out,
+                           const float* __restrict__ g, const int32_t* cols, const float* vals,
+                           int64_t e0, int64_t e1) {
+  __mmask16 m[V];
+  masks_of<V>(N - k0, m);
+  __m512 gv[V];
+#pragma GCC unroll 8
+  for (int j = 0; j < V; ++j) gv[j] = _mm512_maskz_loadu_ps(m[j], g + k0 + 16 * j);
+  const bool full = m[V - 1] == 0xFFFF;  // the last vector too: no mask at all
+  for (int64_t e = e0; e < e1; ++e) {
+    const __m512 v = _mm512_set1_ps(value_at(vals, e));
+    float* row = out + int64_t(cols[e]) * N + k0;
+#pragma GCC unroll 8
+    for (int j = 0; j < V - 1; ++j) {
+      _mm512_storeu_ps(row + 16 * j, _mm512_fmadd_ps(v, gv[j], _mm512_loadu_ps(row + 16 * j)));
+    }
+    float* tail = row + 16 * (V - 1);
+    if (full) {
+      _mm512_storeu_ps(tail, _mm512_fmadd_ps(v, gv[V - 1], _mm512_loadu_ps(tail)));
+    } else {
+      const __m512 r = _mm512_maskz_loadu_ps(m[V - 1], tail);
+      _mm512_mask_storeu_ps(tail, m[V - 1], _mm512_fmadd_ps(v, gv[V - 1], r));
+    }
+  }
+}
+
+// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 128, N)).
+template <typename F>
+SG_INLINE void with_vectors(int64_t left, const F& f) {
+  switch (std::min<int64_t>((left + 15) / 16, 8)) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
   }
 }
 
 template <>
-inline void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
+SG_INLINE void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
+                            const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
+  if (e0 == e1) return;
+  for (int64_t k0 = 0; k0 < N; k0 += 128) {
+    with_vectors(N - k0, [&](auto v) { add_rows_v<v.value>(N, k0, i, rows, cols, vals, e0, e1); });
+  }
+}
+
+template <>
+SG_INLINE void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
                                 const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
   if (e0 == e1) return;
-  int64_t k0 = 0;
-  for (; k0 + kBlock <= N; k0 += kBlock) {
-    __m512 gv[kVectors];
-#pragma GCC unroll 8
-    for (int j = 0; j < kVectors; ++j) gv[j] = _mm512_loadu_ps(g + k0 + 16 * j);
-    for (int64_t e = e0; e < e1; ++e) {
-      const __m512 v = _mm512_set1_ps(vals[e]);
-      float* row = out + int64_t(cols[e]) * N + k0;
-#pragma GCC unroll 8
-      for (int j = 0; j < kVectors; ++j) {
-        _mm512_storeu_ps(row + 16 * j, _mm512_fmadd_ps(v, gv[j], _mm512_loadu_ps(row + 16 * j)));
-      }
-    }
-  }
-  for (int64_t e = e0; e < e1 && k0 < N; ++e) {
-    const float v = vals[e];
-    float* row = out + int64_t(cols[e]) * N;
-    for (int64_t k = k0; k < N; ++k) row[k] += v * g[k];
+  for (int64_t k0 = 0; k0 < N; k0 += 128) {
+    with_vectors(N - k0, [&](auto v) {
+      scatter_rows_v<v.value>(N, k0, out, g, cols, vals, e0, e1);
+    });
   }
 }
 #endif
 
-// Collects the non-zeros of the rows of a matrix [R, C], each of `chunks` threads its own
-// rows, visited in any order, and assembles them into CSR form, rows in order or time-major.
+// The sparse form of a [B, T, C] tensor used throughout: its B T rows in time-major order
+// (row q = n B + b is step n of batch entry b), row q's entries at [begin[q], end[q]) of
+// cols (int32) and vals. Rows need not be stored in order: each block of batch entries
+// writes its rows into its own stretch of the arrays.
+struct Sparse {
+  Tensor begin, end, cols, vals;
+};
+
+// Collects the non-zeros of the rows of each block into the block's own buffers, then
+// concatenates the buffers (one copy per block) and offsets the row ranges.
 template <typename scalar_t>
-struct CsrBuilder {
+struct SparseBuilder {
   std::vector<Buffer<int32_t>> cols;
   std::vector<Buffer<scalar_t>> vals;
-  std::vector<int64_t> start, count;  // per row: where its entries start in its chunk's buffer
-  std::vector<int32_t> chunk_of;      // per row
+  std::vector<int64_t> begin, end;  // per row, within its block's buffer
+  std::vector<int32_t> block_of;    // per row
 
-  CsrBuilder(int64_t rows, int64_t chunks)
-      : cols(chunks), vals(chunks), start(rows), count(rows), chunk_of(rows) {}
+  SparseBuilder(int64_t rows, int64_t blocks)
+      : cols(blocks), vals(blocks), begin(rows), end(rows), block_of(rows) {}
 
-  // Appends the non-zeros of row r (dense, C entries) to chunk c; returns where they start.
-  size_t add_row(int64_t c, int64_t r, const scalar_t* row, int64_t C) {
+  // Appends the non-zeros of row q (dense, C entries) to block c; returns where they start.
+  size_t add_row(int64_t c, int64_t q, const scalar_t* row, int64_t C) {
     const size_t before = cols[c].size();
     append_nonzeros(row, C, cols[c], vals[c]);
-    start[r] = static_cast<int64_t>(before);
-    count[r] = static_cast<int64_t>(cols[c].size() - before);
-    chunk_of[r] = static_cast<int32_t>(c);
+    begin[q] = static_cast<int64_t>(before);
+    end[q] = static_cast<int64_t>(cols[c].size());
+    block_of[q] = static_cast<int32_t>(c);
     return before;
   }
 
-  // The CSR matrix with its rows in the order row(0), row(1), ...
-  template <typename Order>
-  std::vector<Tensor> finish(const at::TensorOptions& options, const Order& row) {
-    const int64_t R = static_cast<int64_t>(start.size());
-    Tensor row_ptr = at::empty({R + 1}, options.dtype(at::kLong));
-    int64_t* rp = row_ptr.data_ptr<int64_t>();
-    rp[0] = 0;
-    for (int64_t q = 0; q < R; ++q) rp[q + 1] = rp[q] + count[row(q)];
-    Tensor col_t = at::empty({rp[R]}, options.dtype(at::kInt));
-    Tensor val_t = at::empty({rp[R]}, options);
-    int32_t* ct = col_t.data_ptr<int32_t>();
-    scalar_t* vt = val_t.data_ptr<scalar_t>();
-    at::parallel_for(0, R, 256, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t r = row(q);
-        std::copy_n(cols[chunk_of[r]].begin() + start[r], count[r], ct + rp[q]);
-        std::copy_n(vals[chunk_of[r]].begin() + start[r], count[r], vt + rp[q]);
-      }
-    });
-    return {row_ptr, col_t, val_t};
+  // Appends the spikes (value 1) of row q at the columns idx[0..m) to block c.
+  void add_spikes(int64_t c, int64_t q, const int32_t* idx, int64_t m) {
+    const size_t before = cols[c].size();
+    cols[c].reserve_extra(size_t(m));
+    vals[c].reserve_extra(size_t(m));
+    std::copy_n(idx, m, cols[c].data() + before);
+    std::fill_n(vals[c].data() + before, m, scalar_t(1));
+    cols[c].set_size(before + size_t(m));
+    vals[c].set_size(before + size_t(m));
+    begin[q] = static_cast<int64_t>(before);
+    end[q] = static_cast<int64_t>(before + size_t(m));
+    block_of[q] = static_cast<int32_t>(c);
   }
 
-  std::vector<Tensor> finish(const at::TensorOptions& options) {
-    return finish(options, [](int64_t q) { return q; });
+  Sparse finish(const at::TensorOptions& options) {
+    const int64_t R = static_cast<int64_t>(begin.size()), blocks = int64_t(cols.size());
+    std::vector<int64_t> offset(blocks + 1, 0);
+    for (int64_t c = 0; c < blocks; ++c) offset[c + 1] = offset[c] + int64_t(cols[c].size());
+    Sparse out{at::empty({R}, options.dtype(at::kLong)), at::empty({R}, options.dtype(at::kLong)),
+               at::empty({offset[blocks]}, options.dtype(at::kInt)),
+               at::empty({offset[blocks]}, options)};
+    int64_t *bp = out.begin.data_ptr<int64_t>(), *ep = out.end.data_ptr<int64_t>();
+    int32_t* cp = out.cols.data_ptr<int32_t>();
+    scalar_t* vp = out.vals.data_ptr<scalar_t>();
+    for (int64_t c = 0; c < blocks; ++c) {
+      std::copy(cols[c].begin(), cols[c].end(), cp + offset[c]);
+      std::copy(vals[c].begin(), vals[c].end(), vp + offset[c]);
+    }
+    for (int64_t q = 0; q < R; ++q) {
+      bp[q] = begin[q] + offset[block_of[q]];
+      ep[q] = end[q] + offset[block_of[q]];
+    }
+    return out;
   }
 };
 
-// Row order for CsrBuilder::finish: row q of the result is row (q % B) T + q / B, i.e. the
-// rows b T + n (step n of batch entry b) reordered time-major (n B + b).
-inline auto time_major_rows(int64_t B, int64_t T) {
-  return [B, T](int64_t q) { return (q % B) * T + q / B; };
-}
+std::vector<Tensor> as_list(const Sparse& s) { return {s.begin, s.end, s.cols, s.vals}; }
 
-// CSR form [row_ptr (R + 1), cols (nnz), vals (nnz)] of the non-zeros of a dense [R, C]
-// matrix; an empty list when some slice of rows has more than `max_density` non-zeros.
-// With batch B > 0, the rows (row b T + n: step n of batch entry b, R = B T) are ordered
-// time-major (row n B + b), the order in which the time loops visit them.
-std::vector<Tensor> to_sparse(const Tensor& x, double max_density, int64_t B) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "to_sparse: contiguous 2-d input expected");
-  TORCH_CHECK(B == 0 || x.size(0) % B == 0, "to_sparse: rows not a multiple of the batch");
-  const int64_t R = x.size(0), C = x.size(1), chunks = n_chunks(R);
+// Pointers into a sparse form given as four tensors (or four empty tensors: none).
+template <typename scalar_t>
+struct SparseView {
+  const int64_t *begin = nullptr, *end = nullptr;
+  const int32_t* cols = nullptr;
+  const scalar_t* vals = nullptr;
+
+  SparseView() = default;
+  SparseView(const Tensor& b, const Tensor& e, const Tensor& c, const Tensor& v) {
+    if (b.numel() == 0) return;
+    begin = b.data_ptr<int64_t>();
+    end = e.data_ptr<int64_t>();
+    cols = c.data_ptr<int32_t>();
+    vals = v.data_ptr<scalar_t>();
+  }
+  explicit operator bool() const { return begin != nullptr; }
+};
+
+// The sparse form (see Sparse) of x [B, T, C] (any strides, rows contiguous); an empty list
+// when some block of batch entries has more than `max_density` non-zeros.
+std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
+  TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1, "to_sparse: [B, T, C] with contiguous rows");
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), blocks = n_blocks(B);
+  const int64_t sb = x.stride(0), st = x.stride(1);
   std::vector<Tensor> result;
   std::atomic<bool> too_dense{false};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "to_sparse", [&] {
-    CsrBuilder<scalar_t> csr(R, chunks);
+    SparseBuilder<scalar_t> sparse(B * T, blocks);
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      const auto limit = static_cast<size_t>(max_density * double((r1 - r0) * C)) + 1;
-      for (int64_t r = r0; r < r1; ++r) {
-        csr.add_row(c, r, xp + r * C, C);
-        if (csr.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
+    for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
+      const auto limit = static_cast<size_t>(max_density * double((b1 - b0) * T * C)) + 1;
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t n = 0; n < T; ++n) sparse.add_row(c, n * B + b, xp + b * sb + n * st, C);
+        if (sparse.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
           too_dense = true;
           return;
         }
       }
     });
-    if (too_dense) return;
-    if (B > 0) {
-      const int64_t T = R / B;
-      result = csr.finish(x.options(), time_major_rows(B, T));
-    } else {
-      result = csr.finish(x.options());
-    }
+    if (!too_dense) result = as_list(sparse.finish(x.options()));
   });
   return result;
 }
 
-// out[r, :] = Σ_e vals[e] wt[cols[e], :] over the non-zeros e of row r: the CSR matrix
-// [R, C] times the dense wt [C, N].
-Tensor sparse_mm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
+// out [R, N]: row q = Σ_e vals[e] wt[cols[e], :] over the entries of row q of the sparse
+// form (R rows) times the dense wt [C, N].
+Tensor sparse_mm(const Tensor& begin, const Tensor& end, const Tensor& cols, const Tensor& vals,
                  const Tensor& wt) {
   TORCH_CHECK(wt.dim() == 2 && wt.is_contiguous(), "sparse_mm: contiguous weight expected");
-  const int64_t R = row_ptr.size(0) - 1, N = wt.size(1);
+  const int64_t R = begin.size(0), N = wt.size(1);
   Tensor out = at::empty({R, N}, wt.options());
   AT_DISPATCH_FLOATING_TYPES(wt.scalar_type(), "sparse_mm", [&] {
-    const int64_t* rp = row_ptr.data_ptr<int64_t>();
-    const int32_t* cp = cols.data_ptr<int32_t>();
-    const scalar_t* vp = vals.data_ptr<scalar_t>();
+    const SparseView<scalar_t> sp(begin, end, cols, vals);
     const scalar_t* w = wt.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+    for_blocks(R, n_blocks(R / 64 + 1, 64), [&](int64_t, int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         std::fill_n(o + r * N, N, scalar_t(0));
-        add_rows(N, o + r * N, w, cp, vp, rp[r], rp[r + 1]);
+        add_rows(N, o + r * N, w, sp.cols, sp.vals, sp.begin[r], sp.end[r]);
       }
     });
   });
   return out;
 }
 
-// out [C, N] = (CSR [R, C])^T g [R, N]: the weight gradient Σ_r x[r]^T g[r] that only
-// visits the non-zeros of x. Each chunk of rows sums into its own buffer.
-Tensor sparse_tmm(const Tensor& row_ptr, const Tensor& cols, const Tensor& vals,
+// out [C, N] = (sparse [R, C])^T g [R, N]: the weight gradient Σ_r x[r]^T g[r] that only
+// visits the non-zeros of x. Each block of rows sums into its own buffer.
+Tensor sparse_tmm(const Tensor& begin, const Tensor& end, const Tensor& cols, const Tensor& vals,
                   const Tensor& g, int64_t C) {
   TORCH_CHECK(g.dim() == 2 && g.is_contiguous(), "sparse_tmm: contiguous gradient expected");
-  const int64_t R = row_ptr.size(0) - 1, N = g.size(1), chunks = n_chunks(R);
-  Tensor parts = at::zeros({chunks, C, N}, g.options());
+  const int64_t R = begin.size(0), N = g.size(1), blocks = n_blocks(R);
+  Tensor parts = at::zeros({blocks, C, N}, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "sparse_tmm", [&] {
-    const int64_t* rp = row_ptr.data_ptr<int64_t>();
-    const int32_t* cp = cols.data_ptr<int32_t>();
-    const scalar_t* vp = vals.data_ptr<scalar_t>();
+    const SparseView<scalar_t> sp(begin, end, cols, vals);
     const scalar_t* gp = g.data_ptr<scalar_t>();
     scalar_t* pp = parts.data_ptr<scalar_t>();
-    for_chunks(R, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
+    for_blocks(R, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
       scalar_t* part = pp + c * C * N;
-      for (int64_t r = r0; r < r1; ++r) scatter_rows(N, part, gp + r * N, cp, vp, rp[r], rp[r + 1]);
+      for (int64_t r = r0; r < r1; ++r) {
+        scatter_rows(N, part, gp + r * N, sp.cols, sp.vals, sp.begin[r], sp.end[r]);
+      }
     });
   });
-  return chunks == 1 ? parts[0] : parts.sum(0);
+  return sum_blocks(parts);
 }
 
-// One step of one batch entry: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S),
-// I <- β_s I (+ x when given; the caller adds sparse and recurrent input); records U, S, P.
-template <bool keep, typename scalar_t>
-inline void forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
-                        scalar_t* __restrict__ u, scalar_t* __restrict__ i,
-                        const scalar_t* __restrict__ x, scalar_t* __restrict__ ur,
-                        scalar_t* __restrict__ sr, scalar_t* __restrict__ pr) {
+// ---------------------------------------------------------------------------------------
+// One step of one batch entry of a LIF layer, forward and backward
+
+// Forward: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S), I <- β_s I (+ x when
+// given; the caller then adds sparse and recurrent input). Records S (when sr), U (when ur)
+// and P (when pr); writes the columns of the neurons that spiked to idx (room for N + 16)
+// and returns how many.
+template <typename scalar_t>
+SG_INLINE int64_t forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
+                           scalar_t* __restrict__ u, scalar_t* __restrict__ i,
+                           const scalar_t* __restrict__ x, scalar_t* __restrict__ ur,
+                           scalar_t* __restrict__ sr, scalar_t* __restrict__ pr,
+                           int32_t* __restrict__ idx) {
   const scalar_t one = 1;
+  int64_t m = 0;
   for (int64_t k = 0; k < N; ++k) {
     const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
     const scalar_t p = bm * uk + obm * i[k];
-    ur[k] = uk;
-    sr[k] = s;
-    if constexpr (keep) pr[k] = p;
+    if (sr) sr[k] = s;
+    if (ur) ur[k] = uk;
+    if (pr) pr[k] = p;
     u[k] = p * (one - s);
     i[k] = x ? bs * i[k] + x[k] : bs * i[k];
+    idx[m] = static_cast<int32_t>(k);
+    m += uk > one ? 1 : 0;
+  }
+  return m;
+}
+
+// Backward, for the built-in surrogates and those given as sg (see lif_backward):
+//   g = grad + r - du P  (r: the recurrence term, when given; P: differentiable reset only)
+//   a = du (1 - S),  du <- β_m a + g σ',  di <- (1 - β_m) a + β_s di,
+// with S = Θ(U - 1) taken from U. Writes the columns where S = 1 to idx; returns how many.
+template <typename scalar_t>
+SG_INLINE int64_t backward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
+                            const scalar_t* __restrict__ grad, const scalar_t* __restrict__ r,
+                            const scalar_t* __restrict__ p, const scalar_t* __restrict__ u,
+                            const scalar_t* __restrict__ sg, scalar_t* __restrict__ du,
+                            scalar_t* __restrict__ di, int32_t* __restrict__ idx) {
+  const scalar_t one = 1;
+  int64_t m = 0;
+  for (int64_t k = 0; k < N; ++k) {
+    const scalar_t s = u[k] > one ? one : scalar_t(0);
+    scalar_t g = grad[k];
+    if (r) g += r[k];
+    if (p) g -= du[k] * p[k];
+    const scalar_t a = du[k] * (one - s);
+    du[k] = bm * a + g * sg[k];
+    di[k] = obm * a + bs * di[k];
+    idx[m] = static_cast<int32_t>(k);
+    m += u[k] > one ? 1 : 0;
+  }
+  return m;
+}
+
+#if defined(__AVX512F__)
+// The columns of the set bits of a 16-bit mask of columns [k0, k0 + 16), appended to idx.
+SG_INLINE int64_t append_bits(uint32_t bits, int64_t k0, int32_t* idx, int64_t m) {
+  for (; bits != 0; bits &= bits - 1) idx[m++] = static_cast<int32_t>(k0 + __builtin_ctz(bits));
+  return m;
+}
+
+SG_INLINE __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// Loads and stores of 16 floats, masked only for the last, partial vector of a row (masked
+// stores to memory that is not in cache are slow: full vectors go without a mask).
+template <bool masked>
+SG_INLINE __m512 load16(const float* p, __mmask16 m) {
+  if constexpr (masked) {
+    return _mm512_maskz_loadu_ps(m, p);
+  } else {
+    return _mm512_loadu_ps(p);
   }
 }
+
+template <bool masked>
+SG_INLINE void store16(float* p, __mmask16 m, __m512 v) {
+  if constexpr (masked) {
+    _mm512_mask_storeu_ps(p, m, v);
+  } else {
+    _mm512_storeu_ps(p, v);
+  }
+}
+
+// Calls f(masked, k0, mask) for the vectors of 16 columns of [0, N): full ones, then the
+// partial last one (masked = std::true_type).
+template <typename F>
+SG_INLINE void for_vectors(int64_t N, const F& f) {
+  int64_t k0 = 0;
+  for (; k0 + 16 <= N; k0 += 16) f(std::false_type{}, k0, __mmask16(0xFFFF));
+  if (k0 < N) f(std::true_type{}, k0, tail_mask(N - k0));
+}
+
+template <>
+SG_INLINE int64_t forward_row<float>(int64_t N, float bm, float obm, float bs,
+                                     float* __restrict__ u, float* __restrict__ i,
+                                     const float* __restrict__ x, float* __restrict__ ur,
+                                     float* __restrict__ sr, float* __restrict__ pr,
+                                     int32_t* __restrict__ idx) {
+  const __m512 one = _mm512_set1_ps(1.0f), vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm);
+  const __m512 vbs = _mm512_set1_ps(bs);
+  int64_t m = 0;
+  for_vectors(N, [&](auto masked, int64_t k0, __mmask16 mt) {
+    constexpr bool M = decltype(masked)::value;
+    const __m512 uk = load16<M>(u + k0, mt), ik = load16<M>(i + k0, mt);
+    const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, uk, one, _CMP_GT_OQ);
+    const __m512 s = _mm512_maskz_mov_ps(spike, one);
+    const __m512 p = _mm512_add_ps(_mm512_mul_ps(vbm, uk), _mm512_mul_ps(vobm, ik));
+    if (sr) store16<M>(sr + k0, mt, s);
+    if (ur) store16<M>(ur + k0, mt, uk);
+    if (pr) store16<M>(pr + k0, mt, p);
+    store16<M>(u + k0, mt, _mm512_mul_ps(p, _mm512_sub_ps(one, s)));
+    __m512 in = _mm512_mul_ps(vbs, ik);
+    if (x) in = _mm512_add_ps(in, load16<M>(x + k0, mt));
+    store16<M>(i + k0, mt, in);
+    m = append_bits(spike, k0, idx, m);
+  });
+  return m;
+}
+
+template <>
+SG_INLINE int64_t backward_row<float>(int64_t N, float bm, float obm, float bs,
+                                      const float* __restrict__ grad, const float* __restrict__ r,
+                                      const float* __restrict__ p, const float* __restrict__ u,
+                                      const float* __restrict__ sg, float* __restrict__ du,
+                                      float* __restrict__ di, int32_t* __restrict__ idx) {
+  const __m512 one = _mm512_set1_ps(1.0f), vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm);
+  const __m512 vbs = _mm512_set1_ps(bs);
+  int64_t m = 0;
+  for_vectors(N, [&](auto masked, int64_t k0, __mmask16 mt) {
+    constexpr bool M = decltype(masked)::value;
+    const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, load16<M>(u + k0, mt), one, _CMP_GT_OQ);
+    const __m512 d = load16<M>(du + k0, mt);
+    __m512 g = load16<M>(grad + k0, mt);
+    if (r) g = _mm512_add_ps(g, load16<M>(r + k0, mt));
+    if (p) g = _mm512_sub_ps(g, _mm512_mul_ps(d, load16<M>(p + k0, mt)));
+    const __m512 a = _mm512_maskz_mov_ps(static_cast<__mmask16>(~spike), d);  // du (1 - S)
+    const __m512 gs = _mm512_mul_ps(g, load16<M>(sg + k0, mt));
+    store16<M>(du + k0, mt, _mm512_add_ps(_mm512_mul_ps(vbm, a), gs));
+    const __m512 dik = load16<M>(di + k0, mt);
+    store16<M>(di + k0, mt, _mm512_add_ps(_mm512_mul_ps(vobm, a), _mm512_mul_ps(vbs, dik)));
+    m = append_bits(spike, k0, idx, m);
+  });
+  return m;
+}
+#endif
 
 // A [B, T, N] tensor stored time-major: step n of batch entry b starts at (n B + b) N.
 Tensor empty_time_major(int64_t B, int64_t T, int64_t N, const at::TensorOptions& options) {
@@ -407,65 +643,213 @@ Tensor empty_time_major(int64_t B, int64_t T, int64_t N, const at::TensorOptions
 
 bool is_time_major(const Tensor& t) { return t.dim() == 3 && t.transpose(0, 1).is_contiguous(); }
 
-// Forward time loop of a LIF layer, driven either by the projected input x = W S_in
-// ([B, T, N], time-major) or, when x is empty, by the CSR form of S_in with its rows
-// time-major (row n B + b, see time_major_rows) and wt = W^T [C, N], projected in the loop.
-// Returns S, U and P = β_m U + (1 - β_m) I (with keep_pre_reset, else empty), [B, T, N]
-// stored time-major, and the CSR form of S (row_ptr, cols, vals) twice: as [B*T, N] with row
-// b T + n for step n of entry b, and with its rows time-major. vt is V^T [N, N]
-// (contiguous) or an empty tensor for a feed-forward layer.
-std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_row_ptr, const Tensor& in_cols,
-                                const Tensor& in_vals, const Tensor& wt, const Tensor& vt,
-                                int64_t B, int64_t T, double beta_mem, double one_minus_beta_mem,
-                                double beta_syn, bool keep_pre_reset) {
-  const bool dense_input = x.numel() > 0, recurrent = vt.numel() > 0;
-  TORCH_CHECK(!dense_input || is_time_major(x), "lif_forward: time-major [B, T, N] x expected");
-  TORCH_CHECK(dense_input || (wt.dim() == 2 && wt.is_contiguous() &&
-                              in_row_ptr.numel() == B * T + 1),
-              "lif_forward: CSR input of B * T rows and contiguous W^T expected");
-  const int64_t N = dense_input ? x.size(2) : wt.size(1), chunks = n_chunks(B);
-  const auto options = dense_input ? x.options() : wt.options();
-  Tensor S = empty_time_major(B, T, N, options), U = empty_time_major(B, T, N, options);
-  Tensor P = keep_pre_reset ? empty_time_major(B, T, N, options) : at::empty({0}, options);
-  std::vector<Tensor> sparse;
-  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "lif_forward", [&] {
-    const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
-    const scalar_t bs = scalar_t(beta_syn);
-    const scalar_t* xp = dense_input ? x.data_ptr<scalar_t>() : nullptr;
-    const int64_t* in_rp = dense_input ? nullptr : in_row_ptr.data_ptr<int64_t>();
-    const int32_t* in_cp = dense_input ? nullptr : in_cols.data_ptr<int32_t>();
-    const scalar_t* in_vp = dense_input ? nullptr : in_vals.data_ptr<scalar_t>();
-    const scalar_t* w = dense_input ? nullptr : wt.data_ptr<scalar_t>();
-    const scalar_t* v = recurrent ? vt.data_ptr<scalar_t>() : nullptr;
-    scalar_t *sp = S.data_ptr<scalar_t>(), *up = U.data_ptr<scalar_t>();
-    scalar_t* pp = keep_pre_reset ? P.data_ptr<scalar_t>() : nullptr;
-    CsrBuilder<scalar_t> csr(B * T, chunks);
-    for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
-      std::vector<scalar_t> state_u((b1 - b0) * N, scalar_t(0));
-      std::vector<scalar_t> state_i((b1 - b0) * N, scalar_t(0));
-      for (int64_t n = 0; n < T; ++n) {
-        for (int64_t b = b0; b < b1; ++b) {
-          const int64_t q = n * B + b, off = q * N, r = b * T + n;
-          scalar_t *u = state_u.data() + (b - b0) * N, *i = state_i.data() + (b - b0) * N;
-          with_flag(pp != nullptr, [&](auto keep) {
-            forward_row<keep.value>(N, bm, obm, bs, u, i, xp ? xp + off : nullptr, up + off,
-                                    sp + off, keep.value ? pp + off : nullptr);
-          });
-          if (!dense_input) add_rows(N, i, w, in_cp, in_vp, in_rp[q], in_rp[q + 1]);
-          const size_t before = csr.add_row(c, r, sp + off, N);
-          if (recurrent) {
-            add_rows(N, i, v, csr.cols[c].begin(), csr.vals[c].begin(), int64_t(before),
-                     int64_t(csr.cols[c].size()));
-          }
-        }
+// Rows of per-step state of the batch entries [b0, b1): row (n, b) at base + n step +
+// (b - b0) width. Either a slice of a time-major [B, T, width] tensor (step = B width) or a
+// block's own buffer (step = (b1 - b0) width); a null base means "not recorded".
+template <typename scalar_t>
+struct Rows {
+  scalar_t* base = nullptr;
+  int64_t step = 0, width = 0, b0 = 0;
+
+  scalar_t* operator()(int64_t n, int64_t b) const {
+    return base ? base + n * step + (b - b0) * width : nullptr;
+  }
+};
+
+template <typename scalar_t>
+Rows<scalar_t> rows_of(const Tensor& t, int64_t b0) {  // t time-major [B, T, width], or empty
+  if (t.numel() == 0) return {};
+  const int64_t B = t.size(0), width = t.size(2);
+  return {t.data_ptr<scalar_t>() + b0 * width, B * width, width, b0};
+}
+
+// The leaky readout of one batch entry at one step, from the spiking columns idx[0..m) of
+// the hidden layer's spikes S[n]: U <- β_m U + (1 - β_m) I (recorded in y),
+// I <- β_s I + W_out S[n] (wot = W_out^T [N, K]).
+template <typename scalar_t>
+SG_INLINE void readout_row(int64_t K, scalar_t bm, scalar_t obm, scalar_t bs,
+                        scalar_t* __restrict__ u, scalar_t* __restrict__ i,
+                        const scalar_t* __restrict__ wot, const int32_t* idx, int64_t m,
+                        scalar_t* __restrict__ y) {
+  for (int64_t k = 0; k < K; ++k) {
+    u[k] = bm * u[k] + obm * i[k];
+    y[k] = u[k];
+    i[k] *= bs;
+  }
+  add_rows<scalar_t>(K, i, wot, idx, nullptr, 0, m);
+}
+
+// The readout's adjoint at one step of one batch entry: with λ_U = lu, λ_I = li,
+// u = λ_U + dy[n], dx_out[n] = λ_I, λ_U <- β_m u, λ_I <- (1 - β_m) u + β_s λ_I.
+template <typename scalar_t>
+SG_INLINE void readout_adjoint_row(int64_t K, scalar_t bm, scalar_t obm, scalar_t bs,
+                                   scalar_t* __restrict__ lu, scalar_t* __restrict__ li,
+                                   const scalar_t* __restrict__ dy, scalar_t* __restrict__ dxo) {
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t uo = lu[k] + dy[k];
+    dxo[k] = li[k];
+    lu[k] = bm * uo;
+    li[k] = obm * uo + bs * li[k];
+  }
+}
+
+#if defined(__AVX512F__)
+template <>
+SG_INLINE void readout_row<float>(int64_t K, float bm, float obm, float bs, float* __restrict__ u,
+                                  float* __restrict__ i, const float* __restrict__ wot,
+                                  const int32_t* idx, int64_t m, float* __restrict__ y) {
+  const __m512 vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm), vbs = _mm512_set1_ps(bs);
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const __mmask16 mt = tail_mask(K - k0);
+    const __m512 ik = _mm512_maskz_loadu_ps(mt, i + k0);
+    const __m512 uk = _mm512_add_ps(_mm512_mul_ps(vbm, _mm512_maskz_loadu_ps(mt, u + k0)),
+                                    _mm512_mul_ps(vobm, ik));
+    _mm512_mask_storeu_ps(u + k0, mt, uk);
+    _mm512_mask_storeu_ps(y + k0, mt, uk);
+    __m512 in = _mm512_mul_ps(vbs, ik);
+    for (int64_t e = 0; e < m; ++e) {
+      in = _mm512_add_ps(in, _mm512_maskz_loadu_ps(mt, wot + int64_t(idx[e]) * K + k0));
+    }
+    _mm512_mask_storeu_ps(i + k0, mt, in);
+  }
+}
+
+template <>
+SG_INLINE void readout_adjoint_row<float>(int64_t K, float bm, float obm, float bs,
+                                          float* __restrict__ lu, float* __restrict__ li,
+                                          const float* __restrict__ dy, float* __restrict__ dxo) {
+  const __m512 vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm), vbs = _mm512_set1_ps(bs);
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const __mmask16 mt = tail_mask(K - k0);
+    const __m512 lik = _mm512_maskz_loadu_ps(mt, li + k0);
+    const __m512 uo = _mm512_add_ps(_mm512_maskz_loadu_ps(mt, lu + k0),
+                                    _mm512_maskz_loadu_ps(mt, dy + k0));
+    _mm512_mask_storeu_ps(dxo + k0, mt, lik);
+    _mm512_mask_storeu_ps(lu + k0, mt, _mm512_mul_ps(vbm, uo));
+    _mm512_mask_storeu_ps(li + k0, mt,
+                          _mm512_add_ps(_mm512_mul_ps(vobm, uo), _mm512_mul_ps(vbs, lik)));
+  }
+}
+#endif
+
+// What drives a LIF layer, and its constants.
+template <typename scalar_t>
+struct Layer {
+  int64_t B, N;
+  scalar_t bm, obm, bs;
+  const scalar_t* x = nullptr;  // the projected input W S_in [B, T, N] time-major, or
+  SparseView<scalar_t> in;      // the sparse form of S_in, projected in the loop by
+  const scalar_t* wt = nullptr; // W^T [C, N]
+  const scalar_t* vt = nullptr; // V^T [N, N] (recurrent layers)
+};
+
+// The layer of N neurons driven by x (time-major [B, T, N]) or by the sparse input form and
+// wt (either may be absent where only the shapes and constants are needed).
+template <typename scalar_t>
+Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& in_end,
+                         const Tensor& in_cols, const Tensor& in_vals, const Tensor& wt,
+                         const Tensor& vt, int64_t B, int64_t N, double beta_mem,
+                         double one_minus_beta_mem, double beta_syn) {
+  TORCH_CHECK(x.numel() == 0 || (is_time_major(x) && x.size(2) == N),
+              "time-major [B, T, N] x expected");
+  TORCH_CHECK(wt.numel() == 0 || (wt.dim() == 2 && wt.is_contiguous() && wt.size(1) == N),
+              "contiguous W^T [C, N] expected");
+  Layer<scalar_t> L{B, N, scalar_t(beta_mem), scalar_t(one_minus_beta_mem), scalar_t(beta_syn)};
+  L.in = SparseView<scalar_t>(in_begin, in_end, in_cols, in_vals);
+  if (x.numel() > 0) {
+    L.x = x.data_ptr<scalar_t>();
+  } else if (wt.numel() > 0) {
+    L.wt = wt.data_ptr<scalar_t>();
+  }
+  if (vt.numel() > 0) L.vt = vt.data_ptr<scalar_t>();
+  return L;
+}
+
+// The leaky readout's constants and weights.
+template <typename scalar_t>
+struct Readout {
+  int64_t K = 0;
+  scalar_t bm = 0, obm = 0, bs = 0, u0 = 0;
+  const scalar_t* wot = nullptr;  // W_out^T [N, K] (forward)
+  const scalar_t* wo = nullptr;   // W_out [K, N] (backward)
+};
+
+// The forward loop of the batch entries [b0, b1) over steps [0, steps): records the rows
+// asked for (S, U, P; the readout trace Y when R.K > 0), and adds the spikes' columns to
+// `sparse` (block c) when given.
+template <typename scalar_t>
+void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64_t b0,
+                     int64_t b1, int64_t steps, const Rows<scalar_t>& S, const Rows<scalar_t>& U,
+                     const Rows<scalar_t>& P, const Rows<scalar_t>& Y,
+                     SparseBuilder<scalar_t>* sparse, int64_t c) {
+  const int64_t N = L.N, K = R.K, nb = b1 - b0;
+  std::vector<scalar_t> state_u(nb * N, scalar_t(0)), state_i(nb * N, scalar_t(0));
+  std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0));
+  std::vector<int32_t> idx(N + 16);
+  for (int64_t n = 0; n < steps; ++n) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t q = n * L.B + b;
+      scalar_t *u = state_u.data() + (b - b0) * N, *i = state_i.data() + (b - b0) * N;
+      const int64_t m = forward_row(N, L.bm, L.obm, L.bs, u, i, L.x ? L.x + q * N : nullptr,
+                                    U(n, b), S(n, b), P(n, b), idx.data());
+      if (L.wt) add_rows(N, i, L.wt, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
+      if (L.vt) add_rows<scalar_t>(N, i, L.vt, idx.data(), nullptr, 0, m);
+      if (sparse) sparse->add_spikes(c, q, idx.data(), m);
+      if (K > 0) {
+        readout_row(K, R.bm, R.obm, R.bs, out_u.data() + (b - b0) * K,
+                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, Y(n, b));
       }
+    }
+  }
+}
+
+// Forward of a LIF layer (and, when wot is given, of the leaky readout that reads it).
+// Driven by x = W S_in ([B, T, N], time-major) or, when x is empty, by the sparse form of
+// S_in and wt = W^T [C, N], projected in the loop; vt is V^T [N, N] or empty. Returns S and,
+// when keep_state, U and P = β_m U + (1 - β_m) I (P with keep_pre_reset), [B, T, N] stored
+// time-major; then either the sparse form of S (four tensors), or, with a readout, its
+// trace U_out[1..T] ([B, T, K], time-major) from U_out[0] = out_u0.
+std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const Tensor& in_end,
+                                const Tensor& in_cols, const Tensor& in_vals, const Tensor& wt,
+                                const Tensor& vt, const Tensor& wot, int64_t B, int64_t T,
+                                double beta_mem, double one_minus_beta_mem, double beta_syn,
+                                bool keep_state, bool keep_pre_reset, double out_beta_mem,
+                                double out_one_minus_beta_mem, double out_beta_syn,
+                                double out_u0) {
+  const bool readout = wot.numel() > 0, keep_p = keep_state && keep_pre_reset;
+  const auto options = x.numel() > 0 ? x.options() : wt.options();
+  const auto none = at::empty({0}, options);
+  const int64_t N = x.numel() > 0 ? x.size(2) : wt.size(1), K = readout ? wot.size(1) : 0;
+  const int64_t blocks = n_blocks(B);
+  Tensor S = empty_time_major(B, T, N, options);
+  Tensor U = keep_state ? empty_time_major(B, T, N, options) : none;
+  Tensor P = keep_p ? empty_time_major(B, T, N, options) : none;
+  Tensor Y = readout ? empty_time_major(B, T, K, options) : none;
+  std::vector<Tensor> result = {S, U, P};
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "lif_forward", [&] {
+    TORCH_CHECK(x.numel() > 0 || in_begin.numel() == B * T,
+                "lif_forward: projected input x, or the sparse form of B * T input rows");
+    const Layer<scalar_t> L = layer_of<scalar_t>(x, in_begin, in_end, in_cols, in_vals, wt, vt,
+                                                 B, N, beta_mem, one_minus_beta_mem, beta_syn);
+    Readout<scalar_t> R;
+    if (readout) {
+      R = {K, scalar_t(out_beta_mem), scalar_t(out_one_minus_beta_mem), scalar_t(out_beta_syn),
+           scalar_t(out_u0), wot.data_ptr<scalar_t>(), nullptr};
+    }
+    // without a readout the spikes' sparse form is kept for the next layer and the gradients
+    SparseBuilder<scalar_t> sparse(readout ? 0 : B * T, readout ? 0 : blocks);
+    for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
+      forward_entries(L, R, b0, b1, T, rows_of<scalar_t>(S, b0), rows_of<scalar_t>(U, b0),
+                      rows_of<scalar_t>(P, b0), rows_of<scalar_t>(Y, b0),
+                      readout ? nullptr : &sparse, c);
     });
-    sparse = csr.finish(options);
-    for (Tensor& t : csr.finish(options, time_major_rows(B, T))) {
-      sparse.push_back(t);
+    if (readout) {
+      result.push_back(Y);
+    } else {
+      for (Tensor& t : as_list(sparse.finish(options))) result.push_back(t);
     }
   });
-  return {S, U, P, sparse[0], sparse[1], sparse[2], sparse[3], sparse[4], sparse[5]};
+  return result;
 }
 
 // The built-in surrogates σ'(x) = scale * natural(x, slope) of spikegrad.surrogates, by
@@ -474,7 +858,7 @@ enum Shape { GIVEN = 0, SUPERSPIKE, SIGMOID, ESSER, SUPERSPIKE_ASYMPTOTIC, EXPON
              GAUSSIAN, TRUE_GRADIENT, CONSTANT };
 
 template <int64_t shape, typename scalar_t>
-inline scalar_t surrogate(scalar_t x, scalar_t slope, scalar_t scale) {
+SG_INLINE scalar_t surrogate(scalar_t x, scalar_t slope, scalar_t scale) {
   const scalar_t one = 1, ax = std::abs(x);
   if constexpr (shape == SUPERSPIKE) {
     return scale * (one / ((slope * ax + one) * (slope * ax + one)));
@@ -516,153 +900,285 @@ void with_shape(int64_t shape, const F& f) {
   }
 }
 
+// σ'(u - 1) of the built-in surrogate `shape` for one row.
 template <int64_t shape, typename scalar_t>
-inline void surrogate_row(int64_t N, const scalar_t* __restrict__ u, scalar_t* __restrict__ out,
+SG_INLINE void surrogate_row(int64_t N, const scalar_t* __restrict__ u, scalar_t* __restrict__ out,
                           scalar_t slope, scalar_t scale) {
   for (int64_t k = 0; k < N; ++k) out[k] = surrogate<shape>(u[k] - scalar_t(1), slope, scale);
 }
 
-// One step of the adjoint recursion for one batch entry (see lif_backward).
-template <bool rec, bool reset, typename scalar_t>
-inline void backward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
-                         const scalar_t* __restrict__ grad, const scalar_t* __restrict__ r,
-                         const scalar_t* __restrict__ p, const scalar_t* __restrict__ s,
-                         const scalar_t* __restrict__ sg, scalar_t* __restrict__ du,
-                         scalar_t* __restrict__ di) {
-  const scalar_t one = 1;
-  for (int64_t k = 0; k < N; ++k) {
-    scalar_t g = grad[k];
-    if constexpr (rec) g += r[k];
-    if constexpr (reset) g -= du[k] * p[k];
-    const scalar_t a = du[k] * (one - s[k]);
-    du[k] = bm * a + g * sg[k];
-    di[k] = obm * a + bs * di[k];
+// Asks for the cache lines of row[0..N) ahead of their use (rows of earlier steps lie far
+// back: too far for the hardware prefetcher to guess).
+template <typename scalar_t>
+SG_INLINE void prefetch_row(const scalar_t* row, int64_t N) {
+  if (!row) return;
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t offset = 0; offset < N * int64_t(sizeof(scalar_t)); offset += 64) {
+    __builtin_prefetch(p + offset);
   }
 }
 
-// BPTT of a LIF layer over the steps [t0, t1) (called for consecutive blocks, latest first):
-// from dL/dS (grad) to dL/dx (dx, when not empty; dx[n] = dI[n+1]), all [B, T, N] stored
-// time-major, carrying the adjoints du = dU[t1], di = dI[t1] ([B, N], updated in place to
-// dU[t0], dI[t0]). sg = σ'(U - 1) of the block ([t1 - t0, B, N]) when shape is GIVEN, else
-// u = U and σ' is the built-in surrogate `shape` (slope, scale); p is the pre-reset
-// membrane for a differentiable reset (else empty); v = V [N, N] when gradients flow
-// through the recurrence (else empty). Backwards in time:
-//   g     = dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
+// What the backward loop reads and writes besides the layer's own state.
+template <typename scalar_t>
+struct Adjoint {
+  Rows<scalar_t> grad;                  // dL/dS (time-major), or none
+  const scalar_t* grad_const = nullptr; // [B, N]: the part of dL/dS that is the same each step
+  Rows<scalar_t> dy;                    // dL/dU_out[1..T] (time-major, K wide), or none
+  Rows<scalar_t> dx;                    // receives dL/dx[n] = dI[n+1], or none
+  const scalar_t* v = nullptr;          // V [N, N] when gradients flow through the recurrence
+  const Tensor* v_tensor = nullptr;
+  int64_t shape = SUPERSPIKE;
+  scalar_t slope = 0, scale = 0;
+  const scalar_t* sg = nullptr;         // σ' given for the steps [t0, t1) ([t1 - t0, B, N])
+  scalar_t* dwt = nullptr;              // this block's share of dW^T [C, N] (sparse input)
+  scalar_t* dvt = nullptr;              // of dV^T [N, N]
+  scalar_t* dwot = nullptr;             // of dW_out^T [N, K]
+};
+
+// The backward loop of the batch entries [b0, b1) over steps t1 - 1 down to t0, from the
+// layer's U (and P) rows; carries du, di ([nb, N]) and lu, li ([nb, K]) in place.
+template <typename scalar_t>
+void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
+                      const Adjoint<scalar_t>& A, int64_t b0, int64_t b1, int64_t t0, int64_t t1,
+                      const Rows<scalar_t>& U, const Rows<scalar_t>& P, scalar_t* du,
+                      scalar_t* di, scalar_t* lu, scalar_t* li) {
+  const int64_t N = L.N, K = R.K, nb = b1 - b0;
+  // Entry b receives no gradient after step last[b] - 1: its adjoints stay exactly zero
+  // until then, and those steps are skipped.
+  std::vector<int64_t> last(nb, t0);
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t j = b - b0;
+    if ((A.grad_const && any_nonzero(A.grad_const + b * N, N)) || any_nonzero(du + j * N, N) ||
+        any_nonzero(di + j * N, N) || (K > 0 && (any_nonzero(lu + j * K, K) ||
+                                                  any_nonzero(li + j * K, K)))) {
+      last[j] = t1;
+      continue;
+    }
+    for (int64_t n = t1 - 1; n >= t0; --n) {
+      if ((A.grad.base && any_nonzero(A.grad(n, b), N)) ||
+          (K > 0 && any_nonzero(A.dy(n, b), K))) {
+        last[j] = n + 1;
+        break;
+      }
+    }
+  }
+  std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), di_next(A.dvt ? N : 0);
+  std::vector<int32_t> idx(N + 16), out_cols(K);
+  for (int64_t k = 0; k < K; ++k) out_cols[k] = static_cast<int32_t>(k);
+  Tensor di_t, rec;
+  if (A.v) {
+    di_t = at::from_blob(di, {nb, N}, A.v_tensor->options());
+    rec = at::empty({nb, N}, A.v_tensor->options());
+  }
+  for (int64_t n = t1 - 1; n >= t0; --n) {
+    if (A.v) at::mm_out(rec, di_t, *A.v_tensor);
+    const scalar_t* rp = A.v ? rec.data_ptr<scalar_t>() : nullptr;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t q = n * L.B + b, j = b - b0;
+      scalar_t *dur = du + j * N, *dir = di + j * N;  // dU[n+1], dI[n+1] = dx[n]
+      if (n >= last[j]) {  // nothing reaches entry b from step n on
+        if (A.dx.base) std::fill_n(A.dx(n, b), N, scalar_t(0));
+        continue;
+      }
+      if (n > t0) {  // the rows of the previous step are read next: fetch them now
+        prefetch_row(U(n - 1, b), N);
+        prefetch_row(P(n - 1, b), N);
+        prefetch_row(A.grad(n - 1, b), N);
+      }
+      // the gradient reaching S[n] from outside the recurrence and the reset
+      const scalar_t* gr = A.grad(n, b);
+      const scalar_t* gc = A.grad_const ? A.grad_const + b * N : nullptr;
+      const scalar_t* g = gbuf.data();
+      if (gr && !gc && K == 0) {
+        g = gr;
+      } else if (gr && gc) {
+        for (int64_t k = 0; k < N; ++k) gbuf[k] = gr[k] + gc[k];
+      } else if (gr || gc) {
+        std::copy_n(gr ? gr : gc, N, gbuf.data());
+      } else {
+        std::fill_n(gbuf.data(), N, scalar_t(0));
+      }
+      if (K > 0) {  // the readout's adjoint, and the gradient it sends to S[n]
+        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, A.dy(n, b),
+                            dxo.data());
+        add_rows(N, gbuf.data(), R.wo, out_cols.data(), dxo.data(), 0, K);
+      }
+      if (A.dx.base) std::copy_n(dir, N, A.dx(n, b));
+      if (A.dwt) scatter_rows(N, A.dwt, dir, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
+      const scalar_t* ur = U(n, b);
+      const scalar_t* sgr = sgbuf.data();
+      if (A.sg) {
+        sgr = A.sg + ((n - t0) * L.B + b) * N;
+      } else {
+        with_shape(A.shape, [&](auto sh) {
+          if constexpr (sh.value != GIVEN) {
+            surrogate_row<sh.value>(N, ur, sgbuf.data(), A.slope, A.scale);
+          }
+        });
+      }
+      // dV and dW_out take dI[n+1] and dx_out[n] at the neurons that spiked at step n
+      if (A.dvt) std::copy_n(dir, N, di_next.data());  // backward_row moves dI on to dI[n]
+      const int64_t m = backward_row(N, L.bm, L.obm, L.bs, g, rp ? rp + j * N : nullptr,
+                                     P(n, b), ur, sgr, dur, dir, idx.data());
+      if (A.dvt) scatter_rows<scalar_t>(N, A.dvt, di_next.data(), idx.data(), nullptr, 0, m);
+      if (A.dwot) scatter_rows<scalar_t>(K, A.dwot, dxo.data(), idx.data(), nullptr, 0, m);
+    }
+  }
+}
+
+// How many batch entries a block recomputes at a time: their U (and P) for all steps fit in
+// about this many bytes, so that the backward loop reads them from cache.
+constexpr int64_t kRecomputeBytes = 512 << 10;
+
+// BPTT of a LIF layer (and of the leaky readout that reads it, when wo is given). Tensors
+// [B, T, N] are time-major. The gradient reaching the layer's spikes is the sum of: grad
+// (dL/dS, or empty), grad_const ([B, N], the same at every step, or empty), and, with a
+// readout, dx_out[n] W_out (wo = W_out [K, N]) from the readout's adjoint, driven by dy =
+// dL/dU_out[1..T] ([B, T, K]):
+//   u     = λ_U + dy[n],   dx_out[n] = λ_I,   λ_U <- β_o u,   λ_I <- (1 - β_o) u + β_so λ_I
+// The layer's adjoint, backwards in time:
+//   g     = dL/dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
 //   a     = dU[n+1] (1 - S[n])
 //   dU[n] = β_m a + g σ'[n],   dI[n] = (1 - β_m) a + β_s dI[n+1]
-// With the CSR forms of the layer's input S_in and of its spikes S, rows time-major,
-// given, it also returns this block's share of dW^T = Σ_n S_in[n]^T dx[n] ([C, N]) and of
-// dV^T = Σ_n S[n]^T dx[n] ([N, N]) (empty tensors for those not given).
-std::vector<Tensor> lif_backward(const Tensor& grad, const Tensor& s, const Tensor& sg,
-                                 const Tensor& u, int64_t shape, double slope, double scale,
-                                 const Tensor& p, const Tensor& v, Tensor du, Tensor di,
-                                 Tensor dx, const Tensor& in_row_ptr, const Tensor& in_cols,
-                                 const Tensor& in_vals, int64_t C, const Tensor& s_row_ptr,
-                                 const Tensor& s_cols, const Tensor& s_vals, int64_t t0,
-                                 int64_t t1, double beta_mem, double one_minus_beta_mem,
-                                 double beta_syn) {
-  const bool reset_grad = p.numel() > 0, recurrent = v.numel() > 0, want_dx = dx.numel() > 0;
-  const bool grad_w = in_row_ptr.numel() > 0, grad_v = s_row_ptr.numel() > 0;
-  TORCH_CHECK(is_time_major(grad) && is_time_major(s) && (shape == 0 || is_time_major(u)) &&
-                  (!reset_grad || is_time_major(p)) && (!want_dx || is_time_major(dx)) &&
-                  sg.is_contiguous() && du.is_contiguous() && di.is_contiguous(),
-              "lif_backward: time-major [B, T, N] tensors expected");
-  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2);
-  const int64_t chunks = n_chunks(B);
-  Tensor dwt = grad_w ? at::zeros({chunks, C, N}, grad.options()) : at::empty({0}, grad.options());
-  Tensor dvt = grad_v ? at::zeros({chunks, N, N}, grad.options()) : at::empty({0}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lif_backward", [&] {
-    const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
-    const scalar_t bs = scalar_t(beta_syn);
-    const scalar_t *gp = grad.data_ptr<scalar_t>(), *spk = s.data_ptr<scalar_t>();
-    const scalar_t* sgp = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* ump = shape == GIVEN ? nullptr : u.data_ptr<scalar_t>();
-    const scalar_t slope_ = scalar_t(slope), scale_ = scalar_t(scale);
-    const scalar_t* pp = reset_grad ? p.data_ptr<scalar_t>() : nullptr;
-    scalar_t* dxp = want_dx ? dx.data_ptr<scalar_t>() : nullptr;
-    const int64_t* in_rp = grad_w ? in_row_ptr.data_ptr<int64_t>() : nullptr;
-    const int32_t* in_cp = grad_w ? in_cols.data_ptr<int32_t>() : nullptr;
-    const scalar_t* in_vp = grad_w ? in_vals.data_ptr<scalar_t>() : nullptr;
-    const int64_t* s_rp = grad_v ? s_row_ptr.data_ptr<int64_t>() : nullptr;
-    const int32_t* s_cp = grad_v ? s_cols.data_ptr<int32_t>() : nullptr;
-    const scalar_t* s_vp = grad_v ? s_vals.data_ptr<scalar_t>() : nullptr;
-    for_chunks(B, chunks, [&](int64_t c, int64_t b0, int64_t b1) {
-      std::vector<scalar_t> sgbuf(N);
-      const int64_t nb = b1 - b0;
-      scalar_t* dwt_c = grad_w ? dwt.data_ptr<scalar_t>() + c * C * N : nullptr;
-      scalar_t* dvt_c = grad_v ? dvt.data_ptr<scalar_t>() + c * N * N : nullptr;
-      Tensor du_c = du.narrow(0, b0, nb), di_c = di.narrow(0, b0, nb);
-      Tensor rec = recurrent ? at::empty({nb, N}, grad.options()) : Tensor();
-      scalar_t *dup = du_c.data_ptr<scalar_t>(), *dip = di_c.data_ptr<scalar_t>();
-      for (int64_t n = t1 - 1; n >= t0; --n) {
-        if (recurrent) at::mm_out(rec, di_c, v);
-        const scalar_t* rp = recurrent ? rec.data_ptr<scalar_t>() : nullptr;
-        for (int64_t b = 0; b < nb; ++b) {
-          const int64_t q = n * B + b0 + b, off = q * N;
-          const scalar_t* sgr = sgbuf.data();
-          scalar_t *dur = dup + b * N, *dir = dip + b * N;  // dU[n+1], dI[n+1] = dx[n]
-          if (want_dx) std::copy_n(dir, N, dxp + off);
-          if (grad_w) scatter_rows(N, dwt_c, dir, in_cp, in_vp, in_rp[q], in_rp[q + 1]);
-          if (grad_v) scatter_rows(N, dvt_c, dir, s_cp, s_vp, s_rp[q], s_rp[q + 1]);
-          with_shape(shape, [&](auto sh) {
-            with_flag(rp != nullptr, [&](auto rec_term) {
-              with_flag(pp != nullptr, [&](auto reset_term) {
-                if constexpr (sh.value == GIVEN) {
-                  sgr = sgp + ((n - t0) * B + b0 + b) * N;
-                } else {
-                  surrogate_row<sh.value>(N, ump + off, sgbuf.data(), slope_, scale_);
-                }
-                backward_row<rec_term.value, reset_term.value>(
-                    N, bm, obm, bs, gp + off, rp ? rp + b * N : nullptr,
-                    pp ? pp + off : nullptr, spk + off, sgr, dur, dir);
-              });
-            });
-          });
-        }
+// U (and P, for a differentiable reset: reset_grad) come from one of two places:
+// - stored by the forward pass (u, p given): the steps [t0, t1) are run, σ' is the built-in
+//   `shape` or given as sg ([t1 - t0, B, N], shape GIVEN), and the adjoints du = dU[t1],
+//   di = dI[t1] ([B, N]) and lu = λ_U, li = λ_I ([B, K]) are carried in place from call to
+//   call (latest steps first);
+// - recomputed (u empty, built-in shapes only): each block re-runs the layer's forward loop
+//   for a few batch entries at a time into a buffer of its own, which stays in cache, then
+//   runs their backward loop over the steps [0, t1). The layer is driven as in lif_forward
+//   (x, or the sparse input form and wt; vt).
+// dx (when not empty) receives dL/dx[n] = dI[n+1]; v = V [N, N] when gradients flow through
+// the recurrence (else empty). Returns dW^T = Σ_n S_in[n]^T dx[n] ([C, N], from the sparse
+// input form, when want_w), dV^T = Σ_n S[n]^T dx[n] ([N, N], when want_v) and dW_out^T =
+// Σ_n S[n]^T dx_out[n] ([N, K], when want_wo), each summed over blocks in block order;
+// empty tensors for the others.
+std::vector<Tensor> lif_backward(
+    const Tensor& grad, const Tensor& grad_const, const Tensor& dy, const Tensor& wo,
+    const Tensor& x, const Tensor& in_begin, const Tensor& in_end, const Tensor& in_cols,
+    const Tensor& in_vals, const Tensor& wt, const Tensor& vt, const Tensor& u, const Tensor& p,
+    const Tensor& sg, int64_t shape, double slope, double scale, const Tensor& v, Tensor du,
+    Tensor di, Tensor lu, Tensor li, Tensor dx, int64_t C, bool reset_grad, bool want_w,
+    bool want_v, bool want_wo, int64_t t0, int64_t t1, double beta_mem,
+    double one_minus_beta_mem, double beta_syn, double out_beta_mem,
+    double out_one_minus_beta_mem, double out_beta_syn) {
+  const bool stored = u.numel() > 0, readout = wo.numel() > 0;
+  TORCH_CHECK(stored || (shape != GIVEN && t0 == 0),
+              "lif_backward: a surrogate given as values needs the stored membrane");
+  TORCH_CHECK((!stored || is_time_major(u)) && (!stored || !reset_grad || is_time_major(p)) &&
+                  (grad.numel() == 0 || is_time_major(grad)) &&
+                  (dx.numel() == 0 || is_time_major(dx)) && (!readout || is_time_major(dy)) &&
+                  du.is_contiguous() && di.is_contiguous() && lu.is_contiguous() &&
+                  li.is_contiguous() && sg.is_contiguous() &&
+                  (grad_const.numel() == 0 || grad_const.is_contiguous()) &&
+                  (!readout || wo.is_contiguous()) && (v.numel() == 0 || v.is_contiguous()),
+              "lif_backward: time-major [B, T, N] and contiguous tensors expected");
+  TORCH_CHECK(!want_w || in_begin.numel() > 0, "lif_backward: dW needs the sparse input form");
+  TORCH_CHECK(!want_wo || readout, "lif_backward: dW_out needs the readout");
+  const int64_t B = du.size(0), N = du.size(1), K = readout ? wo.size(0) : 0;
+  const int64_t blocks = n_blocks(B);
+  const auto options = du.options();
+  const auto none = at::empty({0}, options);
+  Tensor dwt = want_w ? at::zeros({blocks, C, N}, options) : none;
+  Tensor dvt = want_v ? at::zeros({blocks, N, N}, options) : none;
+  Tensor dwot = want_wo ? at::zeros({blocks, N, K}, options) : none;
+  AT_DISPATCH_FLOATING_TYPES(du.scalar_type(), "lif_backward", [&] {
+    TORCH_CHECK(stored || x.numel() > 0 || in_begin.numel() > 0,
+                "lif_backward: recomputing needs the layer's input");
+    const Layer<scalar_t> L = layer_of<scalar_t>(x, in_begin, in_end, in_cols, in_vals, wt, vt,
+                                                 B, N, beta_mem, one_minus_beta_mem, beta_syn);
+    Readout<scalar_t> R;
+    if (readout) {
+      R = {K, scalar_t(out_beta_mem), scalar_t(out_one_minus_beta_mem), scalar_t(out_beta_syn),
+           scalar_t(0), nullptr, wo.data_ptr<scalar_t>()};
+    }
+    const Readout<scalar_t> no_readout;
+    for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
+      Adjoint<scalar_t> A;
+      A.grad = rows_of<scalar_t>(grad, b0);
+      A.grad_const = grad_const.numel() > 0 ? grad_const.data_ptr<scalar_t>() : nullptr;
+      A.dy = rows_of<scalar_t>(dy, b0);
+      A.dx = rows_of<scalar_t>(dx, b0);
+      if (v.numel() > 0) {
+        A.v = v.data_ptr<scalar_t>();
+        A.v_tensor = &v;
+      }
+      A.shape = shape;
+      A.slope = scalar_t(slope);
+      A.scale = scalar_t(scale);
+      A.sg = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
+      if (want_w) A.dwt = dwt.data_ptr<scalar_t>() + c * C * N;
+      if (want_v) A.dvt = dvt.data_ptr<scalar_t>() + c * N * N;
+      if (want_wo) A.dwot = dwot.data_ptr<scalar_t>() + c * N * K;
+      scalar_t *dup = du.data_ptr<scalar_t>(), *dip = di.data_ptr<scalar_t>();
+      scalar_t *lup = lu.data_ptr<scalar_t>(), *lip = li.data_ptr<scalar_t>();
+      if (stored) {
+        backward_entries(L, R, A, b0, b1, t0, t1, rows_of<scalar_t>(u, b0),
+                         reset_grad ? rows_of<scalar_t>(p, b0) : Rows<scalar_t>{},
+                         dup + b0 * N, dip + b0 * N, lup + b0 * K, lip + b0 * K);
+        return;
+      }
+      const int64_t per_entry = std::max<int64_t>(1, t1 * N * int64_t(sizeof(scalar_t)) *
+                                                         (reset_grad ? 2 : 1));
+      const int64_t group = L.vt || A.v ? b1 - b0
+                                        : std::clamp<int64_t>(kRecomputeBytes / per_entry, 1,
+                                                              b1 - b0);
+      std::vector<scalar_t> u_local(group * t1 * N), p_local(reset_grad ? group * t1 * N : 0);
+      for (int64_t s0 = b0; s0 < b1; s0 += group) {
+        const int64_t s1 = std::min(b1, s0 + group), ns = s1 - s0;
+        const Rows<scalar_t> U{u_local.data(), ns * N, N, s0};
+        const Rows<scalar_t> P = reset_grad ? Rows<scalar_t>{p_local.data(), ns * N, N, s0}
+                                            : Rows<scalar_t>{};
+        forward_entries(L, no_readout, s0, s1, t1, Rows<scalar_t>{}, U, P, Rows<scalar_t>{},
+                        static_cast<SparseBuilder<scalar_t>*>(nullptr), 0);
+        backward_entries(L, R, A, s0, s1, 0, t1, U, P, dup + s0 * N, dip + s0 * N,
+                         lup + s0 * K, lip + s0 * K);
       }
     });
   });
-  return {grad_w ? dwt.sum(0) : dwt, grad_v ? dvt.sum(0) : dvt};
+  return {want_w ? sum_blocks(dwt) : dwt, want_v ? sum_blocks(dvt) : dvt,
+          want_wo ? sum_blocks(dwot) : dwot};
 }
 
-// 1 + the last step n at which grad ([B, T, N], time-major) is non-zero for some batch
-// entry (0 if none); scans backwards and stops at the first non-zero.
-int64_t last_active_step(const Tensor& grad) {
-  TORCH_CHECK(is_time_major(grad), "last_active_step: time-major [B, T, N] input expected");
-  const int64_t B = grad.size(0), T = grad.size(1), N = grad.size(2);
+// 1 + the last step n at which t ([B, T, M], time-major) is non-zero for some batch entry
+// (0 if none); scans backwards and stops at the first non-zero.
+int64_t last_active_step(const Tensor& t) {
+  TORCH_CHECK(is_time_major(t), "last_active_step: time-major [B, T, M] input expected");
+  const int64_t B = t.size(0), T = t.size(1), M = t.size(2);
   int64_t last = 0;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "last_active_step", [&] {
-    const scalar_t* gp = grad.data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "last_active_step", [&] {
+    const scalar_t* tp = t.data_ptr<scalar_t>();
     for (int64_t n = T - 1; n >= 0 && last == 0; --n) {
-      if (any_nonzero(gp + n * B * N, B * N)) last = n + 1;
+      if (any_nonzero(tp + n * B * M, B * M)) last = n + 1;
     }
   });
   return last;
 }
 
-// The leaky readout as a linear filter of x [B, T, K]; returns U[1..T]:
+// The leaky readout as a linear filter of x [B, T, K] (time-major); returns U[1..T],
+// time-major, from U[0] = u0, I[0] = 0:
 //   U[n+1] = β_m U[n] + (1 - β_m) I[n],   I[n+1] = β_s I[n] + x[n].
 Tensor leaky_filter(const Tensor& x, double beta_mem, double one_minus_beta_mem,
-                    double beta_syn) {
-  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "leaky_filter: contiguous [B, T, K] expected");
+                    double beta_syn, double u0) {
+  TORCH_CHECK(is_time_major(x), "leaky_filter: time-major [B, T, K] expected");
   const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
-  Tensor y = at::empty_like(x);
+  Tensor y = empty_time_major(B, T, K, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "leaky_filter", [&] {
     const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
     const scalar_t bs = scalar_t(beta_syn);
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> u(K), i(K);
-      for (int64_t b = b0; b < b1; ++b) {
-        std::fill(u.begin(), u.end(), scalar_t(0));
-        std::fill(i.begin(), i.end(), scalar_t(0));
-        for (int64_t n = 0; n < T; ++n) {
-          const int64_t off = (b * T + n) * K;
+    for_blocks(B, n_blocks(B), [&](int64_t, int64_t b0, int64_t b1) {
+      std::vector<scalar_t> u((b1 - b0) * K, scalar_t(u0)), i((b1 - b0) * K, scalar_t(0));
+      for (int64_t n = 0; n < T; ++n) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t off = (n * B + b) * K;
+          scalar_t *ub = u.data() + (b - b0) * K, *ib = i.data() + (b - b0) * K;
           for (int64_t k = 0; k < K; ++k) {
-            u[k] = bm * u[k] + obm * i[k];
-            i[k] = bs * i[k] + xp[off + k];
-            yp[off + k] = u[k];
+            ub[k] = bm * ub[k] + obm * ib[k];
+            ib[k] = bs * ib[k] + xp[off + k];
+            yp[off + k] = ub[k];
           }
         }
       }
@@ -671,30 +1187,30 @@ Tensor leaky_filter(const Tensor& x, double beta_mem, double one_minus_beta_mem,
   return y;
 }
 
-// Adjoint of leaky_filter: dL/dx from dL/dU[1..T]. With λ_U, λ_I the adjoints of U[n+1],
-// I[n+1]: λ_U += dy[n]; dx[n] = λ_I; (λ_U, λ_I) <- (β_m λ_U, (1 - β_m) λ_U + β_s λ_I).
+// Adjoint of leaky_filter: dL/dx (time-major) from dL/dU[1..T] (time-major). With λ_U, λ_I
+// the adjoints of U[n+1], I[n+1]: u = λ_U + dy[n]; dx[n] = λ_I;
+// (λ_U, λ_I) <- (β_m u, (1 - β_m) u + β_s λ_I).
 Tensor leaky_filter_backward(const Tensor& dy, double beta_mem, double one_minus_beta_mem,
                              double beta_syn) {
-  TORCH_CHECK(dy.dim() == 3 && dy.is_contiguous(), "leaky_filter_backward: contiguous input");
+  TORCH_CHECK(is_time_major(dy), "leaky_filter_backward: time-major [B, T, K] expected");
   const int64_t B = dy.size(0), T = dy.size(1), K = dy.size(2);
-  Tensor dx = at::empty_like(dy);
+  Tensor dx = empty_time_major(B, T, K, dy.options());
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "leaky_filter_backward", [&] {
     const scalar_t bm = scalar_t(beta_mem), obm = scalar_t(one_minus_beta_mem);
     const scalar_t bs = scalar_t(beta_syn);
     const scalar_t* gp = dy.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> lu(K), li(K);
-      for (int64_t b = b0; b < b1; ++b) {
-        std::fill(lu.begin(), lu.end(), scalar_t(0));
-        std::fill(li.begin(), li.end(), scalar_t(0));
-        for (int64_t n = T - 1; n >= 0; --n) {
-          const int64_t off = (b * T + n) * K;
+    for_blocks(B, n_blocks(B), [&](int64_t, int64_t b0, int64_t b1) {
+      std::vector<scalar_t> lu((b1 - b0) * K, scalar_t(0)), li((b1 - b0) * K, scalar_t(0));
+      for (int64_t n = T - 1; n >= 0; --n) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t off = (n * B + b) * K;
+          scalar_t *lub = lu.data() + (b - b0) * K, *lib = li.data() + (b - b0) * K;
           for (int64_t k = 0; k < K; ++k) {
-            const scalar_t u = lu[k] + gp[off + k];
-            dxp[off + k] = li[k];
-            lu[k] = bm * u;
-            li[k] = obm * u + bs * li[k];
+            const scalar_t u = lub[k] + gp[off + k];
+            dxp[off + k] = lib[k];
+            lub[k] = bm * u;
+            lib[k] = obm * u + bs * lib[k];
           }
         }
       }
@@ -705,22 +1221,27 @@ Tensor leaky_filter_backward(const Tensor& dy, double beta_mem, double one_minus
 
 }  // namespace
 
-TORCH_LIBRARY(spikegrad_engine, m) {
-  m.def("to_sparse(Tensor x, float max_density, int B) -> Tensor[]", &to_sparse);
-  m.def("sparse_mm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor wt) -> Tensor", &sparse_mm);
-  m.def("sparse_tmm(Tensor row_ptr, Tensor cols, Tensor vals, Tensor g, int C) -> Tensor",
-        &sparse_tmm);
-  m.def("lif_forward(Tensor x, Tensor in_row_ptr, Tensor in_cols, Tensor in_vals, Tensor wt, "
-        "Tensor vt, int B, int T, float beta_mem, float one_minus_beta_mem, float beta_syn, "
-        "bool keep_pre_reset) -> Tensor[]", &lif_forward);
-  m.def("lif_backward(Tensor grad, Tensor s, Tensor sg, Tensor u, int shape, float slope, "
-        "float scale, Tensor p, Tensor v, Tensor(a!) du, Tensor(b!) di, Tensor(c!) dx, "
-        "Tensor in_row_ptr, Tensor in_cols, Tensor in_vals, int C, Tensor s_row_ptr, "
-        "Tensor s_cols, Tensor s_vals, int t0, int t1, float beta_mem, "
-        "float one_minus_beta_mem, float beta_syn) -> Tensor[]", &lif_backward);
-  m.def("last_active_step(Tensor grad) -> int", &last_active_step);
-  m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn) "
-        "-> Tensor", &leaky_filter);
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
+  m.def("to_sparse(Tensor x, float max_density) -> Tensor[]", &to_sparse);
+  m.def("sparse_mm(Tensor begin, Tensor end, Tensor cols, Tensor vals, Tensor wt) -> Tensor",
+        &sparse_mm);
+  m.def("sparse_tmm(Tensor begin, Tensor end, Tensor cols, Tensor vals, Tensor g, int C) "
+        "-> Tensor", &sparse_tmm);
+  m.def("lif_forward(Tensor x, Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, "
+        "Tensor wt, Tensor vt, Tensor wot, int B, int T, float beta_mem, "
+        "float one_minus_beta_mem, float beta_syn, bool keep_state, bool keep_pre_reset, "
+        "float out_beta_mem, float out_one_minus_beta_mem, float out_beta_syn, float out_u0) "
+        "-> Tensor[]", &lif_forward);
+  m.def("lif_backward(Tensor grad, Tensor grad_const, Tensor dy, Tensor wo, Tensor x, "
+        "Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, Tensor wt, Tensor vt, "
+        "Tensor u, Tensor p, Tensor sg, int shape, float slope, float scale, Tensor v, "
+        "Tensor(a!) du, Tensor(b!) di, Tensor(c!) lu, Tensor(d!) li, Tensor(e!) dx, int C, "
+        "bool reset_grad, bool want_w, bool want_v, bool want_wo, int t0, int t1, "
+        "float beta_mem, float one_minus_beta_mem, float beta_syn, float out_beta_mem, "
+        "float out_one_minus_beta_mem, float out_beta_syn) -> Tensor[]", &lif_backward);
+  m.def("last_active_step(Tensor t) -> int", &last_active_step);
+  m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn, "
+        "float u0) -> Tensor", &leaky_filter);
   m.def("leaky_filter_backward(Tensor dy, float beta_mem, float one_minus_beta_mem, "
         "float beta_syn) -> Tensor", &leaky_filter_backward);
 }

@@ -2,7 +2,8 @@
 
 They run on any device (the GPU path) and wherever the compiled kernels are unavailable.
 The time loops are plain tensor operations without autograd; the equations are in
-:mod:`spikegrad.engine`.
+:mod:`spikegrad.engine`. Products are dense (a GPU multiplies dense matrices faster than it
+gathers rows), so there are no sparse forms here and weight gradients are the caller's.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spikegrad.functional import THRESHOLD
-from spikegrad.surrogates import Surrogate
+from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
 
 
-def to_sparse(x: Tensor, max_density: float, time_major_batch: int = 0) -> None:
-    """Dense products only (a GPU multiplies dense matrices faster than it gathers rows)."""
+def to_sparse(x: Tensor, max_density: float) -> None:
+    """Dense products only (see the module docstring)."""
     return None
 
 
@@ -25,22 +25,25 @@ def empty_time_major(batch: int, steps: int, n: int, like: Tensor) -> Tensor:
 
 
 def lif_forward(
-    x: Tensor | None, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
-    beta_mem: float, beta_syn: float, keep_pre_reset: bool, batch: int, steps: int,
-) -> tuple[Tensor, Tensor, Tensor | None, None, None]:
-    """S, U and (optionally) P[n] = β_m U[n] + (1 - β_m) I[n] from x = W S_in [B, T, N].
-
-    ``sparse_input`` is always None here (see :func:`to_sparse`), and so are the last two
-    elements of the result (the sparse forms of S in the compiled kernels). Results are
-    stored time-major, like the compiled kernels'.
-    """
+    x: Tensor, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
+    readout_weight: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None,
+    keep_state: bool, batch: int, steps: int,
+) -> tuple[Tensor, Tensor | None, Tensor | None, None, Tensor | None]:
+    """S, U, P[n] = β_m U[n] + (1 - β_m) I[n] (for a differentiable reset) and the readout
+    trace (with a readout weight) from x = W S_in [B, T, N]; stored time-major like the
+    compiled kernels' results."""
     n = x.shape[-1]
-    s_all, u_all = empty_time_major(batch, steps, n, x), empty_time_major(batch, steps, n, x)
-    p_all = empty_time_major(batch, steps, n, x) if keep_pre_reset else None
+    beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
+    s_all = empty_time_major(batch, steps, n, x)
+    u_all = empty_time_major(batch, steps, n, x) if keep_state else None
+    keep_p = keep_state and not dynamics.detach_reset
+    p_all = empty_time_major(batch, steps, n, x) if keep_p else None
     u, i = x.new_zeros(batch, n), x.new_zeros(batch, n)
     for t in range(steps):
-        s = (u > 1.0).to(x.dtype)
-        u_all[:, t], s_all[:, t] = u, s
+        s = (u > THRESHOLD).to(x.dtype)
+        s_all[:, t] = s
+        if u_all is not None:
+            u_all[:, t] = u
         p = beta_mem * u + (1.0 - beta_mem) * i
         if p_all is not None:
             p_all[:, t] = p
@@ -48,60 +51,85 @@ def lif_forward(
         i = beta_syn * i + x[:, t]
         if recurrent_weight is not None:
             i = i + s @ recurrent_weight.detach().t()
-    return s_all, u_all, p_all, None, None
+    trace = None
+    if readout_weight is not None:
+        x_out = (s_all.transpose(0, 1) @ readout_weight.detach().t()).transpose(0, 1)
+        trace = leaky_filter(x_out, readout)
+    return s_all, u_all, p_all, None, trace
+
+
+def recomputes_state(surrogate) -> bool:
+    """The backward loop here always reads U computed by a forward pass."""
+    return False
 
 
 def lif_backward(
-    grad: Tensor, s: Tensor, u: Tensor, p: Tensor | None, v: Tensor | None,
-    beta_mem: float, beta_syn: float, surrogate: Surrogate, steps: int,
-    sparse_input: None, sparse_spikes: None, input_columns: int, want_dx: bool,
-) -> tuple[Tensor, None, None]:
-    """dL/dx (dx[n] = dI[n+1]) from dL/dS by the adjoint recursion, backwards in time.
+    x: Tensor | None, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
+    grad: Tensor | None, grad_const: Tensor | None, dy: Tensor | None,
+    readout_weight: Tensor | None, u: Tensor, p: Tensor | None, v: Tensor | None,
+    dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int, time_steps: int,
+    steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
+) -> tuple[Tensor, None, None, Tensor | None]:
+    """dL/dx (dx[n] = dI[n+1]) and dW_out by the adjoint recursions, backwards in time.
 
-    σ'(U - 1) comes from ``surrogate``; dL/dS is zero from step ``steps`` on. The weight
-    gradients are left to the caller (no sparse forms here).
-    """
-    batch, total, n = grad.shape
-    dx = empty_time_major(batch, total, n, grad)
+    dL/dS is ``grad`` plus ``grad_const`` plus, with a readout, dx_out W_out; it is zero from
+    step ``steps`` on. dW and dV are left to the caller (no sparse forms here)."""
+    n = weight.shape[0]
+    s = (u > THRESHOLD).to(u.dtype)
+    beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
+    grad_s = u.new_zeros(batch, time_steps, n) if grad is None else grad
+    if grad_const is not None:
+        grad_s = grad_s + grad_const[:, None]
+    grad_wo = None
+    if dy is not None:
+        dx_out = leaky_filter_backward(dy, readout)
+        grad_s = grad_s + dx_out @ readout_weight.detach()
+        if want_wo:
+            grad_wo = torch.einsum("btk,btn->kn", dx_out, s)
+    dx = empty_time_major(batch, time_steps, n, u)
     dx[:, steps:] = 0
-    du, di = grad.new_zeros(batch, n), grad.new_zeros(batch, n)
+    du, di = u.new_zeros(batch, n), u.new_zeros(batch, n)
     v = None if v is None else v.detach()
     for t in reversed(range(steps)):
         dx[:, t] = di
-        g = grad[:, t]
+        g = grad_s[:, t]
         if v is not None:
             g = g + di @ v
         if p is not None:
             g = g - du * p[:, t]
         a = du * (1.0 - s[:, t])
-        du = beta_mem * a + g * surrogate.derivative(u[:, t] - THRESHOLD)
+        du = beta_mem * a + g * dynamics.surrogate.derivative(u[:, t] - THRESHOLD)
         di = (1.0 - beta_mem) * a + beta_syn * di
-    return dx, None, None
+    return dx, None, None, grad_wo
 
 
-def last_active_step(grad: Tensor) -> int:
-    """1 + the last step at which dL/dS is non-zero (0 when it is zero everywhere)."""
-    active = grad.ne(0).any(dim=-1).any(dim=0).nonzero()
+def last_active_step(t: Tensor) -> int:
+    """1 + the last step at which ``t`` [B, T, M] is non-zero (0 when it is zero everywhere)."""
+    active = t.ne(0).any(dim=-1).any(dim=0).nonzero()
     return int(active[-1]) + 1 if len(active) else 0
 
 
-def leaky_filter(x: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
-    """U[1..T] of U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n]."""
-    y = torch.empty_like(x)
-    u, i = torch.zeros_like(x[:, 0]), torch.zeros_like(x[:, 0])
-    for t in range(x.shape[1]):
-        u = beta_mem * u + (1.0 - beta_mem) * i
-        i = beta_syn * i + x[:, t]
+def leaky_filter(x: Tensor, dynamics: ReadoutDynamics) -> Tensor:
+    """U[1..T] of U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + x[n], from
+    U[0] = u_0, I[0] = 0 (time-major)."""
+    batch, steps, k = x.shape
+    y = empty_time_major(batch, steps, k, x)
+    u = torch.full_like(x[:, 0], dynamics.initial_membrane)
+    i = torch.zeros_like(x[:, 0])
+    for t in range(steps):
+        u = dynamics.beta_mem * u + (1.0 - dynamics.beta_mem) * i
+        i = dynamics.beta_syn * i + x[:, t]
         y[:, t] = u
     return y
 
 
-def leaky_filter_backward(dy: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
-    """dL/dx from dL/dU[1..T] (the adjoint of :func:`leaky_filter`)."""
-    dx = torch.empty_like(dy)
+def leaky_filter_backward(dy: Tensor, dynamics: ReadoutDynamics) -> Tensor:
+    """dL/dx from dL/dU[1..T] (the adjoint of :func:`leaky_filter`), time-major."""
+    batch, steps, k = dy.shape
+    dx = empty_time_major(batch, steps, k, dy)
     lu, li = torch.zeros_like(dy[:, 0]), torch.zeros_like(dy[:, 0])
-    for t in reversed(range(dy.shape[1])):
+    for t in reversed(range(steps)):
         lu = lu + dy[:, t]
         dx[:, t] = li
-        lu, li = beta_mem * lu, (1.0 - beta_mem) * lu + beta_syn * li
+        lu, li = dynamics.beta_mem * lu, (1.0 - dynamics.beta_mem) * lu + dynamics.beta_syn * li
     return dx
