@@ -37,11 +37,14 @@ reported as missing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -272,7 +275,10 @@ def peak_memory_mib(step: Step, device: torch.device) -> float | None:
 
 
 def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
-             device: torch.device) -> dict[str, dict]:
+             device: torch.device, interleave: bool = True) -> dict[str, dict]:
+    """Time ``repeats`` steps of each library: interleaved step by step (a drift of the
+    machine's load hits all alike), or each library's steps in one run (under a constant
+    background load: another library's threads then never run between two of its steps)."""
     x, y = make_data(case, device)
     weights = {k: v.to(device) for k, v in make_weights(case).items()}
     steps, results = {}, {}
@@ -282,14 +288,29 @@ def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
         except ImportError as error:
             results[library] = {"status": "missing", "reason": str(error).splitlines()[0]}
     rates: dict[str, float] = {}
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
     times: dict[str, list[float]] = {library: [] for library in steps}
-    for _ in range(repeats):
-        for library, step in steps.items():
-            ms, rates[library] = timed(step, device)
-            times[library].append(ms)
+    threads = torch.get_num_threads()
+
+    def measure(library: str, count: int, record: bool) -> None:
+        for _ in range(count):
+            # every library starts its step with the same threads (the fast engine may then
+            # use fewer on a busy machine, see spikegrad.engine.threads)
+            torch.set_num_threads(threads)
+            ms, rates[library] = timed(steps[library], device)
+            if record:
+                times[library].append(ms)
+
+    if interleave:
+        for library in steps:
+            measure(library, warmup, record=False)
+        for _ in range(repeats):
+            for library in steps:
+                measure(library, 1, record=True)
+    else:
+        for library in steps:
+            measure(library, warmup, record=False)
+            measure(library, repeats, record=True)
+    torch.set_num_threads(threads)
     for library, step in steps.items():
         results[library] = {
             "status": "ok",
@@ -306,7 +327,8 @@ def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
 
 
 def run_bench(cases: list[str], libraries: list[str], repeats: int, warmup: int,
-              device: str = "cpu", long_repeats: int | None = None) -> dict:
+              device: str = "cpu", long_repeats: int | None = None,
+              interleave: bool = True) -> dict:
     dev = torch.device(device)
     report: dict = {
         "meta": {"torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -320,7 +342,49 @@ def run_bench(cases: list[str], libraries: list[str], repeats: int, warmup: int,
         long = name == "long" and long_repeats
         reps = long_repeats if long else repeats
         report[name] = run_case(CASES[name], libraries, reps,
-                                0 if long and len(cases) > 1 else warmup, dev)
+                                0 if long and len(cases) > 1 else warmup, dev, interleave)
+    return report
+
+
+BUSY_LOOP = "while True: pass"
+"""The background load: one single-threaded busy process, as a browser tab or an editor on a
+laptop would be."""
+
+
+@contextlib.contextmanager
+def background_load():
+    """A single-threaded busy process for the time of the block."""
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # running, and seen by the scheduler
+        yield busy.pid
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def run_with_background_load(cases: list[str], libraries: list[str], repeats: int, warmup: int,
+                             device: str = "cpu", long_repeats: int | None = None) -> dict:
+    """Every case idle, then again while one core is busy; adds per library the busy median,
+    its ratio to the idle median and the slowest busy step's ratio to the idle median."""
+    idle = run_bench(cases, libraries, repeats, warmup, device, long_repeats)
+    with background_load():
+        busy = run_bench(cases, libraries, repeats, warmup, device, long_repeats,
+                         interleave=False)
+    report = {**idle, "meta": {**idle["meta"], "background_load": BUSY_LOOP}}
+    for name in cases:
+        for library, result in report[name].items():
+            loaded = busy[name].get(library, {})
+            if result.get("status") != "ok" or loaded.get("status") != "ok":
+                continue
+            result["busy"] = {
+                "ms_per_step": loaded["ms_per_step"],
+                "times_ms": loaded["times_ms"],
+                "median_vs_idle": loaded["ms_per_step"] / result["ms_per_step"],
+                "slowest_vs_idle": max(loaded["times_ms"]) / result["ms_per_step"],
+                "time_vs_fast": loaded.get("time_vs_fast"),
+            }
     return report
 
 
@@ -339,6 +403,21 @@ def format_table(report: dict) -> str:
                 f"{'n/a' if rate is None else f'{rate:.4f}':>11s}"
             )
     meta = report["meta"]
+    if "background_load" in meta:
+        lines.append("")
+        lines.append(f"{'case':8s} {'library':10s} {'busy ms':>9s} {'x fast':>7s} "
+                     f"{'x idle':>7s} {'slowest x idle':>15s}")
+        for name in report["cases"]:
+            for library, r in report[name].items():
+                if "busy" not in r:
+                    continue
+                b = r["busy"]
+                lines.append(f"{name:8s} {library:10s} {b['ms_per_step']:9.1f} "
+                             f"{b.get('time_vs_fast') or 0:7.2f} {b['median_vs_idle']:7.2f} "
+                             f"{b['slowest_vs_idle']:15.2f}")
+        lines.append("(second table: the same steps while one single-threaded busy process "
+                     "runs, each library's steps in one run; 'x idle' = busy median / idle "
+                     "median, 'slowest x idle' = slowest busy step / idle median)")
     lines.append(f"(median of {meta['repeats']} steps after {meta['warmup']} warm-up, long case: "
                  f"{meta['long_repeats']} step(s); "
                  f"torch {meta['torch']}, {meta['threads']} threads, {meta['device']}; "
@@ -357,9 +436,13 @@ def format_table(report: dict) -> str:
               help="Timed steps per library in the long case.")
 @click.option("--warmup", default=1, show_default=True, help="Untimed steps first.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option("--background-load", is_flag=True,
+              help="Run every case idle, then again while a single-threaded busy process "
+                   "occupies one core; report both.")
 def bench(as_json: bool, cases: tuple[str, ...], libraries: tuple[str, ...], repeats: int,
-          long_repeats: int, warmup: int, device: str) -> None:
+          long_repeats: int, warmup: int, device: str, background_load: bool) -> None:
     """Milliseconds per training step and peak memory: fast engine, reference, peers."""
-    report = run_bench(list(cases) or list(CASES), list(libraries) or list(LIBRARIES),
-                       repeats, warmup, device, long_repeats)
+    run = run_with_background_load if background_load else run_bench
+    report = run(list(cases) or list(CASES), list(libraries) or list(LIBRARIES),
+                 repeats, warmup, device, long_repeats)
     click.echo(json.dumps(report) if as_json else format_table(report))

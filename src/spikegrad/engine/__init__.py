@@ -35,6 +35,9 @@ inside the forward loop and their weight gradient summed inside the backward loo
 ``SPIKEGRAD_RECOMPUTE=1``) not even those: the backward pass re-runs the forward loop. Steps
 after the last one that receives a gradient are skipped.
 
+Threads: on CPU the thread count follows the load of the machine (:mod:`.threads`); results
+do not depend on it.
+
 Layout: a layer's spikes and saved state are [B, T, N] tensors stored time-major
 (``t.transpose(0, 1)`` is contiguous), so that each step of both loops reads and writes
 contiguous memory; everything else accepts any layout. Spikes made here carry their sparse
@@ -53,6 +56,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
+from spikegrad.engine.threads import GOVERNOR
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "MAX_SPARSE_DENSITY"]
@@ -224,6 +228,13 @@ class _Readout(torch.autograd.Function):
         return grad_in, grad_w, None
 
 
+def _prepare(inputs: Tensor, recompute: bool | None) -> bool:
+    """Before an operation: the thread count for the current load (CPU), and ``recompute``."""
+    if inputs.device.type == "cpu":
+        GOVERNOR.update()
+    return _recompute(recompute)
+
+
 def _recompute(recompute: bool | None) -> bool:
     if recompute is None:
         return os.environ.get("SPIKEGRAD_RECOMPUTE", "0") not in ("", "0")
@@ -244,7 +255,7 @@ def lif_layer(
     (default: the environment variable ``SPIKEGRAD_RECOMPUTE``).
     """
     spikes, _ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
-                             _recompute(recompute))
+                             _prepare(inputs, recompute))
     return spikes
 
 
@@ -261,7 +272,7 @@ def lif_readout(
     spikes [B, T, N] and the readout trace U_out[1..T] [B, T, K]. Same values and gradients
     as :func:`lif_layer` followed by :func:`readout_layer`, faster."""
     return _Layer.apply(inputs, weight, recurrent_weight, readout_weight, dynamics, readout,
-                        _recompute(recompute))
+                        _prepare(inputs, recompute))
 
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:

@@ -1,0 +1,104 @@
+"""How many threads the fast engine uses: all free cores, and fewer when others are busy.
+
+The engine splits each operation into fixed blocks that threads claim one at a time, so no
+thread waits for another at each time step. A thread that shares its core with another
+busy process still runs at half speed, and the operation waits for the block it holds; with
+one core busy on a two-core laptop, two threads are then slower than one. So before an
+operation the engine counts the other processes that are running or waiting to run (Linux:
+``/proc/loadavg`` minus this process's own running threads) and uses the cores they leave
+free, at least one and at most the thread count it was given (``torch.get_num_threads()``
+when first used, or a later value the user sets). Results do not depend on the thread count
+(see ``kernels.cpp``), so this changes speed only.
+
+``SPIKEGRAD_THREADS=N`` fixes the thread count at N; ``SPIKEGRAD_THREADS=auto`` (the default)
+adapts it. Elsewhere than on Linux the count is left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+CHECK_INTERVAL_S = 0.01
+"""The load is looked at no more often than this (a look costs about 50 µs)."""
+
+CONFIRM_FEWER, CONFIRM_MORE = 2, 3
+"""A changed count of free cores is acted on once it has been seen this many times in a row:
+fewer threads soon (a busy core costs much), more threads a little later."""
+
+
+def other_runnable_tasks() -> int | None:
+    """Tasks of other processes that are running or waiting for a core right now (Linux)."""
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        own = 0
+        for task in os.scandir("/proc/self/task"):
+            try:
+                stat = Path(task.path, "stat").read_text()
+            except OSError:  # the thread ended meanwhile
+                continue
+            own += stat[stat.rindex(")") + 2] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, running - own)
+
+
+class ThreadGovernor:
+    """Sets ``torch.set_num_threads`` to the cores other processes leave free."""
+
+    def __init__(self, cores: int | None = None) -> None:
+        try:
+            self.cores = cores or len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            self.cores = cores or os.cpu_count() or 1
+        self.limit: int | None = None  # the user's thread count
+        self.chosen: int | None = None  # what we set last
+        self.last_check = -float("inf")
+        self.pending: tuple[int, int] | None = None  # (proposed count, times seen)
+
+    def fixed(self) -> int | None:
+        setting = os.environ.get("SPIKEGRAD_THREADS", "auto").strip().lower()
+        if setting in ("", "auto"):
+            return None
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise ValueError(f"SPIKEGRAD_THREADS: expected a positive number or 'auto', "
+                             f"got {setting!r}") from None
+
+    def update(self) -> int:
+        """Check the load (at most every CHECK_INTERVAL_S) and set the thread count."""
+        fixed = self.fixed()
+        if fixed is not None:
+            if torch.get_num_threads() != fixed:
+                torch.set_num_threads(fixed)
+            return fixed
+        current = torch.get_num_threads()
+        if self.chosen is None or current not in (self.chosen, self.limit):
+            # first use, or the user set a new thread count: that is the limit from now on
+            self.limit, self.chosen, self.pending = current, current, None
+        elif current != self.chosen:  # set back to the limit by someone else: ours again
+            torch.set_num_threads(self.chosen)
+        now = time.monotonic()
+        if now - self.last_check < CHECK_INTERVAL_S:
+            return self.chosen
+        self.last_check = now
+        others = other_runnable_tasks()
+        if others is None:
+            return self.chosen
+        wanted = max(1, min(self.limit, self.cores - others))
+        if wanted == self.chosen:
+            self.pending = None
+            return self.chosen
+        seen = self.pending[1] + 1 if self.pending and self.pending[0] == wanted else 1
+        self.pending = (wanted, seen)
+        if seen >= (CONFIRM_FEWER if wanted < self.chosen else CONFIRM_MORE):
+            torch.set_num_threads(wanted)
+            self.chosen, self.pending = wanted, None
+        return self.chosen
+
+
+GOVERNOR = ThreadGovernor()
