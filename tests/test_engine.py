@@ -60,16 +60,20 @@ def random_case(seed, dtype, recurrent, density=0.1, weight_scale=3.0):
 
 
 def _run(impl: str, leaves, rec, dynamics, readout_dynamics, **engine_kwargs):
-    """Spikes and readout trace of the reference path, the engine's layer then readout, or
-    the engine's fused layer and readout."""
+    """Spikes, readout trace and spike counts of the reference path, the engine's layer then
+    readout, or the engine's fused layer and readout (whose counts come from the kernel)."""
     if impl == "reference":
         spikes = functional.lif_layer(leaves[0], leaves[1], dynamics, rec)
-        return spikes, functional.readout_layer(spikes, leaves[2], readout_dynamics)
+        trace = functional.readout_layer(spikes, leaves[2], readout_dynamics)
+        return spikes, trace, spikes.sum(1)
     if impl == "separate":
         spikes = engine.lif_layer(leaves[0], leaves[1], dynamics, rec, **engine_kwargs)
-        return spikes, engine.readout_layer(spikes, leaves[2], readout_dynamics)
-    return engine.lif_readout(leaves[0], leaves[1], dynamics, leaves[2], readout_dynamics, rec,
-                              **engine_kwargs)
+        trace = engine.readout_layer(spikes, leaves[2], readout_dynamics)
+        return spikes, trace, spikes.sum(1)
+    spikes, trace, counts = engine.lif_readout(leaves[0], leaves[1], dynamics, leaves[2],
+                                               readout_dynamics, rec, **engine_kwargs)
+    assert torch.equal(counts, spikes.sum(1))
+    return spikes, trace, counts
 
 
 def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="weighted",
@@ -77,7 +81,7 @@ def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="w
     """Forward values and gradients of the fast engine (layer and readout apart, and fused)
     equal the reference path's. ``spike_loss``: a weighted sum of the spikes (a gradient
     that differs at every step), spike counts squared (one that is the same at every step,
-    as an activity regulariser's) or none."""
+    as an activity regulariser's; through the trains or the counts output) or none."""
     readout_dynamics = ReadoutDynamics(0.95, 0.8, initial_membrane=-0.01)
     results = []
     for impl in ("reference", "separate", "fused"):
@@ -85,13 +89,15 @@ def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="w
         leaves[0].requires_grad_(input_grad)
         rec = None if v is None else v.detach().clone().requires_grad_()
         kwargs = engine_kwargs if impl != "reference" else {}
-        spikes, trace = _run(impl, leaves, rec, dynamics, readout_dynamics, **kwargs)
+        spikes, trace, counts = _run(impl, leaves, rec, dynamics, readout_dynamics, **kwargs)
         loss = trace.max(1).values.pow(2).sum() + trace.sum()
         if spike_loss == "weighted":
             loss = loss + (spikes * torch.linspace(-1, 1, spikes.shape[-1],
                                                    dtype=spikes.dtype)).sum()
-        elif spike_loss == "counts":
+        elif spike_loss == "counts":  # through the spike trains
             loss = loss + spikes.sum(1).pow(2).sum() * 0.1
+        elif spike_loss == "fused counts":  # through the counts output
+            loss = loss + counts.pow(2).sum() * 0.1
         params = leaves[int(not input_grad):] + ([rec] if rec is not None else [])
         results.append((spikes, trace, torch.autograd.grad(loss, params)))
     s_ref, y_ref, g_ref = results[0]
@@ -109,8 +115,8 @@ VARIANTS = list(itertools.product([False, True], [True, False], [True, False]))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("recurrent,detach_reset,recurrent_gradient", VARIANTS)
 def test_variants_match_reference(backend, dtype, recurrent, detach_reset, recurrent_gradient):
-    for seed, spike_loss in zip(range(4), ("weighted", "none", "counts", "weighted"),
-                                strict=True):
+    for seed, spike_loss in zip(range(5), ("weighted", "none", "counts", "weighted",
+                                           "fused counts"), strict=True):
         inputs, weight, v, readout = random_case(seed, dtype, recurrent)
         dynamics = LIFDynamics(0.9, 0.8, Surrogate("superspike", 10.0, 1.0), detach_reset,
                                recurrent_gradient)
@@ -204,8 +210,8 @@ def test_no_gradient_reaches_the_fused_layer(backend, recurrent):
     inputs, weight, v, readout = random_case(8, torch.float32, recurrent)
     leaves = [t.clone().requires_grad_() for t in (weight, readout)]
     rec = None if v is None else v.clone().requires_grad_()
-    spikes, trace = engine.lif_readout(inputs, leaves[0], LIFDynamics(0.9, 0.8), leaves[1],
-                                       ReadoutDynamics(0.95, 0.8), rec)
+    spikes, trace, _ = engine.lif_readout(inputs, leaves[0], LIFDynamics(0.9, 0.8), leaves[1],
+                                          ReadoutDynamics(0.95, 0.8), rec)
     params = leaves + ([rec] if rec is not None else [])
     grads = torch.autograd.grad((trace * 0).sum() + (spikes * 0).sum(), params)
     assert all(g is not None and not g.any() for g in grads)

@@ -34,7 +34,7 @@ def _paper_network_gradients(overrides: list[str]) -> tuple[float, list[torch.Te
     inputs, labels = data.train.batch(range(len(data.train)))
     output = model(inputs.double())
     loss = classification_loss(reduce_readout(output.readout, "max"), labels)
-    loss = loss + activity_penalty(config, output.hidden_spikes)
+    loss = loss + activity_penalty(config, output.spike_counts)
     loss.backward()
     spikes = float(output.hidden_spikes[0].detach().sum())
     return spikes, [p.grad for p in model.parameters()]

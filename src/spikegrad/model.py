@@ -107,8 +107,14 @@ class LeakyReadout(nn.Module):
 
 @dataclass
 class SNNOutput:
+    """What a forward pass returns: the readout trace U_out[1..T] [B, T, K], each hidden
+    layer's spike count per neuron and sample [B, N] (differentiable, for activity
+    regularisers), and each hidden layer's spikes [B, T, N] (empty when the pass was asked
+    not to record them: see :meth:`SNN.forward`)."""
+
     readout: Tensor
     hidden_spikes: list[Tensor]
+    spike_counts: list[Tensor]
 
 
 class SNN(nn.Module):
@@ -162,20 +168,26 @@ class SNN(nn.Module):
         init_weights(net, init, init_scale, generator)
         return net
 
-    def forward(self, inputs: Tensor) -> SNNOutput:
-        hidden_spikes = []
+    def forward(self, inputs: Tensor, record_spikes: bool = True) -> SNNOutput:
+        """Inputs [B, T, C] to readout trace, spike counts and spikes. With ``record_spikes``
+        False the fast engine does not write the last layer's spike trains (training needs
+        only their counts), and ``hidden_spikes`` holds only the other layers'."""
+        hidden_spikes, counts = [], []
         x = inputs
         for layer in self.hidden[:-1]:
             x = layer(x)
             hidden_spikes.append(x)
+            counts.append(x.sum(dim=1))
         last, readout = self.hidden[-1], self.readout
         if last.engine == "fast" and readout.engine == "fast":  # one fused operation
-            spikes, trace = _fast_engine().lif_readout(
+            spikes, trace, last_counts = _fast_engine().lif_readout(
                 x, last.weight, last.dynamics, readout.weight, readout.dynamics,
-                last.recurrent_weight)
-            return SNNOutput(readout=trace, hidden_spikes=[*hidden_spikes, spikes])
+                last.recurrent_weight, spikes=record_spikes)
+            if spikes is not None:
+                hidden_spikes.append(spikes)
+            return SNNOutput(trace, hidden_spikes, [*counts, last_counts])
         x = last(x)
-        return SNNOutput(readout=readout(x), hidden_spikes=[*hidden_spikes, x])
+        return SNNOutput(readout(x), [*hidden_spikes, x], [*counts, x.sum(dim=1)])
 
     def set_engine(self, engine: Engine) -> SNN:
         for module in self.modules():

@@ -73,11 +73,11 @@ def build_model(
     return model
 
 
-def activity_penalty(config: ExperimentConfig, hidden_spikes: list[torch.Tensor]) -> torch.Tensor:
-    """Sum of the configured upper and lower activity regularisers over hidden layers."""
-    total = hidden_spikes[0].new_zeros(()) if hidden_spikes else torch.zeros(())
-    for spec, spikes in zip(config.model.hidden, hidden_spikes, strict=True):
-        counts = spikes.sum(dim=1)  # spikes per neuron per sample, [B, N]
+def activity_penalty(config: ExperimentConfig, spike_counts: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of the configured upper and lower activity regularisers over hidden layers, from
+    each layer's spike counts per neuron and sample ([B, N], ``SNNOutput.spike_counts``)."""
+    total = spike_counts[0].new_zeros(()) if spike_counts else torch.zeros(())
+    for spec, counts in zip(config.model.hidden, spike_counts, strict=True):
         a = spec.activity
         if a.upper_strength > 0:
             total = total + upper_rate_penalty(counts, a.upper_strength, a.upper_rate,
@@ -96,13 +96,13 @@ def evaluate(
     loss_sum, correct, n = 0.0, 0, 0
     spike_sums = [0.0] * len(model.hidden)
     for inputs, labels in iterate_batches(dataset, batch_size):
-        output = model(inputs)
+        output = model(inputs, record_spikes=False)
         logits = reduce_readout(output.readout, reduction)
         loss_sum += float(classification_loss(logits, labels)) * len(labels)
         correct += int((logits.argmax(dim=1) == labels).sum())
         n += len(labels)
-        for i, spikes in enumerate(output.hidden_spikes):
-            spike_sums[i] += float(spikes.sum(dim=1).mean(dim=1).sum())
+        for i, counts in enumerate(output.spike_counts):
+            spike_sums[i] += float(counts.mean(dim=1).sum())
     return {
         "loss": loss_sum / max(n, 1),
         "accuracy": correct / max(n, 1),
@@ -221,10 +221,10 @@ class Trainer:
             self.data.train, self.config.training.batch_size, shuffle=True,
             generator=self.shuffle_generator,
         ):
-            output = self.model(inputs)
+            output = self.model(inputs, record_spikes=False)
             logits = reduce_readout(output.readout, reduction)
             loss = classification_loss(logits, labels)
-            loss = loss + activity_penalty(self.config, output.hidden_spikes)
+            loss = loss + activity_penalty(self.config, output.spike_counts)
             if not torch.isfinite(loss):
                 return f"loss is {float(loss)}"
             self.optimizer.zero_grad(set_to_none=True)
@@ -235,8 +235,8 @@ class Trainer:
             loss_sum += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(dim=1) == labels).sum())
             n += len(labels)
-            for i, spikes in enumerate(output.hidden_spikes):
-                spike_sums[i] += float(spikes.detach().sum(dim=1).mean(dim=1).sum())
+            for i, counts in enumerate(output.spike_counts):
+                spike_sums[i] += float(counts.detach().mean(dim=1).sum())
         return loss_sum / n, correct / n, [s / n for s in spike_sums]
 
     def fit(self, resume: bool = False) -> dict[str, Any]:

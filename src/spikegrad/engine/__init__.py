@@ -131,11 +131,13 @@ def _spike_gradient(grad_s: Tensor | None) -> tuple[Tensor | None, Tensor | None
 
 
 class _Layer(torch.autograd.Function):
-    """A LIF layer, and with a readout weight the leaky readout that reads it: (S, U_out)."""
+    """A LIF layer, and with a readout weight the leaky readout that reads it:
+    (S, U_out, spike counts [B, N]). S is an empty tensor when not ``write_spikes``."""
 
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, readout_weight,
-                dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool):
+                dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool,
+                write_spikes: bool):
         ctx.set_materialize_grads(False)
         kernels = kernels_for(inputs)
         ctx.dynamics, ctx.readout, ctx.kernels = dynamics, readout, kernels
@@ -143,16 +145,20 @@ class _Layer(torch.autograd.Function):
         # with ``recompute`` U is not kept: the backward pass computes it again
         keep_state = any(ctx.needs_input_grad[:4]) and not recompute
         x = _Layer.projected_input(ctx, inputs, weight)
-        s, u, p, sparse_s, y = kernels.lif_forward(
+        s, u, p, counts, sparse_s, y = kernels.lif_forward(
             x, ctx.sparse, weight, recurrent_weight, readout_weight, dynamics, readout,
-            keep_state, *inputs.shape[:2])
+            keep_state, *inputs.shape[:2], write_spikes)
         ctx.state = (u, p) if keep_state else None
-        ctx.save_for_backward(inputs, weight, recurrent_weight, readout_weight, s)
+        ctx.shape = (*inputs.shape[:2], weight.shape[0])
+        ctx.save_for_backward(inputs, weight, recurrent_weight, readout_weight)
+        if s is None:
+            s = weight.new_empty(0)
+            ctx.mark_non_differentiable(s)
         _attach_sparse_form(s, sparse_s)
         if y is None:
-            y = s.new_empty(0)
+            y = weight.new_empty(0)
             ctx.mark_non_differentiable(y)
-        return s, y
+        return s, y, counts
 
     @staticmethod
     def projected_input(ctx, inputs: Tensor, weight: Tensor) -> Tensor | None:
@@ -162,9 +168,10 @@ class _Layer(torch.autograd.Function):
         return _matmul_time_major(inputs, weight.detach().t())
 
     @staticmethod
-    def backward(ctx, grad_s, grad_y):
-        inputs, weight, v, wo, s = ctx.saved_tensors
+    def backward(ctx, grad_s, grad_y, grad_counts):
+        inputs, weight, v, wo = ctx.saved_tensors
         d, kernels = ctx.dynamics, ctx.kernels
+        batch, time_steps, _ = ctx.shape
         x = _Layer.projected_input(ctx, inputs, weight)
         if ctx.state is not None:
             u, p = ctx.state
@@ -172,12 +179,15 @@ class _Layer(torch.autograd.Function):
         elif kernels.recomputes_state(d.surrogate):  # in cache-sized groups of batch entries
             u = p = None
         else:  # one more forward pass, keeping U this time
-            _, u, p, _, _ = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True,
-                                                *inputs.shape[:2])
-        grad, grad_const = _spike_gradient(grad_s)
+            _, u, p, _, _, _ = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True,
+                                                   batch, time_steps)
+        grad, grad_const = _spike_gradient(grad_s if grad_s is not None and grad_s.numel()
+                                           else None)
+        if grad_counts is not None:  # a count's gradient reaches S at every step
+            grad_const = grad_counts if grad_const is None else grad_const + grad_counts
         dy = _time_major(grad_y) if wo is not None and grad_y is not None else None
         steps = max(kernels.last_active_step(grad) if grad is not None else 0,
-                    s.shape[1] if grad_const is not None and bool(grad_const.any()) else 0,
+                    time_steps if grad_const is not None and bool(grad_const.any()) else 0,
                     kernels.last_active_step(dy) if dy is not None else 0)
         want_w = ctx.needs_input_grad[1]
         want_v = v is not None and ctx.needs_input_grad[2]
@@ -186,19 +196,17 @@ class _Layer(torch.autograd.Function):
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
         dx, grad_w, grad_v, grad_wo = kernels.lif_backward(
             x, ctx.sparse, weight, v, grad, grad_const, dy, wo, u, p, through_recurrence, d,
-            ctx.readout, s.shape[0], s.shape[1], steps, want_w, want_v, want_wo, want_dx,
+            ctx.readout, batch, time_steps, steps, want_w, want_v, want_wo, want_dx,
         )
         del u, p, x
         grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
         if want_w and grad_w is None:  # no sparse form: the kernels left it to a dense product
             grad_w = _weight_grad(kernels, dx, inputs, None)
-        if want_v and grad_v is None:
-            grad_v = s.new_zeros(v.shape) if dx is None else _weight_grad(kernels, dx, s, None)
         wants_wo = wo is not None and ctx.needs_input_grad[3]
         if wants_wo and grad_wo is None:
             grad_wo = torch.zeros_like(wo)
         return (grad_in, grad_w if want_w else None, grad_v if want_v else None,
-                grad_wo if wants_wo else None, None, None, None)
+                grad_wo if wants_wo else None, None, None, None, None)
 
 
 class _Readout(torch.autograd.Function):
@@ -254,8 +262,8 @@ def lif_layer(
     trades a second forward loop in the backward pass for not keeping U between the two
     (default: the environment variable ``SPIKEGRAD_RECOMPUTE``).
     """
-    spikes, _ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
-                             _prepare(inputs, recompute))
+    spikes, _, _ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
+                                _prepare(inputs, recompute), True)
     return spikes
 
 
@@ -267,12 +275,16 @@ def lif_readout(
     readout: ReadoutDynamics,
     recurrent_weight: Tensor | None = None,
     recompute: bool | None = None,
-) -> tuple[Tensor, Tensor]:
+    spikes: bool = True,
+) -> tuple[Tensor | None, Tensor, Tensor]:
     """A LIF layer and the leaky readout reading its spikes, as one operation: returns the
-    spikes [B, T, N] and the readout trace U_out[1..T] [B, T, K]. Same values and gradients
-    as :func:`lif_layer` followed by :func:`readout_layer`, faster."""
-    return _Layer.apply(inputs, weight, recurrent_weight, readout_weight, dynamics, readout,
-                        _prepare(inputs, recompute))
+    spikes [B, T, N] (None when not ``spikes``: they are then never written), the readout
+    trace U_out[1..T] [B, T, K] and the spike count of every neuron on every sample [B, N].
+    Same values and gradients as :func:`lif_layer` followed by :func:`readout_layer` and
+    ``spikes.sum(1)``, faster."""
+    s, trace, counts = _Layer.apply(inputs, weight, recurrent_weight, readout_weight, dynamics,
+                                    readout, _prepare(inputs, recompute), spikes)
+    return (s if spikes else None), trace, counts
 
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:

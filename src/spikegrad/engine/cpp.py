@@ -173,28 +173,30 @@ def lif_forward(
     x: Tensor | None, sparse_input: Sparse | None, weight: Tensor,
     recurrent_weight: Tensor | None, readout_weight: Tensor | None, dynamics: LIFDynamics,
     readout: ReadoutDynamics | None, keep_state: bool, batch: int, steps: int,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Sparse | None, Tensor | None]:
-    """(S, U, P, sparse form of S, readout trace) of a layer driven by x = W S_in ([B, T, N],
-    time-major) or by the sparse form of S_in: U and P only with ``keep_state`` (P only for
-    a differentiable reset), the sparse form only without a readout, the trace only with
-    one."""
+    write_spikes: bool = True,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor, Sparse | None, Tensor | None]:
+    """(S, U, P, spike counts [B, N], sparse form of S, readout trace) of a layer driven by
+    x = W S_in ([B, T, N], time-major) or by the sparse form of S_in: S unless not
+    ``write_spikes`` (with a readout only), U and P only with ``keep_state`` (P only for a
+    differentiable reset), the sparse form only without a readout, the trace only with one."""
     w = weight.detach()
     empty = w.new_empty(0)
     vt = empty if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
     wt = empty if x is not None else w.t().contiguous()
     wot = empty if readout_weight is None else readout_weight.detach().t().contiguous()
     keep_pre_reset = not dynamics.detach_reset
-    s, u, p, *rest = _ops().lif_forward(
+    s, u, p, counts, *rest = _ops().lif_forward(
         empty if x is None else x, *_sparse_args(sparse_input, w), wt, vt, wot, batch, steps,
         dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn, keep_state,
-        keep_pre_reset, *_readout_args(readout),
+        keep_pre_reset, write_spikes, *_readout_args(readout),
         readout.initial_membrane if readout is not None else 0.0,
     )
+    s = s if write_spikes else None
     u = u if keep_state else None
     p = p if keep_state and keep_pre_reset else None
     if readout_weight is None:
-        return s, u, p, tuple(rest), None
-    return s, u, p, None, rest[0]
+        return s, u, p, counts, tuple(rest), None
+    return s, u, p, counts, None, rest[0]
 
 
 BLOCK_BYTES = 1 << 21

@@ -781,7 +781,7 @@ template <typename scalar_t>
 void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64_t b0,
                      int64_t b1, int64_t steps, const Rows<scalar_t>& S, const Rows<scalar_t>& U,
                      const Rows<scalar_t>& P, const Rows<scalar_t>& Y,
-                     SparseBuilder<scalar_t>* sparse, int64_t c) {
+                     SparseBuilder<scalar_t>* sparse, int64_t c, scalar_t* counts = nullptr) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
   std::vector<scalar_t> state_u(nb * N, scalar_t(0)), state_i(nb * N, scalar_t(0));
   std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0));
@@ -795,6 +795,10 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
       if (L.wt) add_rows(N, i, L.wt, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
       if (L.vt) add_rows<scalar_t>(N, i, L.vt, idx.data(), nullptr, 0, m);
       if (sparse) sparse->add_spikes(c, q, idx.data(), m);
+      if (counts) {
+        scalar_t* row = counts + b * N;
+        for (int64_t e = 0; e < m; ++e) row[idx[e]] += scalar_t(1);
+      }
       if (K > 0) {
         readout_row(K, R.bm, R.obm, R.bs, out_u.data() + (b - b0) * K,
                     out_i.data() + (b - b0) * K, R.wot, idx.data(), m, Y(n, b));
@@ -805,27 +809,31 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
 
 // Forward of a LIF layer (and, when wot is given, of the leaky readout that reads it).
 // Driven by x = W S_in ([B, T, N], time-major) or, when x is empty, by the sparse form of
-// S_in and wt = W^T [C, N], projected in the loop; vt is V^T [N, N] or empty. Returns S and,
-// when keep_state, U and P = β_m U + (1 - β_m) I (P with keep_pre_reset), [B, T, N] stored
-// time-major; then either the sparse form of S (four tensors), or, with a readout, its
-// trace U_out[1..T] ([B, T, K], time-major) from U_out[0] = out_u0.
+// S_in and wt = W^T [C, N], projected in the loop; vt is V^T [N, N] or empty. Returns S (an
+// empty tensor when not write_spikes; only with a readout), U and P = β_m U + (1 - β_m) I
+// (when keep_state; P with keep_pre_reset), [B, T, N] stored time-major, and the spike count
+// of each neuron on each batch entry ([B, N]); then either the sparse form of S (four
+// tensors), or, with a readout, its trace U_out[1..T] ([B, T, K], time-major) from
+// U_out[0] = out_u0.
 std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const Tensor& in_end,
                                 const Tensor& in_cols, const Tensor& in_vals, const Tensor& wt,
                                 const Tensor& vt, const Tensor& wot, int64_t B, int64_t T,
                                 double beta_mem, double one_minus_beta_mem, double beta_syn,
-                                bool keep_state, bool keep_pre_reset, double out_beta_mem,
-                                double out_one_minus_beta_mem, double out_beta_syn,
-                                double out_u0) {
+                                bool keep_state, bool keep_pre_reset, bool write_spikes,
+                                double out_beta_mem, double out_one_minus_beta_mem,
+                                double out_beta_syn, double out_u0) {
   const bool readout = wot.numel() > 0, keep_p = keep_state && keep_pre_reset;
+  TORCH_CHECK(write_spikes || readout, "lif_forward: a layer without readout writes spikes");
   const auto options = x.numel() > 0 ? x.options() : wt.options();
   const auto none = at::empty({0}, options);
   const int64_t N = x.numel() > 0 ? x.size(2) : wt.size(1), K = readout ? wot.size(1) : 0;
   const int64_t blocks = n_blocks(B);
-  Tensor S = empty_time_major(B, T, N, options);
+  Tensor S = write_spikes ? empty_time_major(B, T, N, options) : none;
   Tensor U = keep_state ? empty_time_major(B, T, N, options) : none;
   Tensor P = keep_p ? empty_time_major(B, T, N, options) : none;
   Tensor Y = readout ? empty_time_major(B, T, K, options) : none;
-  std::vector<Tensor> result = {S, U, P};
+  Tensor counts = at::zeros({B, N}, options);
+  std::vector<Tensor> result = {S, U, P, counts};
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "lif_forward", [&] {
     TORCH_CHECK(x.numel() > 0 || in_begin.numel() == B * T,
                 "lif_forward: projected input x, or the sparse form of B * T input rows");
@@ -838,10 +846,11 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
     }
     // without a readout the spikes' sparse form is kept for the next layer and the gradients
     SparseBuilder<scalar_t> sparse(readout ? 0 : B * T, readout ? 0 : blocks);
+    scalar_t* cp = counts.data_ptr<scalar_t>();
     for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
       forward_entries(L, R, b0, b1, T, rows_of<scalar_t>(S, b0), rows_of<scalar_t>(U, b0),
                       rows_of<scalar_t>(P, b0), rows_of<scalar_t>(Y, b0),
-                      readout ? nullptr : &sparse, c);
+                      readout ? nullptr : &sparse, c, cp);
     });
     if (readout) {
       result.push_back(Y);
@@ -1230,7 +1239,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("lif_forward(Tensor x, Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, "
         "Tensor wt, Tensor vt, Tensor wot, int B, int T, float beta_mem, "
         "float one_minus_beta_mem, float beta_syn, bool keep_state, bool keep_pre_reset, "
-        "float out_beta_mem, float out_one_minus_beta_mem, float out_beta_syn, float out_u0) "
+        "bool write_spikes, float out_beta_mem, float out_one_minus_beta_mem, "
+        "float out_beta_syn, float out_u0) "
         "-> Tensor[]", &lif_forward);
   m.def("lif_backward(Tensor grad, Tensor grad_const, Tensor dy, Tensor wo, Tensor x, "
         "Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, Tensor wt, Tensor vt, "

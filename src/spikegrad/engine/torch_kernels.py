@@ -27,11 +27,11 @@ def empty_time_major(batch: int, steps: int, n: int, like: Tensor) -> Tensor:
 def lif_forward(
     x: Tensor, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
     readout_weight: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None,
-    keep_state: bool, batch: int, steps: int,
-) -> tuple[Tensor, Tensor | None, Tensor | None, None, Tensor | None]:
-    """S, U, P[n] = β_m U[n] + (1 - β_m) I[n] (for a differentiable reset) and the readout
-    trace (with a readout weight) from x = W S_in [B, T, N]; stored time-major like the
-    compiled kernels' results."""
+    keep_state: bool, batch: int, steps: int, write_spikes: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, None, Tensor | None]:
+    """S, U, P[n] = β_m U[n] + (1 - β_m) I[n] (for a differentiable reset), the spike counts
+    [B, N] and the readout trace (with a readout weight) from x = W S_in [B, T, N]; stored
+    time-major like the compiled kernels' results (S is always written here)."""
     n = x.shape[-1]
     beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
     s_all = empty_time_major(batch, steps, n, x)
@@ -55,7 +55,7 @@ def lif_forward(
     if readout_weight is not None:
         x_out = (s_all.transpose(0, 1) @ readout_weight.detach().t()).transpose(0, 1)
         trace = leaky_filter(x_out, readout)
-    return s_all, u_all, p_all, None, trace
+    return s_all, u_all, p_all, s_all.transpose(0, 1).sum(0), None, trace
 
 
 def recomputes_state(surrogate) -> bool:
@@ -69,11 +69,11 @@ def lif_backward(
     readout_weight: Tensor | None, u: Tensor, p: Tensor | None, v: Tensor | None,
     dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int, time_steps: int,
     steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
-) -> tuple[Tensor, None, None, Tensor | None]:
-    """dL/dx (dx[n] = dI[n+1]) and dW_out by the adjoint recursions, backwards in time.
+) -> tuple[Tensor, None, Tensor | None, Tensor | None]:
+    """dL/dx (dx[n] = dI[n+1]), dV and dW_out by the adjoint recursions, backwards in time.
 
     dL/dS is ``grad`` plus ``grad_const`` plus, with a readout, dx_out W_out; it is zero from
-    step ``steps`` on. dW and dV are left to the caller (no sparse forms here)."""
+    step ``steps`` on. dW is left to the caller (no sparse forms here)."""
     n = weight.shape[0]
     s = (u > THRESHOLD).to(u.dtype)
     beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
@@ -100,7 +100,10 @@ def lif_backward(
         a = du * (1.0 - s[:, t])
         du = beta_mem * a + g * dynamics.surrogate.derivative(u[:, t] - THRESHOLD)
         di = (1.0 - beta_mem) * a + beta_syn * di
-    return dx, None, None, grad_wo
+    grad_v = None
+    if want_v:  # Σ_n dx[n]^T S[n], dx[n] = dI[n+1] (V S[n] enters I[n+1])
+        grad_v = torch.einsum("btn,btk->nk", dx, s)
+    return dx, None, grad_v, grad_wo
 
 
 def last_active_step(t: Tensor) -> int:
