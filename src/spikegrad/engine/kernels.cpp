@@ -732,6 +732,70 @@ SG_INLINE void readout_adjoint_row<float>(int64_t K, float bm, float obm, float 
 }
 #endif
 
+// out [nb, N] = a [nb, N] V [N, N] (row-major): the recurrence term dI[n+1] V of a block of
+// batch entries at one step.
+template <typename scalar_t>
+void block_times_matrix(int64_t nb, int64_t N, const scalar_t* __restrict__ a,
+                        const scalar_t* __restrict__ v, scalar_t* __restrict__ out) {
+  std::fill_n(out, nb * N, scalar_t(0));
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t k = 0; k < N; ++k) {
+      const scalar_t ak = a[b * N + k];
+      const scalar_t* __restrict__ row = v + k * N;
+      for (int64_t j = 0; j < N; ++j) out[b * N + j] += ak * row[j];
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// Register-blocked: R rows of a and up to 7 vectors (112 columns) of V at a time, so that
+// each vector of V loaded serves R rows.
+template <int R>
+SG_INLINE void rows_times_matrix(int64_t N, int64_t j0, int64_t rows, const float* a,
+                                 const float* __restrict__ v, float* __restrict__ out) {
+  constexpr int C = 7;
+  __mmask16 m[C];
+#pragma GCC unroll 7
+  for (int c = 0; c < C; ++c) {
+    const int64_t left = std::clamp<int64_t>(N - j0 - 16 * c, 0, 16);
+    m[c] = static_cast<__mmask16>((1u << left) - 1u);
+  }
+  __m512 acc[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 7
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < N; ++k) {
+    __m512 vk[C];
+#pragma GCC unroll 7
+    for (int c = 0; c < C; ++c) vk[c] = _mm512_maskz_loadu_ps(m[c], v + k * N + j0 + 16 * c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 ak = _mm512_set1_ps(r < rows ? a[r * N + k] : 0.0f);
+#pragma GCC unroll 7
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(ak, vk[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+#pragma GCC unroll 7
+    for (int c = 0; c < C; ++c) _mm512_mask_storeu_ps(out + r * N + j0 + 16 * c, m[c], acc[r][c]);
+  }
+}
+
+template <>
+void block_times_matrix<float>(int64_t nb, int64_t N, const float* __restrict__ a,
+                               const float* __restrict__ v, float* __restrict__ out) {
+  for (int64_t b = 0; b < nb; b += 3) {
+    for (int64_t j0 = 0; j0 < N; j0 += 112) {
+      rows_times_matrix<3>(N, j0, std::min<int64_t>(3, nb - b), a + b * N, v, out + b * N);
+    }
+  }
+}
+#endif
+
 // What drives a LIF layer, and its constants.
 template <typename scalar_t>
 struct Layer {
@@ -935,7 +999,6 @@ struct Adjoint {
   Rows<scalar_t> dy;                    // dL/dU_out[1..T] (time-major, K wide), or none
   Rows<scalar_t> dx;                    // receives dL/dx[n] = dI[n+1], or none
   const scalar_t* v = nullptr;          // V [N, N] when gradients flow through the recurrence
-  const Tensor* v_tensor = nullptr;
   int64_t shape = SUPERSPIKE;
   scalar_t slope = 0, scale = 0;
   const scalar_t* sg = nullptr;         // σ' given for the steps [t0, t1) ([t1 - t0, B, N])
@@ -972,16 +1035,12 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
     }
   }
   std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), di_next(A.dvt ? N : 0);
+  std::vector<scalar_t> rec(A.v ? nb * N : 0);
   std::vector<int32_t> idx(N + 16), out_cols(K);
   for (int64_t k = 0; k < K; ++k) out_cols[k] = static_cast<int32_t>(k);
-  Tensor di_t, rec;
-  if (A.v) {
-    di_t = at::from_blob(di, {nb, N}, A.v_tensor->options());
-    rec = at::empty({nb, N}, A.v_tensor->options());
-  }
   for (int64_t n = t1 - 1; n >= t0; --n) {
-    if (A.v) at::mm_out(rec, di_t, *A.v_tensor);
-    const scalar_t* rp = A.v ? rec.data_ptr<scalar_t>() : nullptr;
+    // through the recurrence: dI[n+1] V for the whole block at once
+    if (A.v) block_times_matrix(nb, N, di, A.v, rec.data());
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t q = n * L.B + b, j = b - b0;
       scalar_t *dur = du + j * N, *dir = di + j * N;  // dU[n+1], dI[n+1] = dx[n]
@@ -1027,7 +1086,7 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       }
       // dV and dW_out take dI[n+1] and dx_out[n] at the neurons that spiked at step n
       if (A.dvt) std::copy_n(dir, N, di_next.data());  // backward_row moves dI on to dI[n]
-      const int64_t m = backward_row(N, L.bm, L.obm, L.bs, g, rp ? rp + j * N : nullptr,
+      const int64_t m = backward_row(N, L.bm, L.obm, L.bs, g, A.v ? rec.data() + j * N : nullptr,
                                      P(n, b), ur, sgr, dur, dir, idx.data());
       if (A.dvt) scatter_rows<scalar_t>(N, A.dvt, di_next.data(), idx.data(), nullptr, 0, m);
       if (A.dwot) scatter_rows<scalar_t>(K, A.dwot, dxo.data(), idx.data(), nullptr, 0, m);
@@ -1109,10 +1168,7 @@ std::vector<Tensor> lif_backward(
       A.grad_const = grad_const.numel() > 0 ? grad_const.data_ptr<scalar_t>() : nullptr;
       A.dy = rows_of<scalar_t>(dy, b0);
       A.dx = rows_of<scalar_t>(dx, b0);
-      if (v.numel() > 0) {
-        A.v = v.data_ptr<scalar_t>();
-        A.v_tensor = &v;
-      }
+      if (v.numel() > 0) A.v = v.data_ptr<scalar_t>();
       A.shape = shape;
       A.slope = scalar_t(slope);
       A.scale = scalar_t(scale);
