@@ -367,17 +367,18 @@ def crash_on_seed_one_of_normal_trials(payload):
 
 
 def test_early_stopping_median_rule(tmp_path):
-    from spikegrad.studies.worker import _stopping_trainer, cached_data
+    from spikegrad.studies.worker import cached_data, median_stopping
+    from spikegrad.training import Trainer
 
     config = load_config(TINY_BASE, {"training.epochs": 4})
     # no finished trial can be beaten: stopped after the grace epochs, best weights kept
-    trainer = _stopping_trainer(config, cached_data(config), [1.1] * 4, grace_epochs=2)
-    result = trainer.fit()
+    trainer = Trainer(config, data=cached_data(config), progress=False)
+    result = trainer.fit(epoch_callback=median_stopping([1.1] * 4, 2, 4))
     assert result["status"] == "stopped" and result["epochs_completed"] == 2
     assert math.isfinite(result["test_accuracy"])
     # no medians (off, or too few finished trials): the trial runs to the end
-    trainer = _stopping_trainer(config, cached_data(config), None, grace_epochs=1)
-    assert trainer.fit()["status"] == "completed"
+    trainer = Trainer(config, data=cached_data(config), progress=False)
+    assert trainer.fit(epoch_callback=median_stopping(None, 1, 4))["status"] == "completed"
     # in a study: with one worker, later trials are compared with the finished ones
     spec = tiny_spec(early_stopping={"grace_epochs": 1, "min_trials": 1},
                      set={"training.epochs": 3})
@@ -521,3 +522,59 @@ def test_spec_round_trip_and_show(tmp_path):
     lines = [line for line in result.output.splitlines() if "surrogate.slope=" in line]
     assert len(lines) == 12
     assert lines[0].endswith("surrogate.slope=1, training.batch_size=8, seed=0")
+
+
+def scripted_accuracy(payload):
+    """A trial function (runs in the worker) whose validation accuracy favours learning rate
+    0.01 while its test accuracy favours 0.05: a selection must follow validation."""
+    config = payload["config"]
+    rate = config["training"]["learning_rate"]
+    epochs = payload.get("stop_after") or config["training"]["epochs"]
+    valid = {0.01: 0.8, 0.05: 0.6}[rate] + 0.01 * config["seed"]
+    test = {0.01: 0.5, 0.05: 0.9}[rate]
+    history = [{"epoch": e, "valid_accuracy": valid * e / epochs, "train_loss": 1.0}
+               for e in range(1, epochs + 1)]
+    result = {"status": "paused" if payload.get("stop_after") else "completed",
+              "valid_accuracy": valid, "test_accuracy": test, "epochs_completed": epochs}
+    return {"status": result["status"], "result": result, "history": history, "error": None,
+            "trial_time_s": 0.0}
+
+
+def test_selection_chooses_on_validation_and_runs_the_chosen_value(tmp_path):
+    spec = tiny_spec(seeds=[0, 1, 2], set={"training.epochs": 4},
+                     select={"axis": "training.learning_rate", "values": [0.05, 0.01],
+                             "rung_epochs": 2, "rung_seeds": 2})
+    db_path = tmp_path / "db.sqlite"
+    summary = run_study(spec, db_path, workers=1, progress=False,
+                        trial_function=scripted_accuracy)
+    # one choice per condition (surrogate), by validation: 0.01, although test favours 0.05
+    assert sorted(summary["selections"].values()) == [0.01, 0.01]
+    with ResultsDB(db_path) as db:
+        trials = db.trials(study="tiny-study")
+        chosen = [t for t in trials if t["axes"]["training.learning_rate"] == 0.01]
+        rungs = [t for t in trials if t["axes"]["training.learning_rate"] == 0.05]
+        assert len(chosen) == 6 and all(t["status"] == "completed" for t in chosen)
+        assert len(rungs) == 4 and all(t["status"] == "paused" for t in rungs)
+        assert {t["axes"]["seed"] for t in rungs} == {0, 1}  # rung seeds only
+        scores = next(iter(db.selections("tiny-study").values()))["scores"]
+        assert scores == {"0.05": pytest.approx(0.605), "0.01": pytest.approx(0.805)}
+    again = run_study(spec, db_path, workers=1, progress=False, trial_function=scripted_accuracy)
+    assert again["ran"] == 0 and again["counts"] == summary["counts"]
+
+
+def test_selection_with_real_training_pauses_and_finishes(tmp_path):
+    """The rung trials pause after rung_epochs; the chosen ones train to their end."""
+    spec = tiny_spec(axes={}, seeds=[0, 1], set={"training.epochs": 3},
+                     select={"axis": "training.learning_rate", "values": [0.001, 0.02],
+                             "rung_epochs": 1, "rung_seeds": 1})
+    db_path = tmp_path / "db.sqlite"
+    summary = run_study(spec, db_path, workers=2, progress=False)
+    with ResultsDB(db_path) as db:
+        trials = db.trials(study="tiny-study")
+    value = summary["selections"]["{}"]
+    for trial in trials:
+        if trial["axes"]["training.learning_rate"] == value:
+            assert trial["status"] == "completed" and trial["epochs_completed"] == 3
+        else:
+            assert trial["status"] == "paused" and trial["epochs_completed"] == 1
+    assert len(trials) == 3  # both values on seed 0, the chosen one on seed 1

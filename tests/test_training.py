@@ -109,3 +109,28 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     for a, b in zip(history, whole_history, strict=True):
         a.pop("epoch_time_s"), b.pop("epoch_time_s")
         assert a == b
+
+
+def test_patience_ends_training(tiny_config):
+    """Keras' rule: after `patience` epochs whose validation accuracy does not beat the
+    reference by more than min_delta, training is complete; the best weights are kept."""
+    config = load_config(tiny_config, {"training.epochs": 40, "training.patience": 3,
+                                       "training.min_delta": 0.5})  # nothing improves by 0.5
+    trainer = Trainer(config)
+    result = trainer.fit()
+    assert result["status"] == "completed" and result["stop_reason"] == "patience"
+    assert result["epochs_completed"] == 4  # the first epoch sets the reference, then 3 more
+    assert result["best_epoch"] <= 4
+    free = train(load_config(tiny_config, {"training.epochs": 5}))
+    assert free["stop_reason"] == "epochs" and free["epochs_completed"] == 5
+
+
+def test_pause_and_resume_give_the_uninterrupted_result(tiny_config, tmp_path):
+    config = load_config(tiny_config, {"training.epochs": 6, "training.patience": 50})
+    full = train(config)
+    paused = Trainer(config, out_dir=tmp_path).fit(stop_after=2)
+    assert paused["status"] == "paused" and paused["epochs_completed"] == 2
+    resumed = Trainer(config, out_dir=tmp_path).fit(resume=True)
+    for result in (full, resumed):
+        result.pop("wall_time_s")
+    assert resumed == full

@@ -125,11 +125,18 @@ class ModelConfig(Strict):
 
 
 class TrainingConfig(Strict):
+    """Optimiser and schedule. ``epochs`` is the budget; with ``patience`` training also ends
+    when the validation accuracy has not improved by more than ``min_delta`` for that many
+    epochs in a row (Keras' early-stopping rule). The weights of the epoch with the best
+    validation accuracy are the run's result either way."""
+
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: PositiveFloat = 2e-3
     momentum: NonNegativeFloat = 0.0
     batch_size: PositiveInt = 250
     epochs: PositiveInt = 100
+    patience: PositiveInt | None = None
+    min_delta: NonNegativeFloat = 0.0
     eval_batch_size: PositiveInt = 1000
 
 

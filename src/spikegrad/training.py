@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,10 @@ class TrainingState:
     diverged_epoch: int | None = None
     divergence_reason: str | None = None
     elapsed_s: float = 0.0
+    # early stopping: the accuracy an improvement must beat by min_delta, and epochs since
+    patience_reference: float = -1.0
+    epochs_without_improvement: int = 0
+    stop_reason: str | None = None  # "patience", "epochs", "callback" or None (running)
 
 
 def _weights_finite(model: SNN) -> bool:
@@ -239,8 +244,18 @@ class Trainer:
                 spike_sums[i] += float(counts.detach().mean(dim=1).sum())
         return loss_sum / n, correct / n, [s / n for s in spike_sums]
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train for ``training.epochs`` epochs (continuing a checkpoint if ``resume``)."""
+    def fit(
+        self, resume: bool = False, stop_after: int | None = None,
+        epoch_callback: Callable[[TrainingState], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Train for ``training.epochs`` epochs, or until the patience rule ends it
+        (continuing a checkpoint if ``resume``).
+
+        ``stop_after``: pause after that many epochs (status ``paused``; ``fit`` again with
+        ``resume`` continues, with the result of an uninterrupted run). ``epoch_callback``
+        is called with the state after every epoch; when it returns True training stops
+        (status ``stopped``, the metrics of the best epoch so far).
+        """
         if self.out_dir is not None:
             if not resume and self.checkpoint_path.exists():
                 raise ConfigError(
@@ -279,6 +294,10 @@ class Trainer:
                     k: v.detach().clone() for k, v in self.model.state_dict().items()
                 }
             self.state.epoch = epoch
+            self._early_stopping(valid["accuracy"])
+            if epoch_callback is not None and self.state.status == "running" and \
+                    epoch_callback(self.state):
+                self.state.status, self.state.stop_reason = "stopped", "callback"
             self.state.elapsed_s += time.perf_counter() - started
             self.save_checkpoint()
             self._write_metrics()
@@ -286,9 +305,15 @@ class Trainer:
             bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_accuracy:.3f}",
                             valid=f"{valid['accuracy']:.3f}",
                             spikes="/".join(f"{s:.2f}" for s in train_spikes))
+            if stop_after is not None and self.state.epoch >= stop_after and \
+                    self.state.status == "running" and self.state.epoch < epochs:
+                bar.close()
+                self._write_metrics()
+                return {**self.final_metrics(evaluate_splits=False), "status": "paused"}
         bar.close()
         if self.state.status == "running":
             self.state.status = "completed"
+            self.state.stop_reason = self.state.stop_reason or "epochs"
             self.save_checkpoint()
         result = self.final_metrics()
         if self.out_dir is not None:
@@ -296,24 +321,42 @@ class Trainer:
             atomic_write_json(self.out_dir / "result.json", result)
         return result
 
+    def _early_stopping(self, valid_accuracy: float) -> None:
+        """Keras' rule: an improvement must exceed the reference by min_delta; after
+        ``patience`` epochs without one, training is complete."""
+        t, s = self.config.training, self.state
+        if valid_accuracy > s.patience_reference + t.min_delta:
+            s.patience_reference, s.epochs_without_improvement = valid_accuracy, 0
+        else:
+            s.epochs_without_improvement += 1
+        if t.patience is not None and s.epochs_without_improvement >= t.patience:
+            s.status, s.stop_reason = "completed", "patience"
+
     def _write_metrics(self) -> None:
         if self.out_dir is not None:
             lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
             atomic_write_text(self.out_dir / "metrics.jsonl", lines)
 
-    def final_metrics(self) -> dict[str, Any]:
-        """Metrics of the best-validation weights on all three splits."""
+    def final_metrics(self, evaluate_splits: bool = True) -> dict[str, Any]:
+        """Metrics of the best-validation weights on all three splits (with
+        ``evaluate_splits`` False: the validation accuracy of the best epoch only)."""
         s = self.state
         result: dict[str, Any] = {
             "name": self.config.name,
             "status": s.status,
+            "stop_reason": s.stop_reason,
             "diverged_epoch": s.diverged_epoch,
             "divergence_reason": s.divergence_reason,
             "epochs_completed": s.epoch,
+            "epoch_budget": self.config.training.epochs,
             "best_epoch": s.best_epoch,
             "config_hash": self.config.config_hash(),
             "seed": self.config.seed,
         }
+        if not evaluate_splits:
+            result["valid_accuracy"] = s.best_valid_accuracy if s.best_epoch else math.nan
+            result["wall_time_s"] = s.elapsed_s
+            return result
         if s.best_model_state is None:
             nan = math.nan
             n_layers = len(self.model.hidden)

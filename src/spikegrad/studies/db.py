@@ -8,6 +8,8 @@ Tables:
   grid position (a config shared by two studies is trained once).
 - ``epochs``: per-epoch metrics of every finished trial.
 - ``studies``: the spec of every study run into the file.
+- ``selections``: for studies with a ``select`` section, the value chosen for each
+  condition and the validation scores it was chosen by.
 
 A trial's result and its epochs are written in one transaction, so a driver killed at
 any moment leaves either all of a trial or none of it.
@@ -30,14 +32,14 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-# statuses a trial ends with; any other (pending, running) means "run it (again)"
+# statuses a trial ends with; any other (pending, running, paused) means "run it (again)"
 FINISHED = ("completed", "diverged", "stopped", "failed", "crashed")
-# statuses that come with metrics of a trained network
-WITH_METRICS = ("completed", "stopped", "diverged")
+# statuses that come with metrics of a trained network (a paused trial: of its rung)
+WITH_METRICS = ("completed", "stopped", "diverged", "paused")
 METRIC_KEYS = (
     "train_accuracy", "valid_accuracy", "test_accuracy", "train_loss", "valid_loss", "test_loss",
-    "hidden_spikes_per_neuron", "epochs_completed", "best_epoch", "diverged_epoch",
-    "divergence_reason",
+    "hidden_spikes_per_neuron", "epochs_completed", "epoch_budget", "best_epoch", "stop_reason",
+    "diverged_epoch", "divergence_reason",
 )
 
 _SCHEMA = """
@@ -66,6 +68,11 @@ CREATE TABLE IF NOT EXISTS epochs (
     config_hash TEXT NOT NULL, epoch INTEGER NOT NULL, metrics_json TEXT NOT NULL,
     valid_accuracy REAL,
     PRIMARY KEY (config_hash, epoch)
+);
+CREATE TABLE IF NOT EXISTS selections (
+    study TEXT NOT NULL, condition_json TEXT NOT NULL, axis TEXT NOT NULL,
+    value_json TEXT NOT NULL, scores_json TEXT NOT NULL,
+    PRIMARY KEY (study, condition_json)
 );
 CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
 """
@@ -186,6 +193,21 @@ class ResultsDB:
                  for r in history],
             )
 
+    def record_selection(self, study: str, condition_key: str, axis: str, value: Any,
+                         scores: dict[str, float | None]) -> None:
+        """Store the value chosen for one condition of a study, with the scores per value."""
+        with self._transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO selections VALUES (?, ?, ?, ?, ?)",
+                        (study, condition_key, axis, _json(value), _json(scores)))
+
+    def selections(self, study: str) -> dict[str, dict[str, Any]]:
+        """{condition key: {"axis", "value", "scores"}} of a study's selections."""
+        rows = self.conn.execute(
+            "SELECT condition_json, axis, value_json, scores_json FROM selections "
+            "WHERE study = ?", (study,)).fetchall()
+        return {r[0]: {"axis": r[1], "value": json.loads(r[2]), "scores": json.loads(r[3])}
+                for r in rows}
+
     def reset_trials(self, config_hashes: Iterable[str]) -> None:
         with self._transaction() as cur:
             cur.executemany("UPDATE trials SET status = 'pending' WHERE config_hash = ?",
@@ -275,7 +297,9 @@ class ResultsDB:
         """Counts per status, progress and the failed trials of a study (or all)."""
         trials = self.trials(study=study)
         counts = Counter(t["status"] for t in trials)
-        finished = sum(counts[s] for s in FINISHED)
+        # a paused trial is a finished rung of a selection (its value was not chosen, or it
+        # runs again in full)
+        finished = sum(counts[s] for s in (*FINISHED, "paused"))
         problems = [
             {"config_hash": t["config_hash"], "study": t["study"], "axes": t["axes"],
              "status": t["status"],
@@ -287,7 +311,8 @@ class ResultsDB:
             "total": len(trials),
             "finished": finished,
             "progress": finished / len(trials) if trials else 1.0,
-            "counts": {s: counts[s] for s in ("pending", "running", *FINISHED) if counts[s]},
+            "counts": {s: counts[s] for s in ("pending", "running", "paused", *FINISHED)
+                       if counts[s]},
             "failures": problems,
         }
 

@@ -18,6 +18,7 @@ back to the driver with ``ray.wait``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
@@ -27,6 +28,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,13 @@ from tqdm.auto import tqdm
 
 from spikegrad.config import ConfigError
 from spikegrad.studies.db import FINISHED, ResultsDB
-from spikegrad.studies.spec import METRICS, StudySpec, TrialConfig, load_study_spec
+from spikegrad.studies.spec import (
+    METRICS,
+    StudySpec,
+    TrialConfig,
+    condition_key,
+    load_study_spec,
+)
 from spikegrad.studies.worker import ray_trial, worker_main
 
 RAY_MAX_RETRIES = 3
@@ -47,6 +55,14 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Work:
+    """One trial to run; with ``stop_after`` it pauses after that many epochs (a rung)."""
+
+    trial: TrialConfig
+    stop_after: int | None = None
 
 
 def run_study(
@@ -68,51 +84,130 @@ def run_study(
     must be importable by the workers).
 
     Returns a summary: study, db, trials, already_finished, ran, counts (per status),
-    best (the best trial by the spec's metric), workers, address, wall_time_s.
+    best (the best trial by the spec's metric), workers, address, wall_time_s; with a
+    ``select`` section also selections (the value chosen per condition).
     """
-    if not isinstance(spec, StudySpec):
-        spec = load_study_spec(spec)
+    return run_studies([spec], db_path, workers, address, progress, retry_failed,
+                       trial_function)[0]
+
+
+def run_studies(
+    specs: list[StudySpec | str | Path | dict[str, Any]],
+    db_path: str | Path,
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+    trial_function: Callable[[dict[str, Any]], Outcome] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_study` for several studies at once, in one pool of workers (trials that
+    two studies share run once). Studies with a ``select`` section run in two phases: the
+    rungs of every selection together with all other trials, then the chosen values."""
+    specs = [s if isinstance(s, StudySpec) else load_study_spec(s) for s in specs]
     if workers is not None and workers < 1:
-        raise ConfigError(f"--workers: must be at least 1, got {workers}")
-    trials = spec.trials()
+        raise ConfigError(f"workers: must be at least 1, got {workers}")
     started = time.perf_counter()
     db_path = Path(db_path)
     with _DriverLock(db_path), ResultsDB(db_path) as db:
-        db.register_study(spec.name, spec.to_dict(), trials)
-        statuses = db.statuses(t.config_hash() for t in trials)
+        def members(spec: StudySpec) -> list[TrialConfig]:
+            if spec.select is None:
+                return spec.trials()
+            chosen = {k: v["value"] for k, v in db.selections(spec.name).items()}
+            unique = {t.config_hash(): t for t in spec.rung_trials() + spec.chosen_trials(chosen)}
+            return list(unique.values())
+
+        for spec in specs:
+            db.register_study(spec.name, spec.to_dict(), members(spec))
+        everything = {t.config_hash(): t for spec in specs for t in spec.trials()}
+        statuses = db.statuses(everything)
         if retry_failed:
-            again = [h for h, s in statuses.items() if s in ("failed", "crashed")]
+            again = [h for h, status in statuses.items() if status in ("failed", "crashed")]
             db.reset_trials(again)
             statuses.update({h: "pending" for h in again})
-        todo = [t for t in trials if statuses.get(t.config_hash()) not in FINISHED]
-        done_before = len(trials) - len(todo)
-        tracker = _Tracker(spec, db, total=len(trials), initial=done_before, progress=progress)
+        done_before = {spec.name: sum(statuses.get(t.config_hash()) in (*FINISHED, "paused")
+                                      for t in members(spec)) for spec in specs}
+        tracker = _Tracker(specs, db, total=sum(len(members(s)) for s in specs),
+                           initial=sum(done_before.values()), progress=progress)
         cores = available_cores()
-        n_workers = workers or max(1, cores // spec.cpus_per_trial)
+        cpus = max(s.cpus_per_trial for s in specs)
+        n_workers = workers or max(1, cores // cpus)
+        pool = _Pool(tracker, n_workers, cores, address, cpus, trial_function)
         try:
-            if not todo:
-                pass
-            elif address is None:
-                n_workers = min(n_workers, len(todo))
-                threads = max(1, cores // n_workers)
-                _run_local(todo, tracker, n_workers, threads, trial_function)
-            else:
-                _run_ray(todo, tracker, address, spec.cpus_per_trial, trial_function)
+            # phase 1: every trial without a selection, and the rungs of the selections
+            todo: dict[str, Work] = {}
+            for spec in specs:
+                if spec.select is None:
+                    for trial in spec.trials():
+                        todo.setdefault(trial.config_hash(), Work(trial))
+                    continue
+                for trial in spec.rung_trials():
+                    todo.setdefault(trial.config_hash(),
+                                    Work(trial, stop_after=spec.select.rung_epochs))
+            statuses = db.statuses(todo)
+            pool.run([w for h, w in todo.items()
+                      if statuses.get(h) not in (*FINISHED, "paused")])
+            # the choices, then phase 2: every seed at the chosen values
+            todo = {}
+            for spec in specs:
+                if spec.select is None:
+                    continue
+                _choose(spec, db)
+                db.register_study(spec.name, spec.to_dict(), members(spec))
+                chosen = {k: v["value"] for k, v in db.selections(spec.name).items()}
+                tracker.grow(len(members(spec)) - len(spec.rung_trials()))
+                for trial in spec.chosen_trials(chosen):
+                    todo.setdefault(trial.config_hash(), Work(trial))
+            statuses = db.statuses(todo)
+            pool.run([w for h, w in todo.items() if statuses.get(h) not in FINISHED])
         finally:
+            pool.close()
             tracker.close()
-        status = db.status(spec.name)
-        return {
-            "study": spec.name,
-            "db": str(db_path),
-            "trials": len(trials),
-            "already_finished": done_before,
-            "ran": tracker.ran,
-            "counts": status["counts"],
-            "best": best_trial(db.trials(study=spec.name), spec.metric),
-            "workers": n_workers if address is None else None,
-            "address": address,
-            "wall_time_s": time.perf_counter() - started,
-        }
+        summaries = []
+        for spec in specs:
+            status = db.status(spec.name)
+            summary = {
+                "study": spec.name,
+                "db": str(db_path),
+                "trials": status["total"],
+                "already_finished": done_before[spec.name],
+                "ran": tracker.ran_by_study.get(spec.name, 0),
+                "counts": status["counts"],
+                "best": best_trial(db.trials(study=spec.name), spec.metric),
+                "workers": pool.n_workers if address is None else None,
+                "address": address,
+                "wall_time_s": time.perf_counter() - started,
+            }
+            if spec.select is not None:
+                summary["selections"] = {k: v["value"]
+                                         for k, v in db.selections(spec.name).items()}
+            summaries.append(summary)
+        return summaries
+
+
+def _choose(spec: StudySpec, db: ResultsDB) -> None:
+    """Store, for every condition of ``spec`` not chosen yet, the value of the selected axis
+    with the best mean over the rung seeds of the best validation accuracy up to the rung."""
+    select = spec.select
+    known = db.selections(spec.name)
+    rung_seeds = (spec.seed_values() or [])[: select.rung_seeds]
+    by_condition: dict[str, dict[str, list[float]]] = {}
+    for trial in spec.rung_trials():
+        key = condition_key(spec.condition_of(trial))
+        if key in known:
+            continue
+        epochs = [e for e in db.epochs(trial.config_hash()) if e["epoch"] <= select.rung_epochs]
+        scores = [e["valid_accuracy"] for e in epochs if _finite(e.get("valid_accuracy"))]
+        value = json.dumps(trial.axes[select.axis])
+        by_condition.setdefault(key, {}).setdefault(value, []).append(
+            max(scores) if scores else -math.inf)
+    for key, by_value in by_condition.items():
+        means = {v: sum(x) / len(x) for v, x in by_value.items() if len(x) == len(rung_seeds)}
+        if not means:
+            continue
+        best = max(means.values())
+        chosen = next(v for v in by_value if means.get(v) == best)  # grid order: ties to the first
+        db.record_selection(spec.name, key, select.axis, json.loads(chosen),
+                            {v: (m if math.isfinite(m) else None) for v, m in means.items()})
 
 
 def best_trial(trials: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
@@ -133,41 +228,61 @@ def _finite(value: Any) -> bool:
 class _Tracker:
     """Driver bookkeeping: payloads, writing outcomes, the progress bar, the running best."""
 
-    def __init__(self, spec: StudySpec, db: ResultsDB, total: int, initial: int,
+    def __init__(self, specs: list[StudySpec], db: ResultsDB, total: int, initial: int,
                  progress: bool) -> None:
-        self.spec, self.db = spec, db
-        self.metric = spec.metric
-        self.ran = 0
+        self.specs = {spec.name: spec for spec in specs}
+        self.db = db
+        # the running best is shown for the first study's metric
+        self.metric = specs[0].metric
+        self.ran_by_study: dict[str, int] = {}
         self.problems = 0
         self.best: float | None = None
-        self._medians: list[float | None] | None = None
-        self._medians_stale = True
-        finished = db.trials(study=spec.name, status=FINISHED)
-        self.problems = sum(t["status"] in ("failed", "crashed") for t in finished)
-        for trial in finished:
-            self._update_best(trial.get(self.metric))
-        self.bar = tqdm(total=total, initial=initial, desc=spec.name, unit="trial",
+        self._medians: dict[str, list[float | None] | None] = {}
+        self._medians_stale: set[str] = set(self.specs)
+        for spec in specs:
+            finished = db.trials(study=spec.name, status=FINISHED)
+            self.problems += sum(t["status"] in ("failed", "crashed") for t in finished)
+            if spec.metric == self.metric:
+                for trial in finished:
+                    self._update_best(trial.get(self.metric))
+        name = specs[0].name if len(specs) == 1 else f"{len(specs)} studies"
+        self.bar = tqdm(total=total, initial=initial, desc=name, unit="trial",
                         disable=not progress, dynamic_ncols=True, smoothing=0.1)
         self._postfix()
 
-    def payload(self, trial: TrialConfig) -> dict[str, Any]:
-        payload: dict[str, Any] = {"config": trial.to_dict()}
-        rule = self.spec.early_stopping
+    @property
+    def ran(self) -> int:
+        return sum(self.ran_by_study.values())
+
+    def grow(self, extra: int) -> None:
+        """More trials to run than first known (the chosen values of a selection)."""
+        if extra > 0:
+            self.bar.total += extra
+            self.bar.refresh()
+
+    def payload(self, work: Work) -> dict[str, Any]:
+        payload: dict[str, Any] = {"config": work.trial.to_dict()}
+        if work.stop_after is not None:
+            payload["stop_after"] = work.stop_after
+        spec = self.specs.get(work.trial.study)
+        rule = spec.early_stopping if spec is not None else None
         if rule is not None:
-            payload["medians"] = self._current_medians(rule.min_trials)
+            payload["medians"] = self._current_medians(spec.name, rule.min_trials)
             payload["grace_epochs"] = rule.grace_epochs
         return payload
 
-    def started(self, trial: TrialConfig) -> None:
-        self.db.mark_running(trial.config_hash())
+    def started(self, work: Work) -> None:
+        self.db.mark_running(work.trial.config_hash())
 
-    def finished(self, trial: TrialConfig, outcome: Outcome) -> None:
-        self.db.record_result(trial.config_hash(), outcome)
-        self.ran += 1
-        self._medians_stale = True
+    def finished(self, work: Work, outcome: Outcome) -> None:
+        self.db.record_result(work.trial.config_hash(), outcome)
+        study = work.trial.study
+        self.ran_by_study[study] = self.ran_by_study.get(study, 0) + 1
+        self._medians_stale.add(study)
         if outcome["status"] in ("failed", "crashed"):
             self.problems += 1
-        self._update_best((outcome.get("result") or {}).get(self.metric))
+        if self.specs.get(study) is not None and self.specs[study].metric == self.metric:
+            self._update_best((outcome.get("result") or {}).get(self.metric))
         self.bar.update(1)
         self._postfix()
 
@@ -185,13 +300,13 @@ class _Tracker:
             postfix["failed"] = self.problems
         self.bar.set_postfix(postfix, refresh=True)
 
-    def _current_medians(self, min_trials: int) -> list[float | None] | None:
+    def _current_medians(self, study: str, min_trials: int) -> list[float | None] | None:
         """Per epoch: median over finished trials of their best valid accuracy so far."""
-        if self._medians_stale:
+        if study in self._medians_stale:
             finished = {t["config_hash"] for t in self.db.trials(
-                study=self.spec.name, status=("completed", "stopped"))}
+                study=study, status=("completed", "stopped"))}
             curves: dict[str, list[float]] = {}
-            for row in self.db.all_epochs(self.spec.name):
+            for row in self.db.all_epochs(study):
                 if row["config_hash"] in finished and _finite(row.get("valid_accuracy")):
                     curve = curves.setdefault(row["config_hash"], [])
                     curve.append(max(row["valid_accuracy"], curve[-1] if curve else -1.0))
@@ -200,12 +315,39 @@ class _Tracker:
             for epoch in range(length):
                 values = [c[epoch] for c in curves.values() if len(c) > epoch]
                 medians.append(statistics.median(values) if len(values) >= min_trials else None)
-            self._medians = medians if any(m is not None for m in medians) else None
-            self._medians_stale = False
-        return self._medians
+            self._medians[study] = medians if any(m is not None for m in medians) else None
+            self._medians_stale.discard(study)
+        return self._medians.get(study)
 
     def close(self) -> None:
         self.bar.close()
+
+
+class _Pool:
+    """Where trials run: local worker processes (started once, kept for every phase) or a
+    Ray cluster."""
+
+    def __init__(self, tracker: _Tracker, n_workers: int, cores: int, address: str | None,
+                 cpus: int, trial_function) -> None:
+        self.tracker, self.address, self.cpus = tracker, address, cpus
+        self.n_workers, self.cores, self.trial_function = n_workers, cores, trial_function
+        self.local: _LocalWorkers | None = None
+
+    def run(self, todo: list[Work]) -> None:
+        if not todo:
+            return
+        if self.address is not None:
+            _run_ray(todo, self.tracker, self.address, self.cpus, self.trial_function)
+            return
+        if self.local is None:
+            self.n_workers = min(self.n_workers, len(todo))
+            threads = max(1, self.cores // self.n_workers)
+            self.local = _LocalWorkers(self.n_workers, threads, self.trial_function)
+        self.local.run(todo, self.tracker)
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,33 +393,43 @@ def _crashed(exitcode: int | None) -> Outcome:
             "finished_at": time.time()}
 
 
-def _run_local(todo: list[TrialConfig], tracker: _Tracker, n_workers: int, threads: int,
-               trial_function) -> None:
-    context = multiprocessing.get_context("spawn")
-    pending = deque(todo)
-    # workers ignore Ctrl-C: the driver stops them (their trials stay unfinished)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        pool = [_Worker(context, threads, trial_function) for _ in range(n_workers)]
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        while pending or any(w.trial is not None for w in pool):
+class _LocalWorkers:
+    """Long-lived worker processes (spawned once per driver run), one trial each at a time."""
+
+    def __init__(self, n_workers: int, threads: int, trial_function) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.threads, self.trial_function = threads, trial_function
+        # workers ignore Ctrl-C: the driver stops them (their trials stay unfinished)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.pool = [self._new() for _ in range(n_workers)]
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.busy: dict[int, Work] = {}
+
+    def _new(self) -> _Worker:
+        return _Worker(self.context, self.threads, self.trial_function)
+
+    def run(self, todo: list[Work], tracker: _Tracker) -> None:
+        pending = deque(todo)
+        pool, busy = self.pool, self.busy
+        while pending or busy:
             for i, worker in enumerate(pool):
-                if worker.trial is None and pending:
-                    trial = pending.popleft()
-                    tracker.started(trial)
+                if i not in busy and pending:
+                    work = pending.popleft()
+                    tracker.started(work)
                     try:
-                        worker.conn.send(tracker.payload(trial))
-                        worker.trial = trial
+                        worker.conn.send(tracker.payload(work))
+                        busy[i] = work
                     except (BrokenPipeError, OSError):  # died while idle: replace, try again
-                        pending.appendleft(trial)
+                        pending.appendleft(work)
                         worker.kill()
-                        pool[i] = _Worker(context, threads, trial_function)
-            busy = [w for w in pool if w.trial is not None]
-            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
-            for i, worker in enumerate(pool):
-                if worker.trial is None or not ({worker.conn, worker.process.sentinel} & ready):
+                        pool[i] = self._new()
+            ready = set(wait([pool[i].conn for i in busy] + [pool[i].process.sentinel
+                                                             for i in busy]))
+            for i in list(busy):
+                worker = pool[i]
+                if not ({worker.conn, worker.process.sentinel} & ready):
                     continue
                 outcome = None
                 try:
@@ -287,21 +439,22 @@ def _run_local(todo: list[TrialConfig], tracker: _Tracker, n_workers: int, threa
                     outcome = None
                 except Exception:  # noqa: BLE001 - a half-sent result: the worker died
                     outcome = None
-                trial, worker.trial = worker.trial, None
+                work = busy.pop(i)
                 if outcome is None:
                     worker.process.join(timeout=5)
                     outcome = _crashed(worker.process.exitcode)
                     worker.kill()
-                    pool[i] = _Worker(context, threads, trial_function)
-                tracker.finished(trial, outcome)
-    finally:
-        for worker in pool:
-            if worker.trial is None:
+                    pool[i] = self._new()
+                tracker.finished(work, outcome)
+
+    def close(self) -> None:
+        for i, worker in enumerate(self.pool):
+            if i not in self.busy:
                 worker.stop()
             elif worker.process.is_alive():  # interrupted: its trial runs again on resume
                 worker.process.terminate()
         deadline = time.monotonic() + 5
-        for worker in pool:
+        for worker in self.pool:
             worker.process.join(timeout=max(0.1, deadline - time.monotonic()))
             worker.kill()
 
@@ -310,7 +463,7 @@ def _run_local(todo: list[TrialConfig], tracker: _Tracker, n_workers: int, threa
 # Ray execution
 
 
-def _run_ray(todo: list[TrialConfig], tracker: _Tracker, address: str, cpus: int,
+def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
              trial_function) -> None:
     try:
         import ray
@@ -333,15 +486,15 @@ def _run_ray(todo: list[TrialConfig], tracker: _Tracker, address: str, cpus: int
         task = ray.remote(num_cpus=cpus, max_retries=RAY_MAX_RETRIES)(ray_trial)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         pending = deque(todo)
-        in_flight: dict[Any, TrialConfig] = {}
+        in_flight: dict[Any, Work] = {}
         while pending or in_flight:
             while pending and len(in_flight) < 2 * slots:
-                trial = pending.popleft()
-                tracker.started(trial)
-                in_flight[task.remote(tracker.payload(trial), cpus, trial_function)] = trial
+                work = pending.popleft()
+                tracker.started(work)
+                in_flight[task.remote(tracker.payload(work), cpus, trial_function)] = work
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=10.0)
             for ref in done:
-                trial = in_flight.pop(ref)
+                work = in_flight.pop(ref)
                 try:
                     outcome = ray.get(ref)
                 except ray_errors.RayTaskError as error:
@@ -351,7 +504,7 @@ def _run_ray(todo: list[TrialConfig], tracker: _Tracker, address: str, cpus: int
                     outcome = {"status": "crashed", "finished_at": time.time(),
                                "error": f"{type(error).__name__}: "
                                         f"{str(error).splitlines()[0] if str(error) else ''}"}
-                tracker.finished(trial, outcome)
+                tracker.finished(work, outcome)
     finally:
         ray.shutdown()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -126,6 +127,24 @@ class EarlyStopping(Strict):
     min_trials: PositiveInt = 5
 
 
+class Selection(Strict):
+    """Choose one value of an axis for every point of the other axes, by validation accuracy,
+    with successive halving (the way the paper took each condition at its best learning
+    rate, at a fraction of a full grid's cost).
+
+    Rung: every value is trained on the first ``rung_seeds`` seeds for ``rung_epochs``
+    epochs (trials that end sooner count as they are); the value whose best validation
+    accuracy up to then, averaged over those seeds, is highest is chosen (ties: the earlier
+    value). Then every seed of the spec is trained at the chosen value to its end. Test
+    accuracy is never looked at; the choices are stored in the database.
+    """
+
+    axis: str
+    values: AxisValues
+    rung_epochs: PositiveInt
+    rung_seeds: PositiveInt = 2
+
+
 class StudySpec(Strict):
     """A validated study spec; :meth:`trials` expands it."""
 
@@ -140,6 +159,7 @@ class StudySpec(Strict):
     metric: str = "test_accuracy"
     cpus_per_trial: PositiveInt = 1
     early_stopping: EarlyStopping | None = None
+    select: Selection | None = None
 
     # where relative paths in ``base`` are looked up (the spec file's folder)
     _origin: str = PrivateAttr(default="study spec")
@@ -194,6 +214,14 @@ class StudySpec(Strict):
             raise ValueError(f"axes: {duplicates[0]!r} is swept more than once")
         if (self.seeds is not None or self.repeats is not None) and "seed" in keys:
             raise ValueError("seeds: 'seed' is also an axis; sweep it in one place only")
+        if self.select is not None:
+            if self.select.axis in keys or self.select.axis == "seed":
+                raise ValueError(f"select: {self.select.axis!r} is also an axis; sweep it in "
+                                 "one place only")
+            seeds = self.seeds if self.seeds is not None else range(self.repeats or 0)
+            if len(seeds) < self.select.rung_seeds:
+                raise ValueError(f"select: rung_seeds is {self.select.rung_seeds}, but the "
+                                 f"spec has {len(seeds)} seeds")
         return self
 
     # -- expansion -----------------------------------------------------------------------
@@ -213,7 +241,30 @@ class StudySpec(Strict):
             raise ConfigError(f"{self._origin}: set: {error}") from None
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Axis values of every grid point (product of axes and zip groups, then seeds)."""
+        """Axis values of every grid point (product of axes and zip groups, then the
+        selected axis, then seeds)."""
+        dimensions = self._condition_dimensions()
+        if self.select is not None:
+            dimensions.append([{self.select.axis: v} for v in self.selection_values()])
+        seeds = self.seed_values()
+        if seeds is not None:
+            dimensions.append([{"seed": s} for s in seeds])
+        return _product(dimensions)
+
+    def conditions(self) -> list[dict[str, Any]]:
+        """The grid points without seeds and without the selected axis (values as the
+        validated configs hold them): what a selection chooses a value for (one point,
+        ``{}``, when nothing else is swept)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for trial in self.trials():
+            condition = self.condition_of(trial)
+            seen.setdefault(condition_key(condition), condition)
+        return list(seen.values())
+
+    def selection_values(self) -> list[Any]:
+        return _axis_values(self.select.values) if self.select is not None else []
+
+    def _condition_dimensions(self) -> list[list[dict[str, Any]]]:
         dimensions: list[list[dict[str, Any]]] = [
             [{key: value} for value in _axis_values(values)] for key, values in self.axes.items()
         ]
@@ -221,16 +272,24 @@ class StudySpec(Strict):
             columns = {key: _axis_values(values) for key, values in group.items()}
             length = len(next(iter(columns.values())))
             dimensions.append([{k: v[i] for k, v in columns.items()} for i in range(length)])
-        seeds = self.seed_values()
-        if seeds is not None:
-            dimensions.append([{"seed": s} for s in seeds])
-        points = []
-        for combination in itertools.product(*dimensions):
-            point: dict[str, Any] = {}
-            for part in combination:
-                point.update(part)
-            points.append(point)
-        return points
+        return dimensions
+
+    def rung_trials(self) -> list[TrialConfig]:
+        """With a selection: every value of the selected axis on the rung seeds."""
+        rung_seeds = set((self.seed_values() or [])[: self.select.rung_seeds])
+        return [t for t in self.trials() if t.axes.get("seed") in rung_seeds]
+
+    def chosen_trials(self, choices: dict[str, Any]) -> list[TrialConfig]:
+        """With a selection: every seed at the value chosen for each condition
+        (``choices``: :func:`condition_key` -> value; conditions not yet chosen: none)."""
+        axis = self.select.axis
+        return [t for t in self.trials()
+                if condition_key(self.condition_of(t)) in choices
+                and t.axes[axis] == choices[condition_key(self.condition_of(t))]]
+
+    def condition_of(self, trial: TrialConfig) -> dict[str, Any]:
+        excluded = {"seed"} | ({self.select.axis} if self.select is not None else set())
+        return {k: v for k, v in trial.axes.items() if k not in excluded}
 
     def seed_values(self) -> list[int] | None:
         if self.seeds is not None:
@@ -272,12 +331,29 @@ class StudySpec(Strict):
 
     def axis_names(self) -> list[str]:
         names = list(self.axes) + [k for group in self.zip for k in group]
+        if self.select is not None:
+            names.append(self.select.axis)
         if self.seeds is not None or self.repeats is not None:
             names.append("seed")
         return names
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+def condition_key(condition: dict[str, Any]) -> str:
+    """A condition's canonical key (JSON, keys sorted): how selections are stored."""
+    return json.dumps(condition, sort_keys=True)
+
+
+def _product(dimensions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    points = []
+    for combination in itertools.product(*dimensions):
+        point: dict[str, Any] = {}
+        for part in combination:
+            point.update(part)
+        points.append(point)
+    return points
 
 
 def _axis_values(values: AxisValues) -> list[Any]:

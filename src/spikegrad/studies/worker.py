@@ -49,32 +49,28 @@ def cached_data(config):
     return data
 
 
-def _stopping_trainer(config, data, medians: list[float | None] | None, grace_epochs: int):
-    """A Trainer that applies the median stopping rule after each epoch (if medians given)."""
-    from spikegrad.training import Trainer
+def median_stopping(medians: list[float | None] | None, grace_epochs: int, epochs: int):
+    """The median stopping rule as an epoch callback for :meth:`Trainer.fit`: stop after
+    epoch ``e >= grace_epochs`` when the best validation accuracy so far is below the median
+    of the finished trials' at that epoch (``medians[e - 1]``; None: no median yet)."""
 
-    class StoppingTrainer(Trainer):
-        def save_checkpoint(self) -> None:  # called once after every epoch
-            super().save_checkpoint()
-            state = self.state
-            if medians is None or state.status != "running" or not state.history:
-                return
-            epoch = state.epoch
-            if epoch < grace_epochs or epoch > len(medians) or medians[epoch - 1] is None:
-                return
-            if epoch >= self.config.training.epochs:
-                return
-            if state.best_valid_accuracy < medians[epoch - 1]:
-                state.status = "stopped"
+    def should_stop(state) -> bool:
+        epoch = state.epoch
+        if medians is None or epoch < grace_epochs or epoch > len(medians) or epoch >= epochs:
+            return False
+        median = medians[epoch - 1]
+        return median is not None and state.best_valid_accuracy < median
 
-    return StoppingTrainer(config, data=data, progress=False)
+    return should_stop
 
 
 def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     """Train ``payload["config"]`` (a config dict); return the outcome for the database.
 
     ``payload`` may carry ``medians`` (per-epoch median best validation accuracy of
-    finished trials) and ``grace_epochs`` for the median stopping rule.
+    finished trials) and ``grace_epochs`` for the median stopping rule, and ``stop_after``
+    (epochs): the trial then pauses there (status ``paused``, metrics of its best epoch so
+    far) unless it ends before.
     """
     from spikegrad.config import ExperimentConfig
 
@@ -84,10 +80,13 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
         "started_at": started,
     }
     try:
+        from spikegrad.training import Trainer
+
         config = ExperimentConfig.model_validate(payload["config"])
-        trainer = _stopping_trainer(config, cached_data(config), payload.get("medians"),
-                                    payload.get("grace_epochs", 1))
-        result = trainer.fit()
+        trainer = Trainer(config, data=cached_data(config), progress=False)
+        callback = median_stopping(payload.get("medians"), payload.get("grace_epochs", 1),
+                                   config.training.epochs)
+        result = trainer.fit(stop_after=payload.get("stop_after"), epoch_callback=callback)
         outcome.update(status=result["status"], result=result,
                        history=list(trainer.state.history), error=None)
         if result["status"] == "diverged":
