@@ -232,6 +232,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
     return result
 
 
+def get_path(tree: Any, key: str) -> Any:
+    """The value at a dotted path (list entries by index: ``model.hidden.0.size``)."""
+    node = tree
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
 def set_path(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if not key or any(not p for p in parts):

@@ -1,7 +1,7 @@
 """Reproduce Zenke & Vogels (2021): run the built-in studies, then write figures and a report.
 
     from spikegrad.reproduce import reproduce
-    summary = reproduce(profile="quick", db_path="results.sqlite", out_dir="report")
+    summary = reproduce(profile="default", db_path="results.sqlite", out_dir="report")
 
 Trials live in the results database, so running again trains nothing twice; the
 report is rebuilt from the database every time.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -32,33 +34,44 @@ from spikegrad.reproduce.studies import (
     RC_THROUGH,
     study_specs,
 )
+from spikegrad.studies.runner import available_cores
 
 ALWAYS_READOUT_DATA = ["randman", "digits"]
 SYNTHESISED_READOUT_DATA = ["spoken-digits", "spoken-digits-current"]
 FILE_READOUT_DATA = ["mnist", "fashion-mnist", "shd"]
 
 
-def readout_data_sets() -> list[str]:
-    """Data sets for the readout study: offline ones always, spoken digits where espeak-ng
-    can synthesise them, MNIST, Fashion-MNIST and SHD where their files are present."""
+def readout_data_sets() -> tuple[list[str], dict[str, str]]:
+    """Data sets for the readout study, and those skipped with the reason: offline ones
+    always, spoken digits where espeak-ng can synthesise them, MNIST, Fashion-MNIST and SHD
+    where their files are present."""
     names = [n for n in ALWAYS_READOUT_DATA if n in builtin_config_names()]
-    if shutil.which("espeak-ng"):
-        names += [n for n in SYNTHESISED_READOUT_DATA if n in builtin_config_names()]
-    for name in FILE_READOUT_DATA:
-        if name in builtin_config_names() and _files_present(name):
+    skipped: dict[str, str] = {}
+    for name in SYNTHESISED_READOUT_DATA:
+        if shutil.which("espeak-ng"):
             names.append(name)
-    return names
+        else:
+            skipped[name] = "espeak-ng is not installed (apt-get install espeak-ng)"
+    for name in FILE_READOUT_DATA:
+        problem = _files_missing(name)
+        if problem is None:
+            names.append(name)
+        else:
+            skipped[name] = problem
+    return names, skipped
 
 
-def _files_present(name: str) -> bool:
+def _files_missing(name: str) -> str | None:
+    """None when the data set's files are present and readable, else why not."""
     from spikegrad.data import get_builder
 
     config = load_config(name)
     try:
         get_builder(config.data.name)(config.data, config.time.n_steps, config.time.dt_ms)
-    except Exception:  # noqa: BLE001 - any missing or unreadable file means "not present"
-        return False
-    return True
+    except Exception as error:  # noqa: BLE001 - any missing or unreadable file means "absent"
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"files not found or unreadable ({first}); spikegrad data download {name}"
+    return None
 
 
 def prepare_data(base: dict[str, Any]) -> None:
@@ -98,14 +111,14 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
     return norms
 
 
-def example_network(profile: str, out_dir: Path) -> tuple[Any, ...]:
-    """A trained Randman network (cached in ``out_dir``) and one test sample through it."""
+def example_network(config: dict[str, Any], out_dir: Path) -> tuple[Any, ...]:
+    """The network of ``config`` trained (cached in ``out_dir`` by config hash) and one test
+    sample through it: inputs, hidden spikes, readout trace and label."""
     from spikegrad.io import atomic_torch_save
     from spikegrad.training import Trainer
 
-    config = load_config("randman", PROFILES[profile].randman)
-    trainer = Trainer(config, progress=False)
-    cache = out_dir / f"example-network-{config.config_hash()}.pt"
+    trainer = Trainer(load_config(config), progress=False)
+    cache = out_dir / f"example-network-{trainer.config.config_hash()}.pt"
     if cache.exists():
         trainer.model.load_state_dict(torch.load(cache))
     else:
@@ -138,9 +151,62 @@ def _versions() -> str:
     return ", ".join(f"{n} {metadata.version(n)}" for n in names)
 
 
+def selected_trials(db, spec) -> list[dict[str, Any]]:
+    """The finished trials of a study at the values its selection chose (all, without one)."""
+    from spikegrad.studies import FINISHED
+    from spikegrad.studies.spec import condition_key
+
+    trials = db.trials(study=spec.name, status=FINISHED)
+    if spec.select is None:
+        return trials
+    chosen = {key: v["value"] for key, v in db.selections(spec.name).items()}
+    excluded = {"seed", spec.select.axis}
+    return [t for t in trials
+            if chosen.get(condition_key({k: v for k, v in t["axes"].items()
+                                         if k not in excluded})) == t["axes"][spec.select.axis]]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: drawn from the selected trials of its study's roles."""
+
+    study: str
+    name: str
+    title: str
+    caption: str
+    draw: Callable[..., dict[str, str]]
+
+
+FIGURES = [
+    Figure("shape-slope", "shape_slope", "Accuracy vs surrogate slope per shape",
+           "Test accuracy (mean ± sd over seeds, each condition at its chosen learning rate) on "
+           "Randman against the slope β (log axis) for SuperSpike, sigmoid' and Esser; dashed: "
+           "the true-gradient and constant-surrogate controls; dotted: chance.",
+           lambda data, out: plots.shape_slope_figure(data["shape-slope"], data["controls"],
+                                                      out)),
+    Figure("scale", "scale", "Accuracy with a large surrogate scale per condition",
+           "Normalised SuperSpike (peak 1) vs asymptotic SuperSpike (peak β), for feed-forward "
+           "(FF) and recurrent (RC) networks, with the reset detached or in BPTT, and gradients "
+           "through the recurrent weights V or not (mean ± sd over seeds).",
+           lambda data, out: plots.scale_figure(data["scale"], out)),
+    Figure("readout", "readout", "Max vs sum readout per data set",
+           "Test accuracy (mean ± sd over seeds) with the readout reduced by max or by sum over "
+           "time, each at its own chosen learning rate, feed-forward (FF) and recurrent (RC), "
+           "per data set.",
+           lambda data, out: plots.readout_figure(
+               {role.removeprefix("readout/"): trials for role, trials in data.items()
+                if role.startswith("readout/")}, out)),
+    Figure("regularisation", "regularisation", "Accuracy vs hidden spikes",
+           "Each point a strength λ_upper of the upper-bound regulariser (ν_upper = 0, L = 2; "
+           "the lower bound λ = 100, ν = 1e-3 on everywhere); spikes per hidden neuron per test "
+           "sample (log axis).",
+           lambda data, out: plots.regularisation_figure(data["regularisation"], out)),
+]
+
+
 def reproduce(
     studies: list[str] | None = None,
-    profile: str = "quick",
+    profile: str = "default",
     db_path: str | Path = "spikegrad-results.sqlite",
     out_dir: str | Path = "spikegrad-report",
     address: str | None = None,
@@ -148,84 +214,63 @@ def reproduce(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the chosen studies (all by default) and write the report; returns a summary."""
-    from spikegrad.studies import ResultsDB, run_study
+    from spikegrad.studies import ResultsDB, load_study_spec
+    from spikegrad.studies.runner import run_studies
 
     started = time.perf_counter()
-    chosen = PROFILES[profile].readout_data if profile in PROFILES else None
-    specs = study_specs(profile, studies, chosen or readout_data_sets())
+    if PROFILES.get(profile) is not None and PROFILES[profile].readout_data is not None:
+        data_sets, skipped = list(PROFILES[profile].readout_data), {}
+    else:
+        data_sets, skipped = readout_data_sets()
+    specs = study_specs(profile, studies, data_sets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for spec in specs.get("readout", []):
+    for spec in specs.get("readout", {}).values():
         prepare_data(spec["base"])
-    trained = 0
-    for group in specs.values():
-        for spec in group:
-            trained += run_study(spec, db_path, workers=workers, address=address,
-                                 progress=progress)["ran"]
+    loaded = {role: load_study_spec(spec) for group in specs.values()
+              for role, spec in group.items()}
+    summaries = run_studies(list(loaded.values()), db_path, workers=workers, address=address,
+                            progress=progress)
+    trained = sum(s["ran"] for s in summaries)
     with ResultsDB(db_path) as db:
-        trials = {spec["name"]: db.trials(study=spec["name"]) for g in specs.values()
-                  for spec in g}
-        table = [{"study": name, "trials": len(ts),
-                  "counts": db.status(name)["counts"],
-                  "wall_time_s": sum(t["trial_time_s"] or 0.0 for t in ts)}
-                 for name, ts in trials.items()]
-        best = plots.best_trials_by_study(trials)
+        data = {role: selected_trials(db, spec) for role, spec in loaded.items()}
+        table = [{"study": spec.name, "trials": len(db.trials(study=spec.name)),
+                  "counts": db.status(spec.name)["counts"],
+                  "selections": len(db.selections(spec.name)),
+                  "wall_time_s": sum(t["trial_time_s"] or 0.0
+                                     for t in db.trials(study=spec.name))}
+                 for spec in loaded.values()]
+        best = plots.best_trials_by_study(data)
         curves = {name: db.epochs(t["config_hash"]) for name, t in best.items()}
 
-    claims: list[rules.Claim] = []
+    norms = gradient_norms(profile) if "scale" in specs else None
+    claims = rules.evaluate(data, norms)
     figures: list[dict[str, str]] = []
 
     def add_figure(name: str, files: dict[str, str], title: str, caption: str) -> None:
         figures.append({"name": name, "title": title, "caption": caption, **files})
 
-    p = profile
-    if "shape-slope" in specs:
-        slope_trials, controls = trials[f"{p}-shape-slope"], trials[f"{p}-controls"]
-        claims += rules.shape_slope_claims(slope_trials, controls)
-        add_figure("shape_slope", plots.shape_slope_figure(slope_trials, controls, out_dir),
-                   "Accuracy vs surrogate slope per shape",
-                   "Test accuracy (mean ± sd over seeds) on Randman against the slope β (log "
-                   "axis) for SuperSpike, sigmoid' and Esser; dashed: the true-gradient and "
-                   "constant-surrogate controls; dotted: chance.")
-    if "scale" in specs:
-        scale_trials = trials[f"{p}-scale"]
-        claims += rules.scale_claims(scale_trials)
-        add_figure("scale", plots.scale_figure(scale_trials, out_dir),
-                   "Accuracy vs surrogate scale per condition",
-                   "Normalised SuperSpike (peak 1) vs asymptotic SuperSpike (peak β) against "
-                   "β, for feed-forward (FF) and recurrent (RC) networks, with the reset "
-                   "detached or in BPTT, and gradients through the recurrent weights V or not.")
-        norms = gradient_norms(profile)
-        claims += rules.gradient_claims(norms)
+    for figure in FIGURES:
+        if figure.study in specs:
+            add_figure(figure.name, figure.draw(data, out_dir), figure.title, figure.caption)
+    if norms is not None:
         add_figure("gradients", plots.gradient_figure(norms, out_dir),
                    "Gradient norm through time",
                    "‖dL/dU[n]‖ of the hidden layer at surrogate scale 1 and 100 (SuperSpike, "
                    "β = 10), freshly initialised network, one Randman batch (log axis).")
-    if "readout" in specs:
-        readout_trials = {spec["name"].removeprefix(f"{p}-readout-"): trials[spec["name"]]
-                          for spec in specs["readout"]}
-        claims += rules.readout_claims(readout_trials)
-        add_figure("readout", plots.readout_figure(readout_trials, out_dir),
-                   "Max vs sum readout per data set",
-                   "Test accuracy (mean ± sd over seeds) with the readout reduced by max or by "
-                   "sum over time, feed-forward (FF) and recurrent (RC), per data set.")
-    if "regularisation" in specs:
-        reg_trials = trials[f"{p}-regularisation"]
-        claims += rules.regularisation_claims(reg_trials)
-        add_figure("regularisation", plots.regularisation_figure(reg_trials, out_dir),
-                   "Accuracy vs hidden spikes",
-                   "Each point a strength λ_upper of the upper-bound regulariser (ν_upper = 0, "
-                   "L = 2, lower bound λ = 100, ν = 1e-3); spikes per hidden neuron per test "
-                   "sample (log axis).")
-    inputs, hidden, readout, label = example_network(profile, out_dir)
-    add_figure("rasters", plots.raster_figure(inputs, hidden, readout, label, out_dir),
-               "Activity of a trained network",
-               "Input spikes, hidden spikes and readout membrane potentials (the true class "
-               "in red) of the profile's Randman network (SuperSpike, β = 10) on a test sample.")
+    if data.get("shape-slope"):
+        example = max(data["shape-slope"], key=lambda t: t["valid_accuracy"] or 0.0)
+        inputs, hidden, readout, label = example_network(example["config"], out_dir)
+        add_figure("rasters", plots.raster_figure(inputs, hidden, readout, label, out_dir),
+                   "Activity of a trained network",
+                   "Input spikes, hidden spikes and readout membrane potentials (the true class "
+                   "in red) on a test sample, of the Randman network with the best validation "
+                   f"accuracy ({example['config']['surrogate']['name']}, slope "
+                   f"{example['config']['surrogate']['slope']:g}).")
     add_figure("randman_manifolds", plots.manifold_figure(manifold_curves(), out_dir),
                "Randman manifold examples",
-               "Four random 1-D manifolds with the built-in Randman parameters (α = 1), "
-               "the first two of their 20 embedding coordinates.")
+               "Four random 1-D manifolds with the built-in Randman parameters (α = 1, the lab's "
+               "spectrum), the first two of their 20 embedding coordinates.")
     add_figure("learning_curves", plots.learning_curve_figure(curves, out_dir),
                "Learning curves", "Train (dashed) and validation (solid) accuracy per epoch of "
                "the best trial of each study.")
@@ -234,11 +279,14 @@ def reproduce(
         "profile": profile,
         "profile description": PROFILES[profile].description,
         "studies": ", ".join(specs),
+        "data sets (readout study)": ", ".join(data_sets),
+        "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
         "results database": str(db_path),
+        "trials trained by this command": trained,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
         "run time of this command (s)": f"{time.perf_counter() - started:.0f}",
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
-                   f"{torch.get_num_threads()} torch threads",
+                   f"{available_cores()} cores",
         "python": platform.python_version(),
         "packages": _versions(),
     }
@@ -248,5 +296,7 @@ def reproduce(
         "claims": [c.__dict__ for c in claims],
         "figures": [f["png"] for f in figures],
         "trials_trained": trained,
+        "data_sets": data_sets,
+        "skipped_data_sets": skipped,
         "wall_time_s": time.perf_counter() - started,
     }

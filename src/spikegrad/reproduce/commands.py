@@ -12,9 +12,11 @@ from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
 
 @click.command()
 @click.argument("studies", nargs=-1, type=click.Choice(STUDY_NAMES))
-@click.option("--profile", type=click.Choice(list(PROFILES)), default="quick", show_default=True,
-              help="quick: every study in about 20 minutes on 2 cores; paper: the paper's grids "
-                   "(for a cluster).")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="default",
+              show_default=True,
+              help="default: every study, the paper's networks and Randman size, 5 seeds, in "
+                   "about half an hour on 2 cores; paper: the paper's grids, 10 seeds (for a "
+                   "cluster); smoke: seconds, for tests.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               default="spikegrad-results.sqlite", show_default=True,
               help="Results database; finished trials in it are not trained again.")

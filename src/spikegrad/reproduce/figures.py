@@ -17,9 +17,15 @@ from spikegrad.reproduce.claims import (  # noqa: E402
     accuracy,
     chance,
     condition_name,
-    group,
+    conditions,
     hidden_spikes,
 )
+from spikegrad.reproduce.stats import Summary  # noqa: E402
+
+
+def group(trials, keys: list[str], value=accuracy) -> dict[tuple, Summary]:
+    """Mean, sd and interval over seeds of ``value(trial)`` per condition (config ``keys``)."""
+    return {k: c.summary(value) for k, c in conditions(trials, keys).items()}
 
 COLOURS = {"superspike": "C0", "sigmoid": "C1", "esser": "C2",
            "superspike_asymptotic": "C3", "max": "C0", "sum": "C1"}
@@ -39,7 +45,7 @@ def save_figure(figure, out_dir: Path, name: str) -> dict[str, str]:
 
 def _errorbar(ax, xs, stats, **style):
     means = np.array([s.mean for s in stats])
-    sds = np.array([s.sd for s in stats])
+    sds = np.nan_to_num(np.array([s.sd for s in stats]))
     ax.plot(xs, means, marker="o", **style)
     ax.fill_between(xs, means - sds, means + sds, alpha=0.2, color=style.get("color"))
 
@@ -64,20 +70,23 @@ def shape_slope_figure(trials, controls, out_dir: Path) -> dict[str, str]:
 
 
 def scale_figure(trials, out_dir: Path) -> dict[str, str]:
-    conditions = sorted({condition_name(t) for t in trials})
-    figure, axes = plt.subplots(1, max(len(conditions), 1), figsize=(3.2 * len(conditions), 3.4),
+    """Per slope, grouped bars: normalised vs asymptotic SuperSpike for each architecture."""
+    slopes = sorted({t["config"]["surrogate"]["slope"] for t in trials})
+    archs = sorted({condition_name(t) for t in trials})
+    figure, axes = plt.subplots(1, max(len(slopes), 1), figsize=(1.6 * len(archs) + 2, 3.8),
                                 sharey=True, squeeze=False)
-    for ax, condition in zip(axes[0], conditions, strict=False):
-        subset = [t for t in trials if condition_name(t) == condition]
-        stats = group(subset, ["surrogate.name", "surrogate.slope"])
-        for shape in ("superspike", "superspike_asymptotic"):
-            slopes = sorted(k[1] for k in stats if k[0] == shape)
-            label = "normalised (peak 1)" if shape == "superspike" else "asymptotic (peak β)"
-            _errorbar(ax, slopes, [stats[(shape, s)] for s in slopes], label=label,
-                      color=COLOURS[shape])
-        ax.set_xscale("log")
-        ax.set(xlabel="slope β", ylim=(0, 1))
-        ax.set_title(condition, fontsize=8)
+    x = np.arange(len(archs))
+    for ax, slope in zip(axes[0], slopes, strict=False):
+        at_slope = [t for t in trials if t["config"]["surrogate"]["slope"] == slope]
+        for offset, shape, label in ((-0.2, "superspike", "normalised (peak 1)"),
+                                     (0.2, "superspike_asymptotic", "asymptotic (peak β)")):
+            stats = [Summary.of([a for t in at_slope if condition_name(t) == arch
+                                 and t["config"]["surrogate"]["name"] == shape
+                                 and (a := accuracy(t)) is not None]) for arch in archs]
+            ax.bar(x + offset, [s.mean for s in stats], 0.4, label=label, color=COLOURS[shape],
+                   yerr=np.nan_to_num([s.sd for s in stats]), capsize=3)
+        ax.set_xticks(x, [a.replace(", ", "\n") for a in archs], fontsize=7)
+        ax.set(ylim=(0, 1), title=f"slope β = {slope:g}")
     axes[0][0].set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=7)
     figure.suptitle("Surrogate scale")
@@ -96,7 +105,8 @@ def readout_figure(trials_by_data: dict[str, list[dict[str, Any]]], out_dir: Pat
     figure, ax = plt.subplots(figsize=(max(4, 1.3 * len(labels)), 3.6))
     x = np.arange(len(labels))
     for offset, name, stats in ((-0.2, "max", max_stats), (0.2, "sum", sum_stats)):
-        ax.bar(x + offset, [s.mean for s in stats], 0.4, yerr=[s.sd for s in stats],
+        ax.bar(x + offset, [s.mean for s in stats], 0.4,
+               yerr=np.nan_to_num([s.sd for s in stats]),
                label=f"{name} over time", color=COLOURS[name], capsize=3)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(ylabel="test accuracy", ylim=(0, 1), title="Readout: max vs sum over time")
@@ -114,8 +124,8 @@ def regularisation_figure(trials, out_dir: Path) -> dict[str, str]:
                color="grey", alpha=0.6, label="single runs")
     strengths = sorted(k for k in accuracy_by if k in spikes_by)
     ax.errorbar([spikes_by[k].mean for k in strengths], [accuracy_by[k].mean for k in strengths],
-                xerr=[spikes_by[k].sd for k in strengths],
-                yerr=[accuracy_by[k].sd for k in strengths], marker="o", color="C0",
+                xerr=np.nan_to_num([spikes_by[k].sd for k in strengths]),
+                yerr=np.nan_to_num([accuracy_by[k].sd for k in strengths]), marker="o", color="C0",
                 label="mean ± sd over seeds")
     for k in strengths:
         ax.annotate(f"λ={k[0]:g}", (spikes_by[k].mean, accuracy_by[k].mean), fontsize=7,

@@ -11,7 +11,8 @@ from typing import Any
 from spikegrad.io import atomic_write_text
 from spikegrad.reproduce.claims import Claim
 
-VERDICT_COLOURS = {"holds": "#d4edda", "does not hold": "#f8d7da", "inconclusive": "#fff3cd"}
+VERDICT_COLOURS = {"holds": "#d4edda", "does not hold": "#f8d7da", "inconclusive": "#fff3cd",
+                   "inconclusive (undertrained)": "#fff3cd"}
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -55,21 +56,23 @@ def write_report(
     claims: list[Claim],
     figures: list[dict[str, str]],
     meta: dict[str, Any],
-    specs: dict[str, list[dict[str, Any]]],
+    specs: dict[str, dict[str, dict[str, Any]]],
     study_tables: list[dict[str, Any]],
 ) -> dict[str, str]:
     """Write report.html and report.md into ``out_dir``; returns their paths."""
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICT_COLOURS}
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     rows = "".join(
         f'<tr><td>{html.escape(c.study)}</td><td>{html.escape(c.statement)}</td>'
         f'<td style="background:{VERDICT_COLOURS[c.verdict]}"><b>{c.verdict}</b></td>'
-        f"<td>{html.escape(c.evidence)}</td><td>{html.escape(c.rule)}</td></tr>"
+        f"<td>{html.escape(c.evidence)}</td><td>{html.escape(c.rule)}</td>"
+        f"<td>{html.escape(c.undertrained)}</td><td>{html.escape(c.stability)}</td></tr>"
         for c in claims
     )
     trial_rows = "".join(
         f"<tr><td>{html.escape(t['study'])}</td><td>{t['trials']}</td>"
-        f"<td>{html.escape(json.dumps(t['counts']))}</td><td>{t['wall_time_s']:.0f}</td></tr>"
+        f"<td>{html.escape(json.dumps(t['counts']))}</td><td>{t.get('selections', '')}</td>"
+        f"<td>{t['wall_time_s']:.0f}</td></tr>"
         for t in study_tables
     )
     meta_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
@@ -77,7 +80,7 @@ def write_report(
     spec_blocks = "".join(
         f"<details><summary>{html.escape(spec['name'])}</summary><pre>"
         f"{html.escape(json.dumps(spec, indent=1, default=str))}</pre></details>"
-        for group in specs.values() for spec in group
+        for group in specs.values() for spec in group.values()
     )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -89,13 +92,18 @@ spikegrad. Profile <b>{html.escape(str(meta.get("profile")))}</b>:
 {html.escape(str(meta.get("profile description", "")))}</p>
 <h2>Claims</h2>
 <p>{html.escape(summary)}. Each verdict is computed from the measured trials by the rule
-beside it.</p>
-<table><tr><th>study</th><th>claim</th><th>verdict</th><th>evidence (mean ± sd over seeds)</th>
-<th>rule</th></tr>{rows}</table>
+beside it, fixed before the results were seen. Evidence: mean ± sd over seeds [95 % interval]
+per condition; paired differences with their one-sided 95 % bounds (a 90 % interval).
+"Undertrained": trials whose epoch budget ran out with the best epoch in its last 10 %
+(above 10 % of a claim's trials its verdict is inconclusive). "Stability": the verdict on
+two disjoint halves of the seeds.</p>
+<table><tr><th>study</th><th>claim</th><th>verdict</th><th>evidence</th>
+<th>rule</th><th>undertrained</th><th>stability</th></tr>{rows}</table>
 <h2>Figures</h2>
 {"".join(_figure_html(f, out_dir) for f in figures)}
 <h2>Trials</h2>
-<table><tr><th>study</th><th>trials</th><th>status</th><th>wall time (s)</th></tr>
+<table><tr><th>study</th><th>trials</th><th>status</th><th>learning rates chosen</th>
+<th>training time (s, summed over workers)</th></tr>
 {trial_rows}</table>
 <h2>Run</h2><table>{meta_rows}</table>
 <h2>Exact study specs</h2>{spec_blocks}
@@ -108,24 +116,25 @@ beside it.</p>
         "# Reproduction of Zenke & Vogels (2021)", "",
         f"Profile **{meta.get('profile')}**: {meta.get('profile description', '')}", "",
         "## Claims", "", f"{summary}. Each verdict is computed from the measured trials by the "
-        "stated rule.", "",
-        "| study | claim | verdict | evidence (mean ± sd over seeds) | rule |",
-        "|---|---|---|---|---|",
+        "stated rule, fixed before the results were seen.", "",
+        "| study | claim | verdict | evidence | rule | undertrained | stability |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {c.study} | {c.statement} | **{c.verdict}** | {c.evidence} | {c.rule} |"
-              for c in claims]
+    lines += [f"| {c.study} | {c.statement} | **{c.verdict}** | {c.evidence} | {c.rule} | "
+              f"{c.undertrained} | {c.stability} |" for c in claims]
     lines += ["", "## Figures", ""]
     for f in figures:
         lines += [f"![{f['title']}]({f['png']})", "", f"*{f['title']}.* {f['caption']} "
                   f"([SVG]({f['svg']}))", ""]
-    lines += ["## Trials", "", "| study | trials | status | wall time (s) |", "|---|---|---|---|"]
+    lines += ["## Trials", "", "| study | trials | status | learning rates chosen | "
+              "training time (s) |", "|---|---|---|---|---|"]
     lines += [f"| {t['study']} | {t['trials']} | {json.dumps(t['counts'])} | "
-              f"{t['wall_time_s']:.0f} |" for t in study_tables]
+              f"{t.get('selections', '')} | {t['wall_time_s']:.0f} |" for t in study_tables]
     lines += ["", "## Run", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in meta.items()]
     lines += ["", "## Exact study specs", ""]
     for group in specs.values():
-        for spec in group:
+        for spec in group.values():
             lines += [f"### {spec['name']}", "", "```json",
                       json.dumps(spec, indent=1, default=str), "```", ""]
     md_path = atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")

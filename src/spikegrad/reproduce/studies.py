@@ -1,9 +1,22 @@
-"""The paper's studies (protocol section 6) as study specs, at two sizes.
+"""The paper's studies (protocol section 6) as study specs, at three sizes.
 
-``quick`` runs every study end to end in about 20 minutes on 2 CPU cores: smaller
-Randman (fewer samples per class), fewer slopes, two seeds, few epochs. ``paper`` uses
-the paper's grids and is meant for a cluster (``--address``). Every spec is a plain
-dict in the format of :mod:`spikegrad.studies.spec`; the report states each profile.
+Every condition (a grid point: a surrogate at a slope, a readout on a data set, a
+regulariser strength) is trained on every seed of the profile at the learning rate chosen
+for it on validation accuracy from the paper's grid (1e-3 .. 0.1), by successive halving
+(:class:`spikegrad.studies.spec.Selection`): all rates on the first seeds for a few epochs,
+then every seed at the best one. Trials train until their validation accuracy stops
+improving (the configs' patience rule), within an epoch budget.
+
+Profiles:
+
+- ``default``: the main job, every study on two CPU cores in about half an hour; the paper's
+  Randman size (1000 samples per class), 5 seeds, slopes on a half-decade grid.
+- ``paper``: the paper's grids (13 slopes, 7 scale slopes, 12 regulariser strengths), 10
+  seeds and longer rungs; for a cluster (``--address``).
+- ``smoke``: seconds, on tiny data; for tests, not for conclusions.
+
+Every spec is a plain dict in the format of :mod:`spikegrad.studies.spec`; the report
+states the profile.
 """
 
 from __future__ import annotations
@@ -16,20 +29,8 @@ from spikegrad.config import apply_overrides, read_config_source
 
 STUDY_NAMES = ("shape-slope", "scale", "readout", "regularisation")
 
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    seeds: list[int]
-    randman: dict[str, Any]          # overrides of the built-in randman config
-    slopes: list[float]              # study 1
-    scale_slopes: list[float]        # study 2
-    scale_conditions: list[dict[str, bool]]
-    regularisation_strengths: list[float]
-    data_overrides: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    readout_data: list[str] | None = None  # None: every data set available here
-
+PAPER_LEARNING_RATES = [1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1]
+"""The learning-rate grid read from the paper's Fig. 3b (10^-3 <= η <= 0.1)."""
 
 # Architectures of the scale study: (recurrent, detach_reset, recurrent_gradient)
 FF_DETACHED = {"recurrent": False, "detach_reset": True, "recurrent_gradient": True}
@@ -40,48 +41,87 @@ RC_RESET = {"recurrent": True, "detach_reset": False, "recurrent_gradient": True
 RC_RESET_DETACHED_RECURRENCE = {"recurrent": True, "detach_reset": False,
                                 "recurrent_gradient": False}
 
+
+def half_decades(low: float, high: float) -> list[float]:
+    """low, √10 low, 10 low, ... up to high (powers of 10 given as such)."""
+    values, exponent = [], 0
+    while True:
+        value = float(f"{low * 10 ** (exponent / 2):.3g}")
+        if value > high * 1.0001:
+            return values
+        values.append(value)
+        exponent += 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    seeds: list[int]
+    learning_rates: list[float]
+    rung_epochs: int                 # successive halving over the learning rates
+    rung_seeds: int
+    slopes: list[float]              # study 1
+    scale_slopes: list[float]        # study 2
+    scale_conditions: list[dict[str, bool]]
+    regularisation_strengths: list[float]
+    randman: dict[str, Any] = field(default_factory=dict)  # overrides of the randman config
+    data_overrides: dict[str, Any] = field(default_factory=dict)  # of the other data sets
+    readout_data: list[str] | None = None  # None: every data set available here
+
+
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(
-        name="quick",
-        seeds=[0, 1],
-        randman={"data.samples_per_class": 250, "training.epochs": 20,
-                 "training.batch_size": 100},
-        slopes=[0.1, 1.0, 10.0, 100.0, 1000.0],
-        scale_slopes=[1.0, 10.0, 100.0],
+    "default": Profile(
+        name="default",
+        description=(
+            "The paper's Randman (1000 samples per class, 800/100/100) and networks; 5 seeds; "
+            "each condition at its best of 6 learning rates (1e-3..0.1) by successive halving "
+            "(all rates on 2 seeds for 5 epochs, then all seeds at the best); trials train "
+            "until the validation accuracy has not improved by 0.005 for 10 epochs (at most "
+            "100); slopes 0.1..1000 on a half-decade grid (9), the scale study at slope 100, "
+            "6 regulariser strengths."
+        ),
+        seeds=[0, 1, 2, 3, 4],
+        learning_rates=PAPER_LEARNING_RATES,
+        rung_epochs=5,
+        rung_seeds=2,
+        slopes=half_decades(0.1, 1000.0),
+        scale_slopes=[100.0],
         scale_conditions=[FF_DETACHED, FF_RESET, RC_DETACHED, RC_THROUGH],
         regularisation_strengths=[0.0, 0.01, 0.1, 1.0, 10.0, 100.0],
-        data_overrides={"training.epochs": 15},
-        description=(
-            "Randman with 250 samples per class (2000 in all), 20 epochs, batch 100; "
-            "other data sets 15 epochs; 5 slopes, 3 slopes in the scale study, 2 seeds."
-        ),
     ),
     "paper": Profile(
         name="paper",
-        seeds=[0, 1, 2, 3, 4],
-        randman={"training.epochs": 100},
+        description=(
+            "The paper's grids: 13 slopes over 0.1..1000, 7 in the scale study for 6 "
+            "architectures, 12 regulariser strengths; 10 seeds; successive halving with "
+            "rungs of 20 epochs on 3 seeds; for a cluster."
+        ),
+        seeds=list(range(10)),
+        learning_rates=PAPER_LEARNING_RATES,
+        rung_epochs=20,
+        rung_seeds=3,
         slopes=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
         scale_slopes=[1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
         scale_conditions=[FF_DETACHED, FF_RESET, RC_DETACHED, RC_THROUGH, RC_RESET,
                           RC_RESET_DETACHED_RECURRENCE],
         regularisation_strengths=[0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0,
                                   30.0, 100.0],
-        description=(
-            "The built-in configs (Randman: 1000 samples per class, 100 epochs); 13 "
-            "slopes over 0.1..1000, 7 in the scale study, 12 regularisation strengths, 5 seeds."
-        ),
     ),
     "smoke": Profile(
         name="smoke",
-        seeds=[0],
-        randman={"data.samples_per_class": 30, "time.n_steps": 40, "training.epochs": 2,
-                 "training.batch_size": 50, "model.hidden.0.size": 32},
+        description="A seconds-long run of the whole pipeline on tiny data; not for conclusions.",
+        seeds=[0, 1],
+        learning_rates=[0.01, 0.05],
+        rung_epochs=1,
+        rung_seeds=1,
         slopes=[1.0, 100.0],
-        scale_slopes=[1.0, 100.0],
+        scale_slopes=[100.0],
         scale_conditions=[FF_DETACHED, FF_RESET],
         regularisation_strengths=[0.0, 10.0],
+        randman={"data.samples_per_class": 30, "time.n_steps": 40, "training.epochs": 2,
+                 "training.batch_size": 50, "model.hidden.0.size": 32},
         data_overrides={"training.epochs": 1},
-        description="A seconds-long run of the whole pipeline on tiny data; not for conclusions.",
         readout_data=["randman"],
     ),
 }
@@ -96,82 +136,78 @@ def _condition_zip(conditions: list[dict[str, bool]]) -> dict[str, list[bool]]:
             for key in ("recurrent", "detach_reset", "recurrent_gradient")}
 
 
-def shape_slope_specs(profile: Profile) -> list[dict[str, Any]]:
-    base = _base("randman", profile.randman)
-    return [
-        {
-            "name": f"{profile.name}-shape-slope",
-            "description": "Accuracy vs surrogate slope for SuperSpike, sigmoid' and Esser.",
-            "base": base,
-            "axes": {"surrogate.name": ["superspike", "sigmoid", "esser"],
-                     "surrogate.slope": list(profile.slopes)},
-            "seeds": list(profile.seeds),
-        },
-        {
-            "name": f"{profile.name}-controls",
-            "description": "Controls: the true gradient (zero a.e.) and a constant surrogate.",
-            "base": base,
-            "axes": {"surrogate.name": ["true", "constant"]},
-            "seeds": list(profile.seeds),
-        },
-    ]
-
-
-def scale_specs(profile: Profile) -> list[dict[str, Any]]:
-    return [{
-        "name": f"{profile.name}-scale",
-        "description": ("Normalised vs asymptotic SuperSpike across slopes, for feed-forward "
-                        "and recurrent networks with and without gradients through the reset "
-                        "and the recurrence."),
-        "base": _base("randman", profile.randman),
-        "axes": {"surrogate.name": ["superspike", "superspike_asymptotic"],
-                 "surrogate.slope": list(profile.scale_slopes)},
-        "zip": [_condition_zip(profile.scale_conditions)],
+def _spec(profile: Profile, role: str, description: str, base: dict[str, Any],
+          **grid: Any) -> dict[str, Any]:
+    """A spec of ``role`` with the profile's seeds and learning-rate selection."""
+    return {
+        "name": f"{profile.name}-{role.replace('/', '-')}",
+        "description": description,
+        "base": base,
+        **grid,
         "seeds": list(profile.seeds),
-    }]
+        "select": {"axis": "training.learning_rate", "values": list(profile.learning_rates),
+                   "rung_epochs": profile.rung_epochs, "rung_seeds": profile.rung_seeds},
+    }
 
 
-def readout_specs(profile: Profile, data_sets: list[str]) -> list[dict[str, Any]]:
-    specs = []
+def shape_slope_specs(profile: Profile) -> dict[str, dict[str, Any]]:
+    base = _base("randman", profile.randman)
+    return {
+        "shape-slope": _spec(profile, "shape-slope",
+                             "Accuracy vs surrogate slope for SuperSpike, sigmoid' and Esser.",
+                             base, axes={"surrogate.name": ["superspike", "sigmoid", "esser"],
+                                         "surrogate.slope": list(profile.slopes)}),
+        "controls": _spec(profile, "controls",
+                          "Controls: the true gradient (zero a.e.) and a constant surrogate.",
+                          base, axes={"surrogate.name": ["true", "constant"]}),
+    }
+
+
+def scale_specs(profile: Profile) -> dict[str, dict[str, Any]]:
+    return {"scale": _spec(
+        profile, "scale",
+        "Normalised vs asymptotic SuperSpike, for feed-forward and recurrent networks with and "
+        "without gradients through the reset and the recurrence.",
+        _base("randman", profile.randman),
+        axes={"surrogate.name": ["superspike", "superspike_asymptotic"],
+              "surrogate.slope": list(profile.scale_slopes)},
+        zip=[_condition_zip(profile.scale_conditions)])}
+
+
+def readout_specs(profile: Profile, data_sets: list[str]) -> dict[str, dict[str, Any]]:
+    specs = {}
     for data_set in data_sets:
         overrides = profile.randman if data_set == "randman" else profile.data_overrides
-        specs.append({
-            "name": f"{profile.name}-readout-{data_set}",
-            "description": f"Readout max vs sum over time, feed-forward vs recurrent, {data_set}.",
-            "base": _base(data_set, overrides),
-            "axes": {"model.readout.reduction": ["max", "sum"],
-                     "model.hidden.0.recurrent": [False, True]},
-            "seeds": list(profile.seeds),
-        })
+        specs[f"readout/{data_set}"] = _spec(
+            profile, f"readout/{data_set}",
+            f"Readout max vs sum over time, feed-forward vs recurrent, {data_set}.",
+            _base(data_set, overrides),
+            axes={"model.readout.reduction": ["max", "sum"],
+                  "model.hidden.0.recurrent": [False, True]})
     return specs
 
 
-def regularisation_specs(profile: Profile) -> list[dict[str, Any]]:
-    base = _base("randman", {
-        **profile.randman,
-        # the protocol's lower bound against silent neurons, on for every strength
-        "model.hidden.0.activity.lower_strength": 100.0,
-        "model.hidden.0.activity.lower_rate": 1e-3,
-        "model.hidden.0.activity.upper_rate": 0.0,
-        "model.hidden.0.activity.upper_exponent": 2.0,
-    })
-    return [{
-        "name": f"{profile.name}-regularisation",
-        "description": "Accuracy vs hidden spikes over a range of upper-bound strengths.",
-        "base": base,
-        "axes": {"model.hidden.0.activity.upper_strength": list(profile.regularisation_strengths)},
-        "seeds": list(profile.seeds),
-    }]
+def regularisation_specs(profile: Profile) -> dict[str, dict[str, Any]]:
+    base = _base("randman", {**profile.randman,
+                             "model.hidden.0.activity.upper_rate": 0.0,
+                             "model.hidden.0.activity.upper_exponent": 2.0})
+    return {"regularisation": _spec(
+        profile, "regularisation",
+        "Accuracy vs hidden spikes over a range of upper-bound strengths (the lower bound on, "
+        "as everywhere).",
+        base, axes={"model.hidden.0.activity.upper_strength":
+                    list(profile.regularisation_strengths)})}
 
 
 def study_specs(profile_name: str, studies: list[str] | None = None,
-                readout_data_sets: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The specs of the chosen studies (all by default), keyed by study name."""
+                readout_data_sets: list[str] | None = None
+                ) -> dict[str, dict[str, dict[str, Any]]]:
+    """The specs of the chosen studies (all by default): {study: {role: spec}}."""
     try:
         profile = PROFILES[profile_name]
     except KeyError:
-        raise ValueError(f"--profile: unknown profile {profile_name!r} "
-                         f"(known: {', '.join(PROFILES)})") from None
+        raise ValueError(f"unknown profile {profile_name!r} (known: {', '.join(PROFILES)})"
+                         ) from None
     chosen = studies or list(STUDY_NAMES)
     unknown = [s for s in chosen if s not in STUDY_NAMES]
     if unknown:

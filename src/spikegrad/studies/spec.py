@@ -38,6 +38,7 @@ from spikegrad.config import (
     ExperimentConfig,
     apply_overrides,
     format_validation_error,
+    get_path,
     read_config_source,
 )
 from spikegrad.schema import PositiveInt, Strict
@@ -326,7 +327,7 @@ class StudySpec(Strict):
             raise ConfigError(f"{self._origin}: {message}{where}") from None
         dumped = trial.to_dict()
         trial._study = self.name
-        trial._axes = {key: _get_path(dumped, key) for key in point}
+        trial._axes = {key: get_path(dumped, key) for key in point}
         return trial
 
     def axis_names(self) -> list[str]:
@@ -358,13 +359,6 @@ def _product(dimensions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def _axis_values(values: AxisValues) -> list[Any]:
     return values.values() if isinstance(values, AxisRange) else list(values)
-
-
-def _get_path(tree: Any, key: str) -> Any:
-    node = tree
-    for part in key.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
 
 
 # ---------------------------------------------------------------------------------------
