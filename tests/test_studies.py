@@ -578,3 +578,31 @@ def test_selection_with_real_training_pauses_and_finishes(tmp_path):
         else:
             assert trial["status"] == "paused" and trial["epochs_completed"] == 1
     assert len(trials) == 3  # both values on seed 0, the chosen one on seed 1
+
+
+def test_chosen_rung_trials_continue_from_their_checkpoints(tmp_path):
+    """A chosen rung trial continues from its checkpoint: its first epochs are not trained
+    again, and it ends with exactly the result of a run from scratch."""
+    spec = tiny_spec(axes={}, seeds=[0], set={"training.epochs": 3},
+                     select={"axis": "training.learning_rate", "values": [0.02],
+                             "rung_epochs": 1, "rung_seeds": 1})
+    db_path = tmp_path / "db.sqlite"
+    run_study(spec, db_path, workers=1, progress=False)
+    with ResultsDB(db_path) as db:
+        (trial,) = db.trials(study="tiny-study")
+        epochs = db.epochs(trial["config_hash"])
+    assert trial["status"] == "completed" and trial["epochs_completed"] == 3
+    assert not (tmp_path / "db.sqlite.checkpoints").exists()  # removed once all finished
+    direct = train(load_config(TINY_BASE, {"training.epochs": 3, "training.learning_rate": 0.02}))
+    assert trial["test_accuracy"] == direct["test_accuracy"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+
+
+def test_worker_continues_a_paused_trial_from_its_checkpoint(tmp_path):
+    config = load_config(TINY_BASE, {"training.epochs": 3}).to_dict()
+    paused = run_trial({"config": config, "stop_after": 1, "checkpoint_dir": str(tmp_path)})
+    assert paused["status"] == "paused" and len(paused["history"]) == 1
+    finished = run_trial({"config": config, "checkpoint_dir": str(tmp_path)})
+    assert finished["status"] == "completed" and len(finished["history"]) == 3
+    # epoch 1 comes from the checkpoint, measured time included: it was not trained again
+    assert finished["history"][0] == paused["history"][0]

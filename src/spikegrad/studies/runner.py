@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import statistics
 import time
@@ -59,10 +60,12 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class Work:
-    """One trial to run; with ``stop_after`` it pauses after that many epochs (a rung)."""
+    """One trial to run; with ``stop_after`` it pauses after that many epochs (a rung).
+    With ``checkpoint_dir`` it keeps its checkpoint there, and continues from it."""
 
     trial: TrialConfig
     stop_after: int | None = None
+    checkpoint_dir: str | None = None
 
 
 def run_study(
@@ -132,6 +135,15 @@ def run_studies(
         cpus = max(s.cpus_per_trial for s in specs)
         n_workers = workers or max(1, cores // cpus)
         pool = _Pool(tracker, n_workers, cores, address, cpus, trial_function)
+        # paused rungs keep their checkpoints here (local runs: the workers share the
+        # driver's file system), so that the chosen ones continue rather than start again
+        checkpoints = None if address is not None else db_path.with_name(
+            db_path.name + ".checkpoints")
+
+        def selected_work(trial: TrialConfig, stop_after: int | None = None) -> Work:
+            folder = None if checkpoints is None else str(checkpoints / trial.config_hash())
+            return Work(trial, stop_after, folder)
+
         try:
             # phase 1: every trial without a selection, and the rungs of the selections
             todo: dict[str, Work] = {}
@@ -142,7 +154,7 @@ def run_studies(
                     continue
                 for trial in spec.rung_trials():
                     todo.setdefault(trial.config_hash(),
-                                    Work(trial, stop_after=spec.select.rung_epochs))
+                                    selected_work(trial, spec.select.rung_epochs))
             statuses = db.statuses(todo)
             pool.run([w for h, w in todo.items()
                       if statuses.get(h) not in (*FINISHED, "paused")])
@@ -156,12 +168,14 @@ def run_studies(
                 chosen = {k: v["value"] for k, v in db.selections(spec.name).items()}
                 tracker.grow(len(members(spec)) - len(spec.rung_trials()))
                 for trial in spec.chosen_trials(chosen):
-                    todo.setdefault(trial.config_hash(), Work(trial))
+                    todo.setdefault(trial.config_hash(), selected_work(trial))
             statuses = db.statuses(todo)
             pool.run([w for h, w in todo.items() if statuses.get(h) not in FINISHED])
         finally:
             pool.close()
             tracker.close()
+        if checkpoints is not None:  # every chosen trial has finished: none will continue
+            shutil.rmtree(checkpoints, ignore_errors=True)
         summaries = []
         for spec in specs:
             status = db.status(spec.name)
@@ -264,6 +278,8 @@ class _Tracker:
         payload: dict[str, Any] = {"config": work.trial.to_dict()}
         if work.stop_after is not None:
             payload["stop_after"] = work.stop_after
+        if work.checkpoint_dir is not None:
+            payload["checkpoint_dir"] = work.checkpoint_dir
         spec = self.specs.get(work.trial.study)
         rule = spec.early_stopping if spec is not None else None
         if rule is not None:

@@ -68,9 +68,11 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     """Train ``payload["config"]`` (a config dict); return the outcome for the database.
 
     ``payload`` may carry ``medians`` (per-epoch median best validation accuracy of
-    finished trials) and ``grace_epochs`` for the median stopping rule, and ``stop_after``
+    finished trials) and ``grace_epochs`` for the median stopping rule, ``stop_after``
     (epochs): the trial then pauses there (status ``paused``, metrics of its best epoch so
-    far) unless it ends before.
+    far) unless it ends before, and ``checkpoint_dir``: a folder where the trial keeps its
+    checkpoint, so that a paused trial continues from it (training is deterministic, so a
+    trial without its checkpoint starts again and reaches the same result).
     """
     from spikegrad.config import ExperimentConfig
 
@@ -83,10 +85,12 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
         from spikegrad.training import Trainer
 
         config = ExperimentConfig.model_validate(payload["config"])
-        trainer = Trainer(config, data=cached_data(config), progress=False)
+        trainer = Trainer(config, out_dir=payload.get("checkpoint_dir"),
+                          data=cached_data(config), progress=False)
         callback = median_stopping(payload.get("medians"), payload.get("grace_epochs", 1),
                                    config.training.epochs)
-        result = trainer.fit(stop_after=payload.get("stop_after"), epoch_callback=callback)
+        result = trainer.fit(resume=True, stop_after=payload.get("stop_after"),
+                             epoch_callback=callback)
         outcome.update(status=result["status"], result=result,
                        history=list(trainer.state.history), error=None)
         if result["status"] == "diverged":
