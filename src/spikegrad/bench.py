@@ -42,6 +42,7 @@ import ctypes
 import gc
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -425,10 +426,93 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------
+# Study throughput
+
+STUDY_GRID = {"surrogate.name": ["superspike", "sigmoid", "esser"],
+              "surrogate.slope": [1.0, 10.0, 100.0, 1000.0]}
+STUDY_SEEDS = [0, 1]
+"""The study case: 3 shapes x 4 slopes x 2 seeds = 24 trials of the paper-size Randman."""
+
+
+def study_spec(epochs: int, legacy: bool = False) -> dict:
+    """The study case's spec: every trial the same fixed number of epochs (no patience), a
+    network active from the start (N(0, (7/√fan_in)^2) weights) so that every release does
+    the same work. ``legacy``: in the syntax of releases before per-matrix init and patience
+    (their readout starts at 0, as set here for the current one)."""
+    fixed = {"training.epochs": epochs, "training.learning_rate": 0.01,
+             "model.hidden.0.activity.lower_strength": 100.0,
+             "model.hidden.0.activity.lower_rate": 0.001, "data.spectrum_offset": 1.0}
+    if legacy:
+        fixed.update({"model.init.scheme": "gaussian", "model.init.scale": 7.0})
+    else:
+        fixed.update({"training.patience": None, "model.readout.initial_membrane": 0.0})
+        fixed.update({f"model.init.{kind}": {"scheme": "gaussian", "scale": 7.0}
+                      for kind in ("feedforward", "recurrent", "readout")})
+    return {"name": "bench-study", "base": "randman", "set": fixed, "axes": STUDY_GRID,
+            "seeds": STUDY_SEEDS}
+
+
+def time_study(python: str, epochs: int, workers: int | None = None) -> dict:
+    """Run the study case with the spikegrad installed for ``python`` (a fresh process and
+    database, as a user would); its wall time and trials per hour."""
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="spikegrad-bench-") as folder:
+        for legacy in (False, True):
+            spec = Path(folder) / "spec.yaml"
+            spec.write_text(yaml.safe_dump(study_spec(epochs, legacy)))
+            command = [python, "-m", "spikegrad.cli", "study", "run", str(spec), "--db",
+                       str(Path(folder) / f"db-{legacy}.sqlite"), "--quiet"]
+            if workers:
+                command += ["--workers", str(workers)]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            if done.returncode == 0:
+                trials = len(STUDY_SEEDS) * math.prod(len(v) for v in STUDY_GRID.values())
+                return {"python": python, "trials": trials, "epochs": epochs,
+                        "wall_time_s": wall, "trials_per_hour": trials * 3600.0 / wall,
+                        "spec_syntax": "legacy" if legacy else "current"}
+            if "unknown key" not in done.stderr:  # not a matter of syntax: report it
+                break
+    raise click.ClickException(f"{python}: the study case failed: "
+                               f"{(done.stderr or done.stdout).strip().splitlines()[-1]}")
+
+
+def run_study_case(epochs: int, baselines: list[str], workers: int | None) -> dict:
+    """The study case with this spikegrad and with each baseline install, one after the
+    other; ratios of trials per hour against this one."""
+    rows = [{"version": "this", **time_study(sys.executable, epochs, workers)}]
+    for python in baselines:
+        rows.append({"version": python, **time_study(python, epochs, workers)})
+    for row in rows:
+        row["vs_this"] = row["trials_per_hour"] / rows[0]["trials_per_hour"]
+    return {"study": rows, "meta": {"cores": os.cpu_count(), "epochs": epochs,
+                                    "grid": STUDY_GRID, "seeds": STUDY_SEEDS}}
+
+
+def format_study(report: dict) -> str:
+    lines = [f"{'version':40s} {'trials':>6s} {'epochs':>6s} {'wall s':>8s} "
+             f"{'trials/hour':>11s} {'x this':>7s}"]
+    for row in report["study"]:
+        lines.append(f"{row['version'][-40:]:40s} {row['trials']:6d} {row['epochs']:6d} "
+                     f"{row['wall_time_s']:8.1f} {row['trials_per_hour']:11.0f} "
+                     f"{row['vs_this']:7.2f}")
+    lines.append("(study case: 24 trials of the paper-size Randman, 3 shapes x 4 slopes x 2 "
+                 "seeds, a fixed number of epochs, run by `spikegrad study run` in a fresh "
+                 "process with one worker per core; 'x this' = trials per hour / this "
+                 "install's)")
+    return "\n".join(lines)
+
+
 @click.command("bench")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--case", "cases", multiple=True, type=click.Choice(list(CASES)),
-              help="Case to run (repeatable; default: all).")
+@click.option("--case", "cases", multiple=True, type=click.Choice([*CASES, "study"]),
+              help="Case to run (repeatable; default: shd, randman, long); `study` (alone): "
+                   "trials per hour of a study.")
 @click.option("--library", "libraries", multiple=True, type=click.Choice(LIBRARIES),
               help="Library to run (repeatable; default: all).")
 @click.option("--repeats", default=7, show_default=True, help="Timed steps per library.")
@@ -439,9 +523,27 @@ def format_table(report: dict) -> str:
 @click.option("--background-load", is_flag=True,
               help="Run every case idle, then again while a single-threaded busy process "
                    "occupies one core; report both.")
+@click.option("--study-epochs", default=10, show_default=True,
+              help="Epochs per trial in the study case.")
+@click.option("--baseline", "baselines", multiple=True, metavar="PYTHON",
+              help="The python of another spikegrad install (e.g. a previous release in its "
+                   "own venv) to run the study case with too (repeatable).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes in the study case (default: one per core).")
 def bench(as_json: bool, cases: tuple[str, ...], libraries: tuple[str, ...], repeats: int,
-          long_repeats: int, warmup: int, device: str, background_load: bool) -> None:
-    """Milliseconds per training step and peak memory: fast engine, reference, peers."""
+          long_repeats: int, warmup: int, device: str, background_load: bool,
+          study_epochs: int, baselines: tuple[str, ...], workers: int | None) -> None:
+    """Milliseconds per training step and peak memory: fast engine, reference, peers.
+
+    ``--case study`` instead trains a fixed 24-trial Randman grid through the study runner
+    and reports trials per hour (with ``--baseline PYTHON``: side by side with another
+    install)."""
+    if "study" in cases:
+        if len(cases) > 1:
+            raise click.UsageError("--case study runs alone")
+        report = run_study_case(study_epochs, list(baselines), workers)
+        click.echo(json.dumps(report) if as_json else format_study(report))
+        return
     run = run_with_background_load if background_load else run_bench
     report = run(list(cases) or list(CASES), list(libraries) or list(LIBRARIES),
                  repeats, warmup, device, long_repeats)
