@@ -222,6 +222,10 @@ def reproduce(
         data_sets, skipped = list(PROFILES[profile].readout_data), {}
     else:
         data_sets, skipped = readout_data_sets()
+        for name, reason in PROFILES[profile].readout_skip.items() if profile in PROFILES else ():
+            if name in data_sets:
+                data_sets.remove(name)
+                skipped[name] = reason
     specs = study_specs(profile, studies, data_sets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
