@@ -218,11 +218,14 @@ def reproduce(
     from spikegrad.studies.runner import run_studies
 
     started = time.perf_counter()
-    if PROFILES.get(profile) is not None and PROFILES[profile].readout_data is not None:
-        data_sets, skipped = list(PROFILES[profile].readout_data), {}
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+    chosen = PROFILES[profile]
+    if chosen.readout_data is not None:
+        data_sets, skipped = list(chosen.readout_data), {}
     else:
         data_sets, skipped = readout_data_sets()
-        for name, reason in PROFILES[profile].readout_skip.items() if profile in PROFILES else ():
+        for name, reason in chosen.readout_skip.items():
             if name in data_sets:
                 data_sets.remove(name)
                 skipped[name] = reason
