@@ -257,5 +257,7 @@ def test_stale_build_lock_does_not_hang(tmp_path):
     code = "from spikegrad.engine import cpp; assert cpp.available()"
     done = subprocess.run([sys.executable, "-c", code], timeout=90, capture_output=True,
                           text=True)
+    # without the fix torch's builder waits for the stale lock forever (the timeout fails
+    # the test); other processes may build in the shared folder meanwhile, so the lock file
+    # itself is not looked at afterwards
     assert done.returncode == 0, done.stderr
-    assert not stale.exists()
