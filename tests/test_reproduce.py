@@ -279,3 +279,14 @@ def test_report_renders_in_headless_chromium(smoke_report, tmp_path):
     n = len(summary["figures"])
     assert f'data-images="{n} 0"' in dom  # every image loaded, none broken
     assert dom.count('data-loaded="yes"') == n and 'data-loaded="no"' not in dom
+
+
+def test_other_seeds_make_their_own_studies():
+    specs = study_specs("default", ["shape-slope"], seeds=[5, 6, 7, 8, 9])
+    for spec in specs["shape-slope"].values():
+        assert spec["name"].startswith("default-seeds-5-6-7-8-9-")
+        assert spec["seeds"] == [5, 6, 7, 8, 9]
+    assert study_specs("default", ["scale"], seeds=PROFILES["default"].seeds)["scale"][
+        "scale"]["name"] == "default-scale"
+    with pytest.raises(ValueError, match="at least 2 different seeds"):
+        study_specs("default", seeds=[3])

@@ -212,8 +212,10 @@ def reproduce(
     address: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run the chosen studies (all by default) and write the report; returns a summary."""
+    """Run the chosen studies (all by default) and write the report; returns a summary.
+    ``seeds`` replace the profile's (a second run on other seeds)."""
     from spikegrad.studies import ResultsDB, load_study_spec
     from spikegrad.studies.runner import run_studies
 
@@ -229,7 +231,7 @@ def reproduce(
             if name in data_sets:
                 data_sets.remove(name)
                 skipped[name] = reason
-    specs = study_specs(profile, studies, data_sets)
+    specs = study_specs(profile, studies, data_sets, seeds)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for spec in specs.get("readout", {}).values():
@@ -250,7 +252,7 @@ def reproduce(
         best = plots.best_trials_by_study(data)
         curves = {name: db.epochs(t["config_hash"]) for name, t in best.items()}
 
-    norms = gradient_norms(profile) if "scale" in specs else None
+    norms = gradient_norms(profile, (seeds or chosen.seeds)[0]) if "scale" in specs else None
     claims = rules.evaluate(data, norms)
     figures: list[dict[str, str]] = []
 
@@ -285,6 +287,7 @@ def reproduce(
     meta = {
         "profile": profile,
         "profile description": PROFILES[profile].description,
+        "seeds": ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds)),
         "studies": ", ".join(specs),
         "data sets (readout study)": ", ".join(data_sets),
         "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",

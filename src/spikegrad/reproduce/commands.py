@@ -7,7 +7,20 @@ from pathlib import Path
 import click
 
 from spikegrad.cli_support import print_json, user_errors
+from spikegrad.config import ConfigError
 from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
+
+
+def _seed_list(text: str) -> list[int]:
+    """'5,6,7' or '5-9' (or a mix: '0-2,7') as a list of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected numbers like 5,6,7 or 5-9, got {text!r}") from None
+    return seeds
 
 
 @click.command()
@@ -25,11 +38,15 @@ from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
               help="Folder for report.html, report.md and the figures (PNG and SVG).")
 @click.option("--address", default=None, help="Run the trials on the Ray cluster at ADDRESS.")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: cores).")
+@click.option("--seeds", default=None, metavar="LIST",
+              help="Seeds instead of the profile's, e.g. 5,6,7,8,9 or 5-9 (a second run on "
+                   "other seeds; its studies are named after them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def reproduce(studies: tuple[str, ...], profile: str, db_path: Path, out_dir: Path,
-              address: str | None, workers: int | None, as_json: bool, quiet: bool) -> None:
+              address: str | None, workers: int | None, seeds: str | None, as_json: bool,
+              quiet: bool) -> None:
     """Reproduce the studies of Zenke & Vogels (2021): STUDIES is any of shape-slope,
     scale, readout, regularisation (default: all). Writes OUT/report.html (self-contained)
     and OUT/report.md with the figures and a table of the paper's claims, each with a
@@ -37,7 +54,8 @@ def reproduce(studies: tuple[str, ...], profile: str, db_path: Path, out_dir: Pa
     from spikegrad.reproduce import reproduce as run
 
     summary = run(list(studies) or None, profile=profile, db_path=db_path, out_dir=out_dir,
-                  address=address, workers=workers, progress=not quiet)
+                  address=address, workers=workers, progress=not quiet,
+                  seeds=_seed_list(seeds) if seeds else None)
     if as_json:
         print_json(summary)
         return

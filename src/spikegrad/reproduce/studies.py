@@ -22,7 +22,7 @@ states the profile.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spikegrad.config import apply_overrides, read_config_source
@@ -205,14 +205,22 @@ def regularisation_specs(profile: Profile) -> dict[str, dict[str, Any]]:
 
 
 def study_specs(profile_name: str, studies: list[str] | None = None,
-                readout_data_sets: list[str] | None = None
+                readout_data_sets: list[str] | None = None, seeds: list[int] | None = None
                 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """The specs of the chosen studies (all by default): {study: {role: spec}}."""
+    """The specs of the chosen studies (all by default): {study: {role: spec}}. ``seeds``
+    replace the profile's (the study names then say which, so that a second run on other
+    seeds makes its own choices, even in the same database)."""
     try:
         profile = PROFILES[profile_name]
     except KeyError:
         raise ValueError(f"unknown profile {profile_name!r} (known: {', '.join(PROFILES)})"
                          ) from None
+    if seeds is not None and list(seeds) != profile.seeds:
+        if len(seeds) < profile.rung_seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds: need at least {profile.rung_seeds} different seeds, "
+                             f"got {list(seeds)}")
+        label = f"{profile.name}-seeds-{'-'.join(str(s) for s in seeds)}"
+        profile = replace(profile, name=label, seeds=list(seeds))
     chosen = studies or list(STUDY_NAMES)
     unknown = [s for s in chosen if s not in STUDY_NAMES]
     if unknown:
