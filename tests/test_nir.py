@@ -642,7 +642,9 @@ def test_export_to_snntorch(trained, discretisation):
         n = torch.arange(SHIFT + 2, readout.shape[1] + 1, dtype=torch.float64)
         ours = readout[:, SHIFT + 1:].double() - d.initial_membrane * d.beta_mem ** n[:, None]
         theirs = peer.readout[:, :-(SHIFT + 1)].double()
-        assert float((ours - theirs).abs().max()) <= 1e-5 * float(ours.abs().max())
+        relative = float((ours - theirs).abs().max()) / float(ours.abs().max())
+        print(f"readout traces: largest difference {relative:.1e} of the largest value")
+        assert relative <= 1e-5  # measured 4e-7: float32 rounding
 
 
 @pytest.mark.parametrize("discretisation", ["exp", "euler"])
