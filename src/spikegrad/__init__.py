@@ -7,6 +7,7 @@
 
 from spikegrad.config import ConfigError, ExperimentConfig, load_config
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.interop.nir import from_nir, read_nir, to_nir, write_nir
 from spikegrad.model import SNN, LeakyReadout, LIFLayer
 from spikegrad.surrogates import SURROGATES, Surrogate, register_surrogate, spike
 from spikegrad.training import Trainer, build_model, evaluate, train
@@ -16,5 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError", "ExperimentConfig", "LIFDynamics", "LIFLayer", "LeakyReadout",
     "ReadoutDynamics", "SNN", "SURROGATES", "Surrogate", "Trainer", "build_model", "evaluate",
-    "load_config", "register_surrogate", "spike", "train",
+    "from_nir", "load_config", "read_nir", "register_surrogate", "spike", "to_nir", "train",
+    "write_nir",
 ]

@@ -14,6 +14,7 @@ from spikegrad.bench import bench
 from spikegrad.cli_support import print_json, set_option, user_errors
 from spikegrad.commands_data import data as data_commands
 from spikegrad.config import ConfigError, builtin_config_names, load_config
+from spikegrad.interop.commands import export
 from spikegrad.reproduce.commands import reproduce
 from spikegrad.studies.commands import study
 
@@ -82,6 +83,7 @@ main.add_command(data_commands)
 main.add_command(study)
 main.add_command(reproduce)
 main.add_command(bench)
+main.add_command(export)
 
 
 if __name__ == "__main__":

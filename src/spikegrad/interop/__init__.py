@@ -1,0 +1,1 @@
+"""Exchange of networks with other spiking-network tools (see :mod:`spikegrad.interop.nir`)."""
