@@ -526,14 +526,17 @@ def test_spec_round_trip_and_show(tmp_path):
 
 def scripted_accuracy(payload):
     """A trial function (runs in the worker) whose validation accuracy favours learning rate
-    0.01 while its test accuracy favours 0.05: a selection must follow validation."""
+    0.01 while its test accuracy favours 0.05: a selection must follow validation. At
+    learning rates 0.002 and 0.003 every trial stays at chance; 0.003 has the lower loss."""
     config = payload["config"]
     rate = config["training"]["learning_rate"]
     epochs = payload.get("stop_after") or config["training"]["epochs"]
-    valid = {0.01: 0.8, 0.05: 0.6}[rate] + 0.01 * config["seed"]
-    test = {0.01: 0.5, 0.05: 0.9}[rate]
-    history = [{"epoch": e, "valid_accuracy": valid * e / epochs, "train_loss": 1.0}
-               for e in range(1, epochs + 1)]
+    valid = {0.01: 0.8, 0.05: 0.6, 0.002: 0.1, 0.003: 0.1}[rate] + 0.01 * config["seed"] * (
+        rate > 0.005)
+    test = {0.01: 0.5, 0.05: 0.9, 0.002: 0.9, 0.003: 0.1}[rate]
+    loss = {0.002: 2.3, 0.003: 2.2}.get(rate, 1.0)
+    history = [{"epoch": e, "valid_accuracy": valid * e / epochs, "valid_loss": loss,
+                "train_loss": 1.0} for e in range(1, epochs + 1)]
     result = {"status": "paused" if payload.get("stop_after") else "completed",
               "valid_accuracy": valid, "test_accuracy": test, "epochs_completed": epochs}
     return {"status": result["status"], "result": result, "history": history, "error": None,
@@ -557,9 +560,19 @@ def test_selection_chooses_on_validation_and_runs_the_chosen_value(tmp_path):
         assert len(rungs) == 4 and all(t["status"] == "paused" for t in rungs)
         assert {t["axes"]["seed"] for t in rungs} == {0, 1}  # rung seeds only
         scores = next(iter(db.selections("tiny-study").values()))["scores"]
-        assert scores == {"0.05": pytest.approx(0.605), "0.01": pytest.approx(0.805)}
+        assert {v: s["valid_accuracy"] for v, s in scores.items()} == {
+            "0.05": pytest.approx(0.605), "0.01": pytest.approx(0.805)}
     again = run_study(spec, db_path, workers=1, progress=False, trial_function=scripted_accuracy)
     assert again["ran"] == 0 and again["counts"] == summary["counts"]
+
+
+def test_selection_breaks_a_tie_by_validation_loss(tmp_path):
+    spec = tiny_spec(axes={}, seeds=[0, 1], set={"training.epochs": 2},
+                     select={"axis": "training.learning_rate", "values": [0.002, 0.003],
+                             "rung_epochs": 1, "rung_seeds": 2})
+    summary = run_study(spec, tmp_path / "db.sqlite", workers=1, progress=False,
+                        trial_function=scripted_accuracy)
+    assert summary["selections"] == {"{}": 0.003}  # equal accuracy, lower loss
 
 
 def test_selection_with_real_training_pauses_and_finishes(tmp_path):

@@ -200,28 +200,34 @@ def run_studies(
 
 def _choose(spec: StudySpec, db: ResultsDB) -> None:
     """Store, for every condition of ``spec`` not chosen yet, the value of the selected axis
-    with the best mean over the rung seeds of the best validation accuracy up to the rung."""
+    with the best mean over the rung seeds of the best validation accuracy up to the rung;
+    values tied on it (e.g. every one still at chance) are told apart by the mean of the
+    lowest validation loss up to the rung, then by grid order."""
     select = spec.select
     known = db.selections(spec.name)
     rung_seeds = (spec.seed_values() or [])[: select.rung_seeds]
-    by_condition: dict[str, dict[str, list[float]]] = {}
+    by_condition: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for trial in spec.rung_trials():
         key = condition_key(spec.condition_of(trial))
         if key in known:
             continue
         epochs = [e for e in db.epochs(trial.config_hash()) if e["epoch"] <= select.rung_epochs]
-        scores = [e["valid_accuracy"] for e in epochs if _finite(e.get("valid_accuracy"))]
+        accuracies = [e["valid_accuracy"] for e in epochs if _finite(e.get("valid_accuracy"))]
+        losses = [e["valid_loss"] for e in epochs if _finite(e.get("valid_loss"))]
         value = json.dumps(trial.axes[select.axis])
         by_condition.setdefault(key, {}).setdefault(value, []).append(
-            max(scores) if scores else -math.inf)
+            (max(accuracies) if accuracies else -math.inf, min(losses) if losses else math.inf))
     for key, by_value in by_condition.items():
-        means = {v: sum(x) / len(x) for v, x in by_value.items() if len(x) == len(rung_seeds)}
-        if not means:
+        scores = {v: (sum(a for a, _ in x) / len(x), sum(loss for _, loss in x) / len(x))
+                  for v, x in by_value.items() if len(x) == len(rung_seeds)}
+        if not scores:
             continue
-        best = max(means.values())
-        chosen = next(v for v in by_value if means.get(v) == best)  # grid order: ties to the first
+        # grid order breaks what accuracy and loss leave tied
+        chosen = max(scores, key=lambda v: (scores[v][0], -scores[v][1]))
         db.record_selection(spec.name, key, select.axis, json.loads(chosen),
-                            {v: (m if math.isfinite(m) else None) for v, m in means.items()})
+                            {v: {"valid_accuracy": a if math.isfinite(a) else None,
+                                 "valid_loss": loss if math.isfinite(loss) else None}
+                             for v, (a, loss) in scores.items()})
 
 
 def best_trial(trials: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:

@@ -135,9 +135,11 @@ class Selection(Strict):
 
     Rung: every value is trained on the first ``rung_seeds`` seeds for ``rung_epochs``
     epochs (trials that end sooner count as they are); the value whose best validation
-    accuracy up to then, averaged over those seeds, is highest is chosen (ties: the earlier
-    value). Then every seed of the spec is trained at the chosen value to its end. Test
-    accuracy is never looked at; the choices are stored in the database.
+    accuracy up to then, averaged over those seeds, is highest is chosen. Values tied on it
+    (as when every one is still at chance) are told apart by the mean of their lowest
+    validation loss, then by their order. Then every seed of the spec is trained at the
+    chosen value to its end. Test data are never looked at; the choices and their scores are
+    stored in the database.
     """
 
     axis: str
