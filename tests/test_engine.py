@@ -70,8 +70,8 @@ def _run(impl: str, leaves, rec, dynamics, readout_dynamics, **engine_kwargs):
         spikes = engine.lif_layer(leaves[0], leaves[1], dynamics, rec, **engine_kwargs)
         trace = engine.readout_layer(spikes, leaves[2], readout_dynamics)
         return spikes, trace, spikes.sum(1)
-    spikes, trace, counts = engine.lif_readout(leaves[0], leaves[1], dynamics, leaves[2],
-                                               readout_dynamics, rec, **engine_kwargs)
+    spikes, trace, counts, _ = engine.lif_readout(leaves[0], leaves[1], dynamics, leaves[2],
+                                                  readout_dynamics, rec, **engine_kwargs)
     assert torch.equal(counts, spikes.sum(1))
     return spikes, trace, counts
 
@@ -210,8 +210,8 @@ def test_no_gradient_reaches_the_fused_layer(backend, recurrent):
     inputs, weight, v, readout = random_case(8, torch.float32, recurrent)
     leaves = [t.clone().requires_grad_() for t in (weight, readout)]
     rec = None if v is None else v.clone().requires_grad_()
-    spikes, trace, _ = engine.lif_readout(inputs, leaves[0], LIFDynamics(0.9, 0.8), leaves[1],
-                                          ReadoutDynamics(0.95, 0.8), rec)
+    spikes, trace, *_ = engine.lif_readout(inputs, leaves[0], LIFDynamics(0.9, 0.8),
+                                           leaves[1], ReadoutDynamics(0.95, 0.8), rec)
     params = leaves + ([rec] if rec is not None else [])
     grads = torch.autograd.grad((trace * 0).sum() + (spikes * 0).sum(), params)
     assert all(g is not None and not g.any() for g in grads)
@@ -261,3 +261,37 @@ def test_stale_build_lock_does_not_hang(tmp_path):
     # the test); other processes may build in the shared folder meanwhile, so the lock file
     # itself is not looked at afterwards
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("reduction", ["max", "sum", "mean", "last"])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_logits_from_the_kernels_match_the_reference(backend, reduction, recurrent):
+    """The fused layer's logits, and every gradient through them (with a spike-count
+    regulariser beside), equal reduce_readout of the reference trace."""
+    from spikegrad.losses import classification_loss, reduce_readout
+
+    inputs, weight, v, readout = random_case(12, torch.float64, recurrent)
+    dynamics = LIFDynamics(0.9, 0.8, Surrogate("superspike", 10.0, 1.0))
+    readout_dynamics = ReadoutDynamics(0.95, 0.8)
+    labels = torch.arange(inputs.shape[0]) % readout.shape[0]
+    results = []
+    for fused in (False, True):
+        leaves = [t.detach().clone().requires_grad_() for t in (inputs, weight, readout)]
+        rec = None if v is None else v.detach().clone().requires_grad_()
+        if fused:
+            out = engine.lif_readout(leaves[0], leaves[1], dynamics, leaves[2],
+                                     readout_dynamics, rec, spikes=False, trace=False,
+                                     reduction=reduction)
+            assert out.spikes is None and out.trace is None
+            logits, counts = out.logits, out.counts
+        else:
+            spikes = functional.lif_layer(leaves[0], leaves[1], dynamics, rec)
+            trace = functional.readout_layer(spikes, leaves[2], readout_dynamics)
+            logits, counts = reduce_readout(trace, reduction), spikes.sum(1)
+        loss = classification_loss(logits, labels) + 0.01 * counts.pow(2).mean()
+        params = leaves + ([rec] if rec is not None else [])
+        results.append((logits, torch.autograd.grad(loss, params)))
+    (ref, ref_grads), (fast, fast_grads) = results
+    assert_close(fast, ref, "logits")
+    for i, (a, b) in enumerate(zip(fast_grads, ref_grads, strict=True)):
+        assert_close(a, b, f"gradient {i}")

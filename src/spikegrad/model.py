@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from spikegrad import functional
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.losses import ReadoutReduction, reduce_readout
 from spikegrad.surrogates import Surrogate
 
 Engine = Literal["reference", "fast"]
@@ -108,13 +109,14 @@ class LeakyReadout(nn.Module):
 @dataclass
 class SNNOutput:
     """What a forward pass returns: the readout trace U_out[1..T] [B, T, K], each hidden
-    layer's spike count per neuron and sample [B, N] (differentiable, for activity
-    regularisers), and each hidden layer's spikes [B, T, N] (empty when the pass was asked
-    not to record them: see :meth:`SNN.forward`)."""
+    layer's spikes [B, T, N], each hidden layer's spike count per neuron and sample [B, N]
+    (differentiable, for activity regularisers) and, when asked for, the logits [B, K]: the
+    trace reduced over time (see :meth:`SNN.forward` for what is not recorded)."""
 
-    readout: Tensor
+    readout: Tensor | None
     hidden_spikes: list[Tensor]
     spike_counts: list[Tensor]
+    logits: Tensor | None = None
 
 
 class SNN(nn.Module):
@@ -168,10 +170,13 @@ class SNN(nn.Module):
         init_weights(net, init, init_scale, generator)
         return net
 
-    def forward(self, inputs: Tensor, record_spikes: bool = True) -> SNNOutput:
-        """Inputs [B, T, C] to readout trace, spike counts and spikes. With ``record_spikes``
-        False the fast engine does not write the last layer's spike trains (training needs
-        only their counts), and ``hidden_spikes`` holds only the other layers'."""
+    def forward(self, inputs: Tensor, record_spikes: bool = True, record_trace: bool = True,
+                reduction: ReadoutReduction | None = None) -> SNNOutput:
+        """Inputs [B, T, C] to readout trace, spikes, spike counts and, with a
+        ``reduction``, logits. Training needs only the logits and the counts: with
+        ``record_spikes`` and ``record_trace`` False the fast engine writes neither the last
+        layer's spike trains (``hidden_spikes`` then holds the other layers') nor the readout
+        trace (``readout`` is None)."""
         hidden_spikes, counts = [], []
         x = inputs
         for layer in self.hidden[:-1]:
@@ -180,14 +185,17 @@ class SNN(nn.Module):
             counts.append(x.sum(dim=1))
         last, readout = self.hidden[-1], self.readout
         if last.engine == "fast" and readout.engine == "fast":  # one fused operation
-            spikes, trace, last_counts = _fast_engine().lif_readout(
+            out = _fast_engine().lif_readout(
                 x, last.weight, last.dynamics, readout.weight, readout.dynamics,
-                last.recurrent_weight, spikes=record_spikes)
-            if spikes is not None:
-                hidden_spikes.append(spikes)
-            return SNNOutput(trace, hidden_spikes, [*counts, last_counts])
+                last.recurrent_weight, spikes=record_spikes, reduction=reduction,
+                trace=record_trace or reduction is None)
+            if out.spikes is not None:
+                hidden_spikes.append(out.spikes)
+            return SNNOutput(out.trace, hidden_spikes, [*counts, out.counts], out.logits)
         x = last(x)
-        return SNNOutput(readout(x), [*hidden_spikes, x], [*counts, x.sum(dim=1)])
+        trace = readout(x)
+        logits = reduce_readout(trace, reduction) if reduction is not None else None
+        return SNNOutput(trace, [*hidden_spikes, x], [*counts, x.sum(dim=1)], logits)
 
     def set_engine(self, engine: Engine) -> SNN:
         for module in self.modules():

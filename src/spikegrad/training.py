@@ -34,7 +34,6 @@ from spikegrad.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from spikegrad.losses import (
     classification_loss,
     lower_rate_penalty,
-    reduce_readout,
     upper_rate_penalty,
 )
 from spikegrad.model import SNN, LeakyReadout, LIFLayer, init_weights
@@ -97,8 +96,8 @@ def evaluate(
     loss_sum, correct, n = 0.0, 0, 0
     spike_sums = [0.0] * len(model.hidden)
     for inputs, labels in iterate_batches(dataset, batch_size):
-        output = model(inputs, record_spikes=False)
-        logits = reduce_readout(output.readout, reduction)
+        output = model(inputs, record_spikes=False, record_trace=False, reduction=reduction)
+        logits = output.logits
         loss_sum += float(classification_loss(logits, labels)) * len(labels)
         correct += int((logits.argmax(dim=1) == labels).sum())
         n += len(labels)
@@ -226,8 +225,9 @@ class Trainer:
             self.data.train, self.config.training.batch_size, shuffle=True,
             generator=self.shuffle_generator,
         ):
-            output = self.model(inputs, record_spikes=False)
-            logits = reduce_readout(output.readout, reduction)
+            output = self.model(inputs, record_spikes=False, record_trace=False,
+                                reduction=reduction)
+            logits = output.logits
             loss = classification_loss(logits, labels)
             loss = loss + activity_penalty(self.config, output.spike_counts)
             if not torch.isfinite(loss):

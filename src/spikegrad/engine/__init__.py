@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -60,7 +61,7 @@ from spikegrad.engine.threads import GOVERNOR
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "attach_events",
-           "MAX_SPARSE_DENSITY"]
+           "LayerOutput", "MAX_SPARSE_DENSITY"]
 
 MAX_SPARSE_DENSITY = 0.1
 """Inputs with at most this fraction of non-zeros are multiplied as sparse matrices."""
@@ -155,12 +156,13 @@ def _spike_gradient(grad_s: Tensor | None) -> tuple[Tensor | None, Tensor | None
 
 class _Layer(torch.autograd.Function):
     """A LIF layer, and with a readout weight the leaky readout that reads it:
-    (S, U_out, spike counts [B, N]). S is an empty tensor when not ``write_spikes``."""
+    (S, U_out, spike counts [B, N], logits [B, K]); S, U_out and the logits are empty
+    tensors where not asked for."""
 
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, readout_weight,
                 dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool,
-                write_spikes: bool):
+                write_spikes: bool, reduction: str | None, write_trace: bool):
         ctx.set_materialize_grads(False)
         kernels = kernels_for(inputs)
         ctx.dynamics, ctx.readout, ctx.kernels = dynamics, readout, kernels
@@ -168,20 +170,21 @@ class _Layer(torch.autograd.Function):
         # with ``recompute`` U is not kept: the backward pass computes it again
         keep_state = any(ctx.needs_input_grad[:4]) and not recompute
         x = _Layer.projected_input(ctx, inputs, weight)
-        s, u, p, counts, sparse_s, y = kernels.lif_forward(
+        result = kernels.lif_forward(
             x, ctx.sparse, weight, recurrent_weight, readout_weight, dynamics, readout,
-            keep_state, *inputs.shape[:2], write_spikes)
-        ctx.state = (u, p) if keep_state else None
+            keep_state, *inputs.shape[:2], write_spikes, reduction, write_trace)
+        ctx.state = (result.membrane, result.pre_reset) if keep_state else None
         ctx.shape = (*inputs.shape[:2], weight.shape[0])
+        ctx.reduction, ctx.argmax = reduction, result.argmax
         ctx.save_for_backward(inputs, weight, recurrent_weight, readout_weight)
-        if s is None:
-            s = weight.new_empty(0)
-            ctx.mark_non_differentiable(s)
-        _attach_sparse_form(s, sparse_s)
-        if y is None:
-            y = weight.new_empty(0)
-            ctx.mark_non_differentiable(y)
-        return s, y, counts
+        outputs = []
+        for value in (result.spikes, result.trace, result.counts, result.logits):
+            if value is None:
+                value = weight.new_empty(0)
+                ctx.mark_non_differentiable(value)
+            outputs.append(value)
+        _attach_sparse_form(outputs[0], result.sparse)
+        return tuple(outputs)
 
     @staticmethod
     def projected_input(ctx, inputs: Tensor, weight: Tensor) -> Tensor | None:
@@ -191,7 +194,7 @@ class _Layer(torch.autograd.Function):
         return _matmul_time_major(inputs, weight.detach().t())
 
     @staticmethod
-    def backward(ctx, grad_s, grad_y, grad_counts):
+    def backward(ctx, grad_s, grad_y, grad_counts, grad_logits):
         inputs, weight, v, wo = ctx.saved_tensors
         d, kernels = ctx.dynamics, ctx.kernels
         batch, time_steps, _ = ctx.shape
@@ -202,24 +205,30 @@ class _Layer(torch.autograd.Function):
         elif kernels.recomputes_state(d.surrogate):  # in cache-sized groups of batch entries
             u = p = None
         else:  # one more forward pass, keeping U this time
-            _, u, p, _, _, _ = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True,
-                                                   batch, time_steps)
+            again = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True, batch,
+                                        time_steps)
+            u, p = again.membrane, again.pre_reset
         grad, grad_const = _spike_gradient(grad_s if grad_s is not None and grad_s.numel()
                                            else None)
         if grad_counts is not None:  # a count's gradient reaches S at every step
             grad_const = grad_counts if grad_const is None else grad_const + grad_counts
-        dy = _time_major(grad_y) if wo is not None and grad_y is not None else None
+        dy = (_time_major(grad_y) if wo is not None and grad_y is not None and grad_y.numel()
+              else None)
+        grad_logits = grad_logits if grad_logits is not None and grad_logits.numel() else None
         steps = max(kernels.last_active_step(grad) if grad is not None else 0,
                     time_steps if grad_const is not None and bool(grad_const.any()) else 0,
-                    kernels.last_active_step(dy) if dy is not None else 0)
+                    kernels.last_active_step(dy) if dy is not None else 0,
+                    time_steps if grad_logits is not None else 0)
         want_w = ctx.needs_input_grad[1]
         want_v = v is not None and ctx.needs_input_grad[2]
-        want_wo = wo is not None and ctx.needs_input_grad[3] and dy is not None
+        to_readout = wo is not None and (dy is not None or grad_logits is not None)
+        want_wo = ctx.needs_input_grad[3] and to_readout
         want_dx = ctx.needs_input_grad[0] or (want_w and ctx.sparse is None)
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
         dx, grad_w, grad_v, grad_wo = kernels.lif_backward(
             x, ctx.sparse, weight, v, grad, grad_const, dy, wo, u, p, through_recurrence, d,
             ctx.readout, batch, time_steps, steps, want_w, want_v, want_wo, want_dx,
+            grad_logits, ctx.argmax, ctx.reduction,
         )
         del u, p, x
         grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
@@ -229,7 +238,7 @@ class _Layer(torch.autograd.Function):
         if wants_wo and grad_wo is None:
             grad_wo = torch.zeros_like(wo)
         return (grad_in, grad_w if want_w else None, grad_v if want_v else None,
-                grad_wo if wants_wo else None, None, None, None, None)
+                grad_wo if wants_wo else None, None, None, None, None, None, None)
 
 
 class _Readout(torch.autograd.Function):
@@ -285,9 +294,18 @@ def lif_layer(
     trades a second forward loop in the backward pass for not keeping U between the two
     (default: the environment variable ``SPIKEGRAD_RECOMPUTE``).
     """
-    spikes, _, _ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
-                                _prepare(inputs, recompute), True)
+    spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
+                              _prepare(inputs, recompute), True, None, False)
     return spikes
+
+
+class LayerOutput(NamedTuple):
+    """What :func:`lif_readout` returns (None where not asked for)."""
+
+    spikes: Tensor | None    # [B, T, N]
+    trace: Tensor | None     # U_out[1..T] [B, T, K]
+    counts: Tensor           # spikes per neuron and sample [B, N]
+    logits: Tensor | None    # the trace reduced over time [B, K]
 
 
 def lif_readout(
@@ -299,15 +317,21 @@ def lif_readout(
     recurrent_weight: Tensor | None = None,
     recompute: bool | None = None,
     spikes: bool = True,
-) -> tuple[Tensor | None, Tensor, Tensor]:
-    """A LIF layer and the leaky readout reading its spikes, as one operation: returns the
-    spikes [B, T, N] (None when not ``spikes``: they are then never written), the readout
-    trace U_out[1..T] [B, T, K] and the spike count of every neuron on every sample [B, N].
-    Same values and gradients as :func:`lif_layer` followed by :func:`readout_layer` and
-    ``spikes.sum(1)``, faster."""
-    s, trace, counts = _Layer.apply(inputs, weight, recurrent_weight, readout_weight, dynamics,
-                                    readout, _prepare(inputs, recompute), spikes)
-    return (s if spikes else None), trace, counts
+    reduction: str | None = None,
+    trace: bool = True,
+) -> LayerOutput:
+    """A LIF layer and the leaky readout reading its spikes, as one operation: the spikes
+    [B, T, N] (unless not ``spikes``: they are then never written), the readout trace
+    U_out[1..T] [B, T, K] (unless not ``trace``), the spike count of every neuron on every
+    sample [B, N] and, with a ``reduction`` (``max``, ``sum``, ``mean``, ``last``), the logits
+    [B, K] that :func:`spikegrad.losses.reduce_readout` would give. Same values and gradients
+    as :func:`lif_layer`, :func:`readout_layer`, ``spikes.sum(1)`` and ``reduce_readout``,
+    faster."""
+    s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
+                                        dynamics, readout, _prepare(inputs, recompute), spikes,
+                                        reduction, trace)
+    return LayerOutput(s if spikes else None, y if trace else None, counts,
+                       logits if reduction else None)
 
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:

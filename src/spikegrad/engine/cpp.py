@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from spikegrad.engine.contract import REDUCTIONS, Forward, Sparse
 from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
@@ -141,11 +142,6 @@ def _ops():
 _ops.name = "spikegrad_engine"
 
 
-Sparse = tuple[Tensor, Tensor, Tensor, Tensor]
-"""The sparse form of a [B, T, C] tensor: rows time-major (row n B + b), row q's entries at
-[begin[q], end[q]) of cols and vals (see ``kernels.cpp``)."""
-
-
 def to_sparse(x: Tensor, max_density: float) -> Sparse | None:
     parts = _ops().to_sparse(x if x.stride(-1) == 1 else x.contiguous(), max_density)
     return tuple(parts) if parts else None
@@ -173,12 +169,12 @@ def lif_forward(
     x: Tensor | None, sparse_input: Sparse | None, weight: Tensor,
     recurrent_weight: Tensor | None, readout_weight: Tensor | None, dynamics: LIFDynamics,
     readout: ReadoutDynamics | None, keep_state: bool, batch: int, steps: int,
-    write_spikes: bool = True,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor, Sparse | None, Tensor | None]:
-    """(S, U, P, spike counts [B, N], sparse form of S, readout trace) of a layer driven by
-    x = W S_in ([B, T, N], time-major) or by the sparse form of S_in: S unless not
-    ``write_spikes`` (with a readout only), U and P only with ``keep_state`` (P only for a
-    differentiable reset), the sparse form only without a readout, the trace only with one."""
+    write_spikes: bool = True, reduction: str | None = None, write_trace: bool = True,
+) -> Forward:
+    """A layer driven by x = W S_in ([B, T, N], time-major) or by the sparse form of S_in:
+    S unless not ``write_spikes`` (with a readout only); U and P only with ``keep_state`` (P
+    only for a differentiable reset); the sparse form only without a readout; with one its
+    trace (when ``write_trace``) and its logits reduced by ``reduction``."""
     w = weight.detach()
     empty = w.new_empty(0)
     vt = empty if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
@@ -189,14 +185,17 @@ def lif_forward(
         empty if x is None else x, *_sparse_args(sparse_input, w), wt, vt, wot, batch, steps,
         dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn, keep_state,
         keep_pre_reset, write_spikes, *_readout_args(readout),
-        readout.initial_membrane if readout is not None else 0.0,
+        readout.initial_membrane if readout is not None else 0.0, REDUCTIONS[reduction],
+        write_trace,
     )
     s = s if write_spikes else None
     u = u if keep_state else None
     p = p if keep_state and keep_pre_reset else None
     if readout_weight is None:
-        return s, u, p, counts, tuple(rest), None
-    return s, u, p, counts, None, rest[0]
+        return Forward(s, u, p, counts, tuple(rest), None, None, None)
+    trace, logits, argmax = rest
+    return Forward(s, u, p, counts, None, trace if write_trace else None,
+                   logits if reduction else None, argmax if reduction == "max" else None)
 
 
 BLOCK_BYTES = 1 << 21
@@ -215,6 +214,8 @@ def lif_backward(
     dy: Tensor | None, readout_weight: Tensor | None, u: Tensor | None, p: Tensor | None,
     v: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int,
     time_steps: int, steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
+    grad_logits: Tensor | None = None, argmax: Tensor | None = None,
+    reduction: str | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """(dL/dx, dW, dV, dW_out) of a layer (and its readout, when ``dy`` is given).
 
@@ -223,8 +224,9 @@ def lif_backward(
     recomputed when ``u`` is None. dL/dx only with ``want_dx``; dW only from a sparse input
     form (else None: a dense product is the caller's); dV with ``want_v``; dW_out with
     ``want_wo``. The gradient reaching S is ``grad`` (time-major) plus ``grad_const``
-    ([B, N], the same at every step), either may be None; nothing reaches the layer after
-    step ``steps``. ``v`` is V when gradients flow through the recurrence."""
+    ([B, N], the same at every step), either may be None; the readout's is ``dy`` (its
+    trace's) plus what ``grad_logits`` of its ``reduction`` gives; nothing reaches the layer
+    after step ``steps``. ``v`` is V when gradients flow through the recurrence."""
     n = weight.shape[0]
     w = weight.detach()
     empty = w.new_empty(0)
@@ -232,7 +234,8 @@ def lif_backward(
     if want_dx:
         dx = w.new_empty(time_steps, batch, n).transpose(0, 1)
         dx[:, steps:] = 0
-    k = readout_weight.shape[0] if dy is not None else 0
+    with_readout = dy is not None or grad_logits is not None
+    k = readout_weight.shape[0] if with_readout else 0
     du, di = w.new_zeros(batch, n), w.new_zeros(batch, n)
     lu, li = w.new_zeros(batch, k), w.new_zeros(batch, k)
     surrogate = dynamics.surrogate
@@ -245,12 +248,14 @@ def lif_backward(
     want_w = want_w and sparse_input is not None
     common = (
         empty if grad is None else grad, empty if grad_const is None else grad_const,
-        empty if dy is None else dy,
-        empty if dy is None else readout_weight.detach().contiguous(),
+        empty if dy is None else dy, empty if grad_logits is None else grad_logits.contiguous(),
+        empty.new_empty(0, dtype=torch.int32) if argmax is None else argmax,
+        REDUCTIONS[reduction if grad_logits is not None else None],
+        empty if not with_readout else readout_weight.detach().contiguous(),
         empty if x is None or stored else x, *_sparse_args(sparse_input, w), wt, vt,
     )
     tail = (empty if v is None else v.detach().contiguous(), du, di, lu, li, dx,
-            weight.shape[1], reset_grad, want_w, want_v, want_wo)
+            weight.shape[1], time_steps, reset_grad, want_w, want_v, want_wo)
     betas = (dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn,
              *_readout_args(readout))
     if not stored:

@@ -829,6 +829,9 @@ Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& 
   return L;
 }
 
+// How the readout trace is reduced over time to logits (spikegrad.losses.reduce_readout).
+enum Reduction { NO_REDUCTION = 0, MAX, SUM, MEAN, LAST };
+
 // The leaky readout's constants and weights.
 template <typename scalar_t>
 struct Readout {
@@ -836,7 +839,48 @@ struct Readout {
   scalar_t bm = 0, obm = 0, bs = 0, u0 = 0;
   const scalar_t* wot = nullptr;  // W_out^T [N, K] (forward)
   const scalar_t* wo = nullptr;   // W_out [K, N] (backward)
+  int64_t reduction = NO_REDUCTION;
+  int64_t T = 0;                  // steps (for the mean and the last step)
 };
+
+// Folds U_out[n+1] (y, K values) of one batch entry into its logits: the running maximum
+// (and the first step that reached it), the running sum, or the last step's value.
+template <typename scalar_t>
+SG_INLINE void reduce_row(int64_t K, int64_t reduction, int64_t n, int64_t T,
+                          const scalar_t* y, scalar_t* logits, int32_t* argmax) {
+  for (int64_t k = 0; k < K; ++k) {
+    if (reduction == MAX) {
+      if (n == 0 || y[k] > logits[k]) {
+        logits[k] = y[k];
+        argmax[k] = static_cast<int32_t>(n);
+      }
+    } else if (reduction == SUM || reduction == MEAN) {
+      logits[k] = n == 0 ? y[k] : logits[k] + y[k];
+      if (reduction == MEAN && n == T - 1) logits[k] /= scalar_t(T);
+    } else if (reduction == LAST && n == T - 1) {
+      logits[k] = y[k];
+    }
+  }
+}
+
+// dL/dU_out[n+1] of one batch entry from the gradient of its logits (g, K values).
+template <typename scalar_t>
+SG_INLINE void logits_gradient_row(int64_t K, int64_t reduction, int64_t n, int64_t T,
+                                   const scalar_t* g, const int32_t* argmax, scalar_t* dy) {
+  for (int64_t k = 0; k < K; ++k) {
+    scalar_t d = 0;
+    if (reduction == MAX) {
+      d = argmax[k] == n ? g[k] : scalar_t(0);
+    } else if (reduction == SUM) {
+      d = g[k];
+    } else if (reduction == MEAN) {
+      d = g[k] / scalar_t(T);
+    } else if (reduction == LAST) {
+      d = n == T - 1 ? g[k] : scalar_t(0);
+    }
+    dy[k] += d;
+  }
+}
 
 // The forward loop of the batch entries [b0, b1) over steps [0, steps): records the rows
 // asked for (S, U, P; the readout trace Y when R.K > 0), and adds the spikes' columns to
@@ -845,10 +889,11 @@ template <typename scalar_t>
 void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64_t b0,
                      int64_t b1, int64_t steps, const Rows<scalar_t>& S, const Rows<scalar_t>& U,
                      const Rows<scalar_t>& P, const Rows<scalar_t>& Y,
-                     SparseBuilder<scalar_t>* sparse, int64_t c, scalar_t* counts = nullptr) {
+                     SparseBuilder<scalar_t>* sparse, int64_t c, scalar_t* counts = nullptr,
+                     scalar_t* logits = nullptr, int32_t* argmax = nullptr) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
   std::vector<scalar_t> state_u(nb * N, scalar_t(0)), state_i(nb * N, scalar_t(0));
-  std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0));
+  std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0)), y_row(K);
   std::vector<int32_t> idx(N + 16);
   for (int64_t n = 0; n < steps; ++n) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -864,8 +909,12 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
         for (int64_t e = 0; e < m; ++e) row[idx[e]] += scalar_t(1);
       }
       if (K > 0) {
+        scalar_t* y = Y.base ? Y(n, b) : y_row.data();
         readout_row(K, R.bm, R.obm, R.bs, out_u.data() + (b - b0) * K,
-                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, Y(n, b));
+                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, y);
+        if (logits) {
+          reduce_row(K, R.reduction, n, R.T, y, logits + b * K, argmax + b * K);
+        }
       }
     }
   }
@@ -877,16 +926,21 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
 // empty tensor when not write_spikes; only with a readout), U and P = β_m U + (1 - β_m) I
 // (when keep_state; P with keep_pre_reset), [B, T, N] stored time-major, and the spike count
 // of each neuron on each batch entry ([B, N]); then either the sparse form of S (four
-// tensors), or, with a readout, its trace U_out[1..T] ([B, T, K], time-major) from
-// U_out[0] = out_u0.
+// tensors), or, with a readout, its trace U_out[1..T] ([B, T, K], time-major, from
+// U_out[0] = out_u0; empty when not write_trace), its logits reduced over time by
+// `reduction` ([B, K]; empty without) and, for the maximum, the first step that reached it
+// ([B, K], int32).
 std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const Tensor& in_end,
                                 const Tensor& in_cols, const Tensor& in_vals, const Tensor& wt,
                                 const Tensor& vt, const Tensor& wot, int64_t B, int64_t T,
                                 double beta_mem, double one_minus_beta_mem, double beta_syn,
                                 bool keep_state, bool keep_pre_reset, bool write_spikes,
                                 double out_beta_mem, double out_one_minus_beta_mem,
-                                double out_beta_syn, double out_u0) {
+                                double out_beta_syn, double out_u0, int64_t reduction,
+                                bool write_trace) {
   const bool readout = wot.numel() > 0, keep_p = keep_state && keep_pre_reset;
+  TORCH_CHECK(!readout || write_trace || reduction != NO_REDUCTION,
+              "lif_forward: a readout writes its trace, its logits or both");
   TORCH_CHECK(write_spikes || readout, "lif_forward: a layer without readout writes spikes");
   const auto options = x.numel() > 0 ? x.options() : wt.options();
   const auto none = at::empty({0}, options);
@@ -895,7 +949,10 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
   Tensor S = write_spikes ? empty_time_major(B, T, N, options) : none;
   Tensor U = keep_state ? empty_time_major(B, T, N, options) : none;
   Tensor P = keep_p ? empty_time_major(B, T, N, options) : none;
-  Tensor Y = readout ? empty_time_major(B, T, K, options) : none;
+  Tensor Y = readout && write_trace ? empty_time_major(B, T, K, options) : none;
+  const bool reduce = readout && reduction != NO_REDUCTION;
+  Tensor logits = reduce ? at::empty({B, K}, options) : none;
+  Tensor argmax = reduce ? at::zeros({B, K}, options.dtype(at::kInt)) : none;
   Tensor counts = at::zeros({B, N}, options);
   std::vector<Tensor> result = {S, U, P, counts};
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "lif_forward", [&] {
@@ -906,18 +963,22 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
     Readout<scalar_t> R;
     if (readout) {
       R = {K, scalar_t(out_beta_mem), scalar_t(out_one_minus_beta_mem), scalar_t(out_beta_syn),
-           scalar_t(out_u0), wot.data_ptr<scalar_t>(), nullptr};
+           scalar_t(out_u0), wot.data_ptr<scalar_t>(), nullptr, reduction, T};
     }
+    scalar_t* lp = reduce ? logits.data_ptr<scalar_t>() : nullptr;
+    int32_t* ap = reduce ? argmax.data_ptr<int32_t>() : nullptr;
     // without a readout the spikes' sparse form is kept for the next layer and the gradients
     SparseBuilder<scalar_t> sparse(readout ? 0 : B * T, readout ? 0 : blocks);
     scalar_t* cp = counts.data_ptr<scalar_t>();
     for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
       forward_entries(L, R, b0, b1, T, rows_of<scalar_t>(S, b0), rows_of<scalar_t>(U, b0),
                       rows_of<scalar_t>(P, b0), rows_of<scalar_t>(Y, b0),
-                      readout ? nullptr : &sparse, c, cp);
+                      readout ? nullptr : &sparse, c, cp, lp, ap);
     });
     if (readout) {
       result.push_back(Y);
+      result.push_back(logits);
+      result.push_back(argmax);
     } else {
       for (Tensor& t : as_list(sparse.finish(options))) result.push_back(t);
     }
@@ -1001,6 +1062,8 @@ struct Adjoint {
   const scalar_t* v = nullptr;          // V [N, N] when gradients flow through the recurrence
   int64_t shape = SUPERSPIKE;
   scalar_t slope = 0, scale = 0;
+  const scalar_t* grad_logits = nullptr;  // dL/dlogits [B, K] (a reduced readout), or none
+  const int32_t* argmax = nullptr;        // the step of each maximum [B, K] (MAX)
   const scalar_t* sg = nullptr;         // σ' given for the steps [t0, t1) ([t1 - t0, B, N])
   scalar_t* dwt = nullptr;              // this block's share of dW^T [C, N] (sparse input)
   scalar_t* dvt = nullptr;              // of dV^T [N, N]
@@ -1028,13 +1091,18 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
     }
     for (int64_t n = t1 - 1; n >= t0; --n) {
       if ((A.grad.base && any_nonzero(A.grad(n, b), N)) ||
-          (K > 0 && any_nonzero(A.dy(n, b), K))) {
+          (K > 0 && A.dy.base && any_nonzero(A.dy(n, b), K))) {
         last[j] = n + 1;
         break;
       }
     }
+    if (A.grad_logits && any_nonzero(A.grad_logits + b * K, K)) {  // the logits' steps
+      int64_t step = R.T - 1;  // SUM, MEAN: every step; LAST: the last
+      if (R.reduction == MAX) step = *std::max_element(A.argmax + b * K, A.argmax + (b + 1) * K);
+      if (step >= t0) last[j] = std::max(last[j], std::min(t1, step + 1));
+    }
   }
-  std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), di_next(A.dvt ? N : 0);
+  std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), dyv(K), di_next(A.dvt ? N : 0);
   std::vector<scalar_t> rec(A.v ? nb * N : 0);
   std::vector<int32_t> idx(N + 16), out_cols(K);
   for (int64_t k = 0; k < K; ++k) out_cols[k] = static_cast<int32_t>(k);
@@ -1067,8 +1135,18 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
         std::fill_n(gbuf.data(), N, scalar_t(0));
       }
       if (K > 0) {  // the readout's adjoint, and the gradient it sends to S[n]
-        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, A.dy(n, b),
-                            dxo.data());
+        const scalar_t* dy = A.dy(n, b);
+        if (A.grad_logits) {
+          if (dy) {
+            std::copy_n(dy, K, dyv.data());
+          } else {
+            std::fill_n(dyv.data(), K, scalar_t(0));
+          }
+          logits_gradient_row(K, R.reduction, n, R.T, A.grad_logits + b * K, A.argmax + b * K,
+                              dyv.data());
+          dy = dyv.data();
+        }
+        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, dy, dxo.data());
         add_rows(N, gbuf.data(), R.wo, out_cols.data(), dxo.data(), 0, K);
       }
       if (A.dx.base) std::copy_n(dir, N, A.dx(n, b));
@@ -1102,7 +1180,8 @@ constexpr int64_t kRecomputeBytes = 512 << 10;
 // [B, T, N] are time-major. The gradient reaching the layer's spikes is the sum of: grad
 // (dL/dS, or empty), grad_const ([B, N], the same at every step, or empty), and, with a
 // readout, dx_out[n] W_out (wo = W_out [K, N]) from the readout's adjoint, driven by dy =
-// dL/dU_out[1..T] ([B, T, K]):
+// dL/dU_out[1..T] ([B, T, K], or empty) plus what the gradient of the reduced logits
+// (grad_logits [B, K], or empty; argmax for the maximum) gives at each step:
 //   u     = λ_U + dy[n],   dx_out[n] = λ_I,   λ_U <- β_o u,   λ_I <- (1 - β_o) u + β_so λ_I
 // The layer's adjoint, backwards in time:
 //   g     = dL/dS[n] + dI[n+1] V - dU[n+1] P[n]     (recurrence / reset terms when enabled)
@@ -1123,20 +1202,27 @@ constexpr int64_t kRecomputeBytes = 512 << 10;
 // Σ_n S[n]^T dx_out[n] ([N, K], when want_wo), each summed over blocks in block order;
 // empty tensors for the others.
 std::vector<Tensor> lif_backward(
-    const Tensor& grad, const Tensor& grad_const, const Tensor& dy, const Tensor& wo,
+    const Tensor& grad, const Tensor& grad_const, const Tensor& dy, const Tensor& grad_logits,
+    const Tensor& argmax, int64_t reduction, const Tensor& wo,
     const Tensor& x, const Tensor& in_begin, const Tensor& in_end, const Tensor& in_cols,
     const Tensor& in_vals, const Tensor& wt, const Tensor& vt, const Tensor& u, const Tensor& p,
     const Tensor& sg, int64_t shape, double slope, double scale, const Tensor& v, Tensor du,
-    Tensor di, Tensor lu, Tensor li, Tensor dx, int64_t C, bool reset_grad, bool want_w,
+    Tensor di, Tensor lu, Tensor li, Tensor dx, int64_t C, int64_t T_total, bool reset_grad,
+    bool want_w,
     bool want_v, bool want_wo, int64_t t0, int64_t t1, double beta_mem,
     double one_minus_beta_mem, double beta_syn, double out_beta_mem,
     double out_one_minus_beta_mem, double out_beta_syn) {
   const bool stored = u.numel() > 0, readout = wo.numel() > 0;
+  const bool has_logits = grad_logits.numel() > 0;
+  TORCH_CHECK(!has_logits || (grad_logits.is_contiguous() && argmax.is_contiguous() &&
+                              reduction != NO_REDUCTION),
+              "lif_backward: contiguous logits gradient and argmax expected");
   TORCH_CHECK(stored || (shape != GIVEN && t0 == 0),
               "lif_backward: a surrogate given as values needs the stored membrane");
   TORCH_CHECK((!stored || is_time_major(u)) && (!stored || !reset_grad || is_time_major(p)) &&
                   (grad.numel() == 0 || is_time_major(grad)) &&
-                  (dx.numel() == 0 || is_time_major(dx)) && (!readout || is_time_major(dy)) &&
+                  (dx.numel() == 0 || is_time_major(dx)) &&
+                  (dy.numel() == 0 || is_time_major(dy)) &&
                   du.is_contiguous() && di.is_contiguous() && lu.is_contiguous() &&
                   li.is_contiguous() && sg.is_contiguous() &&
                   (grad_const.numel() == 0 || grad_const.is_contiguous()) &&
@@ -1159,7 +1245,7 @@ std::vector<Tensor> lif_backward(
     Readout<scalar_t> R;
     if (readout) {
       R = {K, scalar_t(out_beta_mem), scalar_t(out_one_minus_beta_mem), scalar_t(out_beta_syn),
-           scalar_t(0), nullptr, wo.data_ptr<scalar_t>()};
+           scalar_t(0), nullptr, wo.data_ptr<scalar_t>(), reduction, T_total};
     }
     const Readout<scalar_t> no_readout;
     for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
@@ -1167,6 +1253,10 @@ std::vector<Tensor> lif_backward(
       A.grad = rows_of<scalar_t>(grad, b0);
       A.grad_const = grad_const.numel() > 0 ? grad_const.data_ptr<scalar_t>() : nullptr;
       A.dy = rows_of<scalar_t>(dy, b0);
+      if (has_logits) {
+        A.grad_logits = grad_logits.data_ptr<scalar_t>();
+        A.argmax = argmax.numel() ? argmax.data_ptr<int32_t>() : nullptr;
+      }
       A.dx = rows_of<scalar_t>(dx, b0);
       if (v.numel() > 0) A.v = v.data_ptr<scalar_t>();
       A.shape = shape;
@@ -1296,13 +1386,14 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
         "Tensor wt, Tensor vt, Tensor wot, int B, int T, float beta_mem, "
         "float one_minus_beta_mem, float beta_syn, bool keep_state, bool keep_pre_reset, "
         "bool write_spikes, float out_beta_mem, float out_one_minus_beta_mem, "
-        "float out_beta_syn, float out_u0) "
+        "float out_beta_syn, float out_u0, int reduction, bool write_trace) "
         "-> Tensor[]", &lif_forward);
-  m.def("lif_backward(Tensor grad, Tensor grad_const, Tensor dy, Tensor wo, Tensor x, "
+  m.def("lif_backward(Tensor grad, Tensor grad_const, Tensor dy, Tensor grad_logits, "
+        "Tensor argmax, int reduction, Tensor wo, Tensor x, "
         "Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, Tensor wt, Tensor vt, "
         "Tensor u, Tensor p, Tensor sg, int shape, float slope, float scale, Tensor v, "
         "Tensor(a!) du, Tensor(b!) di, Tensor(c!) lu, Tensor(d!) li, Tensor(e!) dx, int C, "
-        "bool reset_grad, bool want_w, bool want_v, bool want_wo, int t0, int t1, "
+        "int T, bool reset_grad, bool want_w, bool want_v, bool want_wo, int t0, int t1, "
         "float beta_mem, float one_minus_beta_mem, float beta_syn, float out_beta_mem, "
         "float out_one_minus_beta_mem, float out_beta_syn) -> Tensor[]", &lif_backward);
   m.def("last_active_step(Tensor t) -> int", &last_active_step);

@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from spikegrad.engine.contract import Forward
 from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
+from spikegrad.losses import reduce_readout
 
 
 def to_sparse(x: Tensor, max_density: float) -> None:
@@ -28,10 +30,12 @@ def lif_forward(
     x: Tensor, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
     readout_weight: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None,
     keep_state: bool, batch: int, steps: int, write_spikes: bool = True,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, None, Tensor | None]:
+    reduction: str | None = None, write_trace: bool = True,
+) -> Forward:
     """S, U, P[n] = β_m U[n] + (1 - β_m) I[n] (for a differentiable reset), the spike counts
-    [B, N] and the readout trace (with a readout weight) from x = W S_in [B, T, N]; stored
-    time-major like the compiled kernels' results (S is always written here)."""
+    [B, N] and, with a readout weight, the readout trace and its logits, from x = W S_in
+    [B, T, N]; stored time-major like the compiled kernels' results (S and the trace are
+    always computed here)."""
     n = x.shape[-1]
     beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
     s_all = empty_time_major(batch, steps, n, x)
@@ -51,11 +55,32 @@ def lif_forward(
         i = beta_syn * i + x[:, t]
         if recurrent_weight is not None:
             i = i + s @ recurrent_weight.detach().t()
-    trace = None
-    if readout_weight is not None:
-        x_out = (s_all.transpose(0, 1) @ readout_weight.detach().t()).transpose(0, 1)
-        trace = leaky_filter(x_out, readout)
-    return s_all, u_all, p_all, s_all.transpose(0, 1).sum(0), None, trace
+    counts = s_all.transpose(0, 1).sum(0)
+    if readout_weight is None:
+        return Forward(s_all, u_all, p_all, counts, None, None, None, None)
+    x_out = (s_all.transpose(0, 1) @ readout_weight.detach().t()).transpose(0, 1)
+    trace = leaky_filter(x_out, readout)
+    logits = argmax = None
+    if reduction == "max":
+        logits, argmax = trace.max(dim=1)
+    elif reduction is not None:
+        logits = reduce_readout(trace, reduction)
+    return Forward(s_all, u_all, p_all, counts, None, trace, logits, argmax)
+
+
+def logits_gradient(grad_logits: Tensor, argmax: Tensor | None, reduction: str,
+                    steps: int) -> Tensor:
+    """dL/dU_out[1..T] [B, T, K] from the gradient of the logits [B, K]."""
+    batch, k = grad_logits.shape
+    if reduction == "max":
+        dy = grad_logits.new_zeros(batch, steps, k)
+        return dy.scatter_(1, argmax.long().unsqueeze(1), grad_logits.unsqueeze(1))
+    if reduction == "last":
+        dy = grad_logits.new_zeros(batch, steps, k)
+        dy[:, -1] = grad_logits
+        return dy
+    scale = 1.0 / steps if reduction == "mean" else 1.0
+    return (grad_logits * scale).unsqueeze(1).expand(batch, steps, k)
 
 
 def recomputes_state(surrogate) -> bool:
@@ -69,6 +94,8 @@ def lif_backward(
     readout_weight: Tensor | None, u: Tensor, p: Tensor | None, v: Tensor | None,
     dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int, time_steps: int,
     steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
+    grad_logits: Tensor | None = None, argmax: Tensor | None = None,
+    reduction: str | None = None,
 ) -> tuple[Tensor, None, Tensor | None, Tensor | None]:
     """dL/dx (dx[n] = dI[n+1]), dV and dW_out by the adjoint recursions, backwards in time.
 
@@ -81,6 +108,9 @@ def lif_backward(
     if grad_const is not None:
         grad_s = grad_s + grad_const[:, None]
     grad_wo = None
+    if grad_logits is not None:
+        from_logits = logits_gradient(grad_logits, argmax, reduction, time_steps)
+        dy = from_logits if dy is None else dy + from_logits
     if dy is not None:
         dx_out = leaky_filter_backward(dy, readout)
         grad_s = grad_s + dx_out @ readout_weight.detach()
