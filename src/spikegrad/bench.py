@@ -99,27 +99,30 @@ def make_weights(case: Case, seed: int = 1) -> dict[str, Tensor]:
     return weights
 
 
-def _loss(readout_trace: Tensor, y: Tensor, time_dim: int) -> Tensor:
-    return nn.functional.cross_entropy(readout_trace.max(time_dim).values, y)
+def _max_logits(readout_trace: Tensor, time_dim: int) -> Tensor:
+    return readout_trace.max(time_dim).values
 
 
-def _train_step(params, forward: Callable[[], tuple[Tensor, Tensor]], y: Tensor,
-                time_dim: int) -> Step:
+def _train_step(params, forward: Callable[[], tuple[Tensor, Tensor]], y: Tensor) -> Step:
+    """A training step around ``forward``, which returns the logits [B, K] (the readout's
+    maximum over time) and the hidden spike rate."""
     optimiser = torch.optim.Adam(params, lr=1e-3)
 
     def step() -> float:
-        trace, spikes = forward()
-        loss = _loss(trace, y, time_dim)
+        logits, rate = forward()
+        loss = nn.functional.cross_entropy(logits, y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        return float(spikes.detach().float().mean())
+        return float(rate)
 
     return step
 
 
 def spikegrad_step(case: Case, engine: str, x: Tensor, y: Tensor,
                    weights: dict[str, Tensor]) -> Step:
+    """spikegrad's step as ``spikegrad train`` takes it: the logits and spike counts from
+    the model (the fast engine reduces the readout in its kernels and writes no trace)."""
     net = SNN.build(case.inputs, [case.hidden], case.readout, recurrent=case.recurrent,
                     dt_ms=DT, tau_mem_ms=TAU_MEM, tau_syn_ms=TAU_SYN, tau_out_ms=TAU_OUT,
                     engine=engine).to(x.device)
@@ -130,10 +133,10 @@ def spikegrad_step(case: Case, engine: str, x: Tensor, y: Tensor,
             net.hidden[0].recurrent_weight.copy_(weights["v"])
 
     def forward():
-        out = net(x)
-        return out.readout, out.hidden_spikes[0]
+        out = net(x, record_spikes=False, record_trace=False, reduction="max")
+        return out.logits, out.spike_counts[0].detach().mean() / case.steps
 
-    return _train_step(net.parameters(), forward, y, time_dim=1)
+    return _train_step(net.parameters(), forward, y)
 
 
 def _decay(tau: float) -> float:
@@ -180,9 +183,9 @@ def snntorch_step(case: Case, x: Tensor, y: Tensor, weights: dict[str, Tensor]) 
         for t in range(case.steps):
             _, syn_o, mem_o = readout(out_current[t], syn_o, mem_o)
             trace.append(mem_o)
-        return torch.stack(trace), s
+        return _max_logits(torch.stack(trace), 0), s.detach().float().mean()
 
-    return _train_step([w, w_out, *hidden.parameters()], forward, y, time_dim=0)
+    return _train_step([w, w_out, *hidden.parameters()], forward, y)
 
 
 def norse_step(case: Case, x: Tensor, y: Tensor, weights: dict[str, Tensor]) -> Step:
@@ -209,10 +212,10 @@ def norse_step(case: Case, x: Tensor, y: Tensor, weights: dict[str, Tensor]) -> 
     def forward():
         s, _ = hidden(x_tm) if case.recurrent else hidden(x_tm @ w.t())
         trace, _ = readout(s @ w_out.t())
-        return trace, s
+        return _max_logits(trace, 0), s.detach().float().mean()
 
     params = [w_out, *hidden.parameters()] + ([] if case.recurrent else [w])
-    return _train_step(params, forward, y, time_dim=0)
+    return _train_step(params, forward, y)
 
 
 def build_step(library: str, case: Case, x: Tensor, y: Tensor,
