@@ -26,8 +26,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from spikegrad.engine import attach_events
-
 EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.int64)])
 InputKind = Literal["spikes", "current"]
 
@@ -103,16 +101,12 @@ class EventDataset(Dataset):
         within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         source = np.repeat(starts, lengths) + within
         flat = (sample_of_event * self.n_steps + self.time_bins[source].astype(np.int64))
-        flat = torch.from_numpy(flat * self.n_units + self.units[source].astype(np.int64))
+        flat = flat * self.n_units + self.units[source].astype(np.int64)
         dense = torch.zeros(len(idx) * self.n_steps * self.n_units, dtype=torch.float32)
-        dense.index_add_(0, flat, torch.ones(total, dtype=torch.float32))
+        dense.index_add_(0, torch.from_numpy(flat), torch.ones(total, dtype=torch.float32))
         if self.binary:
             dense.clamp_(max=1.0)
-        inputs = dense.view(len(idx), self.n_steps, self.n_units)
-        # the fast engine's sparse form from the events: no scan of the dense batch
-        positions = torch.unique(flat)
-        attach_events(inputs, positions, dense[positions])
-        return inputs, self.labels[torch.as_tensor(idx)]
+        return dense.view(len(idx), self.n_steps, self.n_units), self.labels[torch.as_tensor(idx)]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x, y = self.batch([index])

@@ -60,8 +60,8 @@ from spikegrad.engine import cpp, torch_kernels
 from spikegrad.engine.threads import GOVERNOR
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 
-__all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "attach_events",
-           "LayerOutput", "MAX_SPARSE_DENSITY"]
+__all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "LayerOutput",
+           "MAX_SPARSE_DENSITY"]
 
 MAX_SPARSE_DENSITY = 0.1
 """Inputs with at most this fraction of non-zeros are multiplied as sparse matrices."""
@@ -82,28 +82,6 @@ def _sparse_form(kernels: ModuleType, inputs: Tensor):
     if version == inputs._version:
         return form
     return kernels.to_sparse(inputs.detach(), MAX_SPARSE_DENSITY)
-
-
-def attach_events(inputs: Tensor, flat_index: Tensor, values: Tensor) -> Tensor:
-    """Give a dense input batch ``inputs`` [B, T, C] the engine's sparse form, made from its
-    events instead of a scan of the dense tensor; returns ``inputs``.
-
-    ``flat_index`` holds each non-zero's position in ``inputs`` as (b T + n) C + c, each
-    position once (sorted or not), and ``values`` its value. The form is attached only
-    where the engine would use it (at most MAX_SPARSE_DENSITY non-zeros)."""
-    batch, steps, columns = inputs.shape
-    if len(flat_index) > MAX_SPARSE_DENSITY * inputs.numel():
-        return inputs
-    sample, column = flat_index // (steps * columns), flat_index % columns
-    step = (flat_index // columns) % steps
-    row = step * batch + sample  # time-major: row n B + b
-    order = torch.argsort(row, stable=True)
-    counts = torch.bincount(row, minlength=batch * steps)
-    end = torch.cumsum(counts, 0)
-    form = (end - counts, end, column[order].to(torch.int32),
-            values[order].to(inputs.dtype).contiguous())
-    inputs._spikegrad_sparse = (inputs._version, form)
-    return inputs
 
 
 def _attach_sparse_form(spikes: Tensor, form) -> None:
