@@ -26,7 +26,6 @@ import copy
 import itertools
 import json
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,11 +36,14 @@ from spikegrad.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    builtin_names,
     format_validation_error,
     get_path,
+    load_yaml,
     read_config_source,
+    read_yaml_source,
 )
-from spikegrad.schema import PositiveInt, Strict
+from spikegrad.schema import Float, PositiveInt, Seed, Strict
 
 # final metrics of a trial that a spec may name as its objective (all maximised or minimised)
 METRICS = {
@@ -80,8 +82,8 @@ class AxisRange(Strict):
     ``integer: true`` rounds them to whole numbers (repeats then collapse).
     """
 
-    log: tuple[float, float] | None = None
-    linear: tuple[float, float] | None = None
+    log: tuple[Float, Float] | None = None
+    linear: tuple[Float, Float] | None = None
     num: PositiveInt
     integer: bool = False
 
@@ -155,7 +157,7 @@ class StudySpec(Strict):
     set: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, AxisValues] = Field(default_factory=dict)
     zip: list[dict[str, AxisValues]] = Field(default_factory=list)
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = None
     repeats: PositiveInt | None = None
     metric: str = "test_accuracy"
     cpus_per_trial: PositiveInt = 1
@@ -366,30 +368,13 @@ def _axis_values(values: AxisValues) -> list[Any]:
 
 
 def builtin_study_names() -> list[str]:
-    folder = resources.files("spikegrad") / "studies"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return builtin_names("studies")
 
 
 def _read_spec_source(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{source}: no such study spec file")
-        text, origin, folder = path.read_text(), str(path), path.resolve().parent
-    elif str(source) in builtin_study_names():
-        text = (resources.files("spikegrad") / "studies" / f"{source}.yaml").read_text()
-        origin, folder = f"built-in study {source!r}", None
-    else:
-        known = ", ".join(builtin_study_names())
-        raise ConfigError(
-            f"{source}: no such study spec file or built-in study (built-in: {known})"
-        )
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{origin}: invalid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
+    raw, origin, folder = read_yaml_source(source, "studies", "study")
+    if raw is None:
+        raise ConfigError(f"{origin}: top level must be a mapping, got NoneType")
     return raw, origin, folder
 
 
@@ -431,10 +416,7 @@ def _parse_overrides(overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
         if "=" not in text:
             raise ConfigError(f"--set {text!r}: expected key=value")
         key, value = text.split("=", 1)
-        try:
-            parsed[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+        parsed[key.strip()] = load_yaml(value, f"--set {text!r}")
     return parsed
 
 
