@@ -14,7 +14,9 @@ from spikegrad.config import (
     load_config,
     read_config_source,
 )
+from spikegrad.model import SNN
 from spikegrad.studies.spec import load_study_spec
+from spikegrad.surrogates import Surrogate
 
 
 def leaves(tree, prefix=""):
@@ -150,3 +152,42 @@ def test_finite_values_still_load():
                                      "model.readout.initial_membrane=-0.5"])
     assert math.isfinite(get_path(config.to_dict(), "training.learning_rate"))
     assert config.seed == 7
+
+
+def config_message(*overrides):
+    with pytest.raises(ConfigError) as error:
+        load_config("randman", list(overrides))
+    return str(error.value)
+
+
+def api_message(call):
+    with pytest.raises(ConfigError) as error:
+        call()
+    return str(error.value)
+
+
+@pytest.mark.parametrize("call, overrides", [
+    (lambda: SNN.build(20, [100], 10, tau_mem_ms=0.5), ["model.hidden.0.tau_mem_ms=0.5"]),
+    (lambda: SNN.build(20, [100], 10, tau_syn_ms=1.0), ["model.hidden.0.tau_syn_ms=1.0"]),
+    (lambda: SNN.build(20, [100], 10, dt_ms=2.0, tau_out_ms=2.0),
+     ["time.dt_ms=2.0", "model.readout.tau_mem_ms=2.0"]),
+    (lambda: SNN.build(20, [0], 10), ["model.hidden.0.size=0"]),
+    (lambda: SNN.build(20, [10, 0], 10), ["model.hidden=[{size: 10}, {size: 0}]"]),
+    (lambda: SNN.build(20, [], 10), ["model.hidden=[]"]),
+    (lambda: SNN.build(20, [10], 3, dt_ms=math.nan), ["time.dt_ms=.nan"]),
+    (lambda: SNN.build(20, [10], 3, init_scale=-1.0), ["model.init.feedforward.scale=-1.0"]),
+    (lambda: SNN.build(20, [10], 3, engine="gpu"), ["model.engine=gpu"]),
+    (lambda: SNN.build(20, [10], 3).set_engine("gpu"), ["model.engine=gpu"]),
+    (lambda: Surrogate("superspike", slope=-1.0), ["surrogate.slope=-1.0"]),
+    (lambda: Surrogate("superspike", scale=math.inf), ["surrogate.scale=.inf"]),
+    (lambda: Surrogate("wiggle"), ["surrogate.name=wiggle"]),
+])
+def test_python_api_checks_what_the_config_checks_with_the_same_message(call, overrides):
+    assert api_message(call) == config_message(*overrides)
+
+
+def test_python_api_sizes_without_a_config_field():
+    assert api_message(lambda: SNN.build(0, [10], 3)) == \
+        "n_inputs: Input should be greater than or equal to 1 (got 0)"
+    assert api_message(lambda: SNN.build(5, [10], 3, recurrent=[True, False])) == \
+        "recurrent: one flag per hidden layer (1), got 2"

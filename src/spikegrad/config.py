@@ -118,10 +118,40 @@ class InitConfig(Strict):
 
 
 class ModelConfig(Strict):
-    hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()])
+    hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()],
+                                            min_length=1)
     readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
     init: InitConfig = Field(default_factory=InitConfig)
     engine: Literal["reference", "fast"] = "fast"
+
+
+def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
+    """Every time constant must exceed the time step (else β = exp(-dt/τ) makes no sense)."""
+    dt = time.dt_ms
+    taus = [
+        (f"model.hidden.{i}.{name}", getattr(layer, name))
+        for i, layer in enumerate(model.hidden)
+        for name in ("tau_mem_ms", "tau_syn_ms")
+    ] + [(f"model.readout.{name}", getattr(model.readout, name))
+         for name in ("tau_mem_ms", "tau_syn_ms")]
+    for path, tau in taus:
+        if tau <= dt:
+            raise ValueError(f"{path}: must be greater than time.dt_ms ({dt}), got {tau}")
+
+
+class NetworkConfig(Strict):
+    """What :meth:`spikegrad.model.SNN.build` takes, in the config's terms: it is validated
+    by the same rules, with the same messages, as the network of an experiment config."""
+
+    n_inputs: PositiveInt
+    n_outputs: PositiveInt
+    time: TimeConfig = Field(default_factory=TimeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    @model_validator(mode="after")
+    def _time_constants_exceed_dt(self) -> NetworkConfig:
+        check_time_constants(self.time, self.model)
+        return self
 
 
 class TrainingConfig(Strict):
@@ -153,16 +183,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _time_constants_exceed_dt(self) -> ExperimentConfig:
-        dt = self.time.dt_ms
-        taus = [
-            (f"model.hidden.{i}.{name}", getattr(layer, name))
-            for i, layer in enumerate(self.model.hidden)
-            for name in ("tau_mem_ms", "tau_syn_ms")
-        ] + [(f"model.readout.{name}", getattr(self.model.readout, name))
-             for name in ("tau_mem_ms", "tau_syn_ms")]
-        for path, tau in taus:
-            if tau <= dt:
-                raise ValueError(f"{path}: must be greater than time.dt_ms ({dt}), got {tau}")
+        check_time_constants(self.time, self.model)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,10 +350,11 @@ def _list_index(node: list, part: str, path: str) -> int:
     return int(part)
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem: ``field.path: message (got value)``; the first is returned."""
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``field.path: message (got value)``; the first is returned.
+    ``prefix`` is the path of the section that was validated (``surrogate``)."""
     first = error.errors()[0]
-    location = ".".join(str(p) for p in first["loc"])
+    location = ".".join(str(p) for p in (*(prefix.split(".") if prefix else ()), *first["loc"]))
     # a discriminated union puts the tag in the path (data.randman.alpha): drop it
     if location.startswith("data.") and len(first["loc"]) > 2:
         location = "data." + ".".join(str(p) for p in first["loc"][2:])
@@ -352,6 +374,15 @@ def format_validation_error(error: ValidationError) -> str:
     if location:
         return f"{location}: {message}"
     return message
+
+
+def validate_section(section: type[Strict], values: dict[str, Any], prefix: str = "") -> Any:
+    """``values`` validated as the config section ``section`` found at ``prefix``; errors are
+    the config's own one-line :class:`ConfigError` s."""
+    try:
+        return section.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, prefix)) from None
 
 
 def validate_config(raw: dict[str, Any]) -> ExperimentConfig:
