@@ -259,3 +259,15 @@ def test_stale_build_lock_does_not_hang(tmp_path):
                           text=True)
     assert done.returncode == 0, done.stderr
     assert not stale.exists()
+
+
+def test_two_environments_never_share_a_build(monkeypatch, tmp_path):
+    """A build command names the include folders of its environment's torch: two
+    environments sharing one build folder would each find the other's build out of date and
+    rebuild it on every start."""
+    import torch as torch_module
+
+    here = cpp.build_name()
+    assert cpp.build_name() == here
+    monkeypatch.setattr(torch_module, "__file__", str(tmp_path / "other-env" / "__init__.py"))
+    assert cpp.build_name() != here
