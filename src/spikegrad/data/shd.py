@@ -211,6 +211,10 @@ def build_shd(config: SHDConfig, n_steps: int, dt_ms: float) -> DataSplits:
     else:
         order = np.random.default_rng(config.seed).permutation(len(train))
         n_valid = max(1, int(round(config.valid_fraction * len(train))))
+        if n_valid >= len(train):
+            raise DataFileError(files["train"], f"{len(train)} sample(s): too few to hold out "
+                                f"a validation split (data.valid_fraction "
+                                f"{config.valid_fraction}) and still train")
         valid, train = train.subset(np.sort(order[:n_valid])), train.subset(
             np.sort(order[n_valid:]))
     return DataSplits(name=config.name, train=train, valid=valid, test=test,

@@ -22,13 +22,14 @@ any moment leaves either all of a trial or none of it.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from spikegrad.io import finite_values, strict_json
 
 SCHEMA_VERSION = 1
 
@@ -80,17 +81,7 @@ CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
 
 def _json(value: Any) -> str:
     """JSON with NaN/inf as null (SQLite and other readers need strict JSON)."""
-    return json.dumps(_finite(value), sort_keys=False, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return strict_json(value, sort_keys=False)
 
 
 class ResultsDB:
@@ -172,12 +163,12 @@ class ResultsDB:
             "status": outcome["status"],
             "error": outcome.get("error"),
             "metrics_json": _json({k: metrics[k] for k in METRIC_KEYS if k in metrics}),
-            "test_accuracy": _finite(metrics.get("test_accuracy")),
-            "valid_accuracy": _finite(metrics.get("valid_accuracy")),
-            "train_accuracy": _finite(metrics.get("train_accuracy")),
+            "test_accuracy": finite_values(metrics.get("test_accuracy")),
+            "valid_accuracy": finite_values(metrics.get("valid_accuracy")),
+            "train_accuracy": finite_values(metrics.get("train_accuracy")),
             "started_at": outcome.get("started_at"),
             "finished_at": outcome.get("finished_at", time.time()),
-            "wall_time_s": _finite(metrics.get("wall_time_s")),
+            "wall_time_s": finite_values(metrics.get("wall_time_s")),
             "trial_time_s": outcome.get("trial_time_s"),
             "host": outcome.get("host"),
             "versions_json": _json(outcome.get("versions") or {}),
@@ -189,7 +180,7 @@ class ResultsDB:
             cur.execute("DELETE FROM epochs WHERE config_hash = ?", (config_hash,))
             cur.executemany(
                 "INSERT INTO epochs VALUES (?, ?, ?, ?)",
-                [(config_hash, int(r["epoch"]), _json(r), _finite(r.get("valid_accuracy")))
+                [(config_hash, int(r["epoch"]), _json(r), finite_values(r.get("valid_accuracy")))
                  for r in history],
             )
 
