@@ -109,6 +109,7 @@ def run_studies(
         raise ConfigError(f"workers: must be at least 1, got {workers}")
     started = time.perf_counter()
     db_path = Path(db_path)
+    ResultsDB.check(db_path)  # a foreign file: refused before a lock file is put beside it
     with _DriverLock(db_path), ResultsDB(db_path) as db:
         def members(spec: StudySpec) -> list[TrialConfig]:
             if spec.select is None:

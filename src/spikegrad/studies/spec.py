@@ -52,6 +52,10 @@ METRICS = {
 }
 
 
+MAX_TRIALS = 100_000
+"""Grids larger than this are refused unless forced (expanding one takes minutes and GBs)."""
+
+
 class TrialConfig(ExperimentConfig):
     """An :class:`ExperimentConfig` that knows its study and its axis values.
 
@@ -168,6 +172,7 @@ class StudySpec(Strict):
     _origin: str = PrivateAttr(default="study spec")
     _folder: Path | None = PrivateAttr(default=None)
     _trials: list[TrialConfig] | None = PrivateAttr(default=None)
+    _force: bool = PrivateAttr(default=False)  # expand grids above MAX_TRIALS
 
     @field_validator("name")
     @classmethod
@@ -197,7 +202,7 @@ class StudySpec(Strict):
         for i, group in enumerate(groups):
             if not group:
                 raise ValueError(f"group {i} is empty")
-            lengths = {key: len(_axis_values(v)) for key, v in group.items()}
+            lengths = {key: _axis_length(v) for key, v in group.items()}
             if len(set(lengths.values())) > 1:
                 detail = ", ".join(f"{k}: {n}" for k, n in lengths.items())
                 raise ValueError(f"group {i}: zipped axes need equal lengths ({detail})")
@@ -302,9 +307,30 @@ class StudySpec(Strict):
             return [first + i for i in range(self.repeats)]
         return None
 
+    def grid_size(self) -> int:
+        """How many grid points the spec has (configs that hash alike not yet collapsed),
+        counted without expanding it: the product of the axis lengths, zip groups, selected
+        values and seeds."""
+        lengths = [_axis_length(values)
+                   for values in [*self.axes.values(),
+                                  *(next(iter(group.values())) for group in self.zip),
+                                  *([self.select.values] if self.select is not None else [])]]
+        seeds = self.seeds if self.seeds is not None else range(self.repeats or 1)
+        return math.prod(lengths) * len(seeds)
+
+    def check_size(self) -> None:
+        """Refuse (a :class:`ConfigError`) a grid above :data:`MAX_TRIALS` unless forced."""
+        size = self.grid_size()
+        if size > MAX_TRIALS and not self._force:
+            raise ConfigError(f"{self._origin}: the grid has {size:,} trials, more than "
+                              f"{MAX_TRIALS:,}; pass --force (force=True) to expand it anyway")
+
     def trials(self) -> list[TrialConfig]:
-        """Every trial, validated, in grid order; configs with equal hashes appear once."""
+        """Every trial, validated, in grid order; configs with equal hashes appear once.
+        A grid of more than :data:`MAX_TRIALS` points is refused before it is expanded
+        (:meth:`check_size`)."""
         if self._trials is None:
+            self.check_size()
             base = self.base_dict()
             trials, seen = [], set()
             for point in self.grid_points():
@@ -359,6 +385,10 @@ def _product(dimensions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return points
 
 
+def _axis_length(values: AxisValues) -> int:
+    return values.num if isinstance(values, AxisRange) else len(values)
+
+
 def _axis_values(values: AxisValues) -> list[Any]:
     return values.values() if isinstance(values, AxisRange) else list(values)
 
@@ -372,7 +402,7 @@ def builtin_study_names() -> list[str]:
 
 
 def _read_spec_source(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
-    raw, origin, folder = read_yaml_source(source, "studies", "study")
+    raw, origin, folder = read_yaml_source(source, "studies", "study", "study spec")
     if raw is None:
         raise ConfigError(f"{origin}: top level must be a mapping, got NoneType")
     return raw, origin, folder
@@ -381,13 +411,15 @@ def _read_spec_source(source: str | Path) -> tuple[dict[str, Any], str, Path | N
 def load_study_spec(
     source: str | Path | dict[str, Any] | StudySpec,
     overrides: list[str] | dict[str, Any] | None = None,
+    force: bool = False,
 ) -> StudySpec:
     """Load and validate a study spec; every trial config is validated too.
 
     ``source``: a YAML path, a built-in study name (``spikegrad study list``), a dict
     or a spec. ``overrides`` (``["training.epochs=5"]`` or ``{"training.epochs": 5}``)
-    change the base config of every trial, after the spec's own ``set``.
-    Raises :class:`~spikegrad.config.ConfigError` with one line naming the field.
+    change the base config of every trial, after the spec's own ``set``. A grid of more
+    than :data:`MAX_TRIALS` trials is refused, counted before it is expanded, unless
+    ``force``. Raises :class:`~spikegrad.config.ConfigError` with one line naming the field.
     """
     folder: Path | None = None
     if isinstance(source, StudySpec):
@@ -403,7 +435,7 @@ def load_study_spec(
         spec = StudySpec.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{origin}: {_format_spec_error(error)}") from None
-    spec._origin, spec._folder = origin, folder
+    spec._origin, spec._folder, spec._force = origin, folder, force
     spec.trials()  # validate every trial now: errors surface before anything runs
     return spec
 
