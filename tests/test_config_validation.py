@@ -137,7 +137,7 @@ def test_a_folder_is_never_a_config_file(tmp_path, monkeypatch):
         (tmp_path / name).mkdir()
         with pytest.raises(ConfigError, match=f"^{name}: is a folder, not a config file$"):
             load_config(name)
-        with pytest.raises(ConfigError, match=f"^{name}: is a folder, not a study file$"):
+        with pytest.raises(ConfigError, match=f"^{name}: is a folder, not a study spec file$"):
             load_study_spec(name)
 
 

@@ -257,28 +257,30 @@ def builtin_names(folder: str) -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml_source(source: str | Path, folder: str, what: str
+def read_yaml_source(source: str | Path, folder: str, what: str, kind: str | None = None
                      ) -> tuple[dict[str, Any] | None, str, Path | None]:
     """Read a YAML file, or the built-in of that name in the package folder ``folder``
     (``configs``, ``studies``): (its content, where it came from, the folder of the file or
-    None). ``what`` names the kind in messages (``config``, ``study``).
+    None). ``what`` names the built-ins in messages (``config``, ``study``), ``kind`` the
+    files (default: ``what``).
 
     A file wins over a built-in of the same name; a folder never does (a folder named
     ``shd`` does not hide the built-in ``shd``), and is never read as a file.
     """
     path = Path(source)
     known = builtin_names(folder)
+    kind = kind or what
     if path.is_file():
         text, origin, parent = read_text_file(path), str(path), path.resolve().parent
     elif str(source) in known:
         text = (resources.files("spikegrad") / folder / f"{source}.yaml").read_text()
         origin, parent = f"built-in {what} {source!r}", None
     elif path.is_dir():
-        raise ConfigError(f"{source}: is a folder, not a {what} file")
+        raise ConfigError(f"{source}: is a folder, not a {kind} file")
     elif path.suffix in (".yaml", ".yml") or path.exists():
-        raise ConfigError(f"{source}: no such {what} file")
+        raise ConfigError(f"{source}: no such {kind} file")
     else:
-        raise ConfigError(f"{source}: no such {what} file or built-in {what} (built-in: "
+        raise ConfigError(f"{source}: no such {kind} file or built-in {what} (built-in: "
                           f"{', '.join(known)})")
     raw = load_yaml(text, origin)
     if raw is not None and not isinstance(raw, dict):
