@@ -138,10 +138,10 @@ def test_metrics_lines_are_strict_json(tmp_path):
     assert line == {"epoch": 1, "valid_loss": None, "train_loss": None}
 
 
-def test_an_optimizer_step_beyond_float32_is_divergence_not_a_crash():
-    result = train(tiny(**{"training.learning_rate": 1e38}))
-    assert result["status"] == "diverged"
-    assert result["divergence_reason"].startswith("optimizer step failed")
+def test_an_optimizer_step_beyond_float32_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^training.learning_rate: the adam step failed in "
+                                          r"epoch 1 at learning rate 1e\+38 \(value cannot"):
+        train(tiny(**{"training.learning_rate": 1e38}))
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------

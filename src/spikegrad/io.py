@@ -42,6 +42,10 @@ def make_folder(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                       None)
+        if blocker is not None:
+            raise PathError(blocker, "is a file, where a folder is needed") from None
         raise PathError(path, "cannot create this folder", error) from None
     return path
 

@@ -31,5 +31,5 @@ PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 PositiveInt = Annotated[Int, Field(ge=1)]
 Fraction = Annotated[Float, Field(ge=0, le=1)]
-Seed = Annotated[Int, Field(ge=0, lt=2**63)]
+Seed = Annotated[Int, Field(ge=0, le=2**63 - 1)]
 """A random seed: what both NumPy's and torch's generators take."""

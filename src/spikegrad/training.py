@@ -329,7 +329,11 @@ class Trainer:
             try:
                 self.optimizer.step()
             except RuntimeError as error:  # e.g. a step too large for float32
-                return f"optimizer step failed ({str(error).splitlines()[0]})"
+                t = self.config.training
+                raise ConfigError(
+                    f"training.learning_rate: the {t.optimizer} step failed in epoch "
+                    f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
+                    f"({str(error).splitlines()[0]})") from None
             if not _weights_finite(self.model):
                 return "weights are not finite"
             loss_sum += float(loss.detach()) * len(labels)
