@@ -117,6 +117,9 @@ class ResultsDB:
                                   (str(SCHEMA_VERSION),))
             elif empty:
                 raise ResultsDBError(f"{self.path}: an empty database, no results yet")
+        except sqlite3.OperationalError as error:  # a read-only file, a locked one ...
+            self.conn.close()
+            raise ResultsDBError(f"{self.path}: cannot use this database ({error})") from None
         except sqlite3.DatabaseError as error:
             self.conn.close()
             raise ResultsDBError(f"{self.path}: not a results database ({error})") from None
