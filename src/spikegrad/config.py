@@ -171,7 +171,8 @@ class TrainingConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    """Everything that defines a training run. Same config + seed: same result on CPU."""
+    """Everything that defines a training run. Same config + seed: same result on CPU, on the
+    same machine and thread count (what exactly is deterministic: :mod:`spikegrad.training`)."""
 
     name: str = "experiment"
     seed: Seed = 0
