@@ -295,3 +295,15 @@ def test_logits_from_the_kernels_match_the_reference(backend, reduction, recurre
     assert_close(fast, ref, "logits")
     for i, (a, b) in enumerate(zip(fast_grads, ref_grads, strict=True)):
         assert_close(a, b, f"gradient {i}")
+
+
+def test_two_environments_never_share_a_build(monkeypatch, tmp_path):
+    """A build command names the include folders of its environment's torch: two
+    environments sharing one build folder would each find the other's build out of date and
+    rebuild it on every start."""
+    import torch as torch_module
+
+    here = cpp.build_name()
+    assert cpp.build_name() == here
+    monkeypatch.setattr(torch_module, "__file__", str(tmp_path / "other-env" / "__init__.py"))
+    assert cpp.build_name() != here

@@ -321,7 +321,7 @@ def test_small_study_end_to_end(tmp_path):
 
 def test_diverging_failing_and_crashing_trials_are_recorded(tmp_path):
     # zip: a normal trial; a surrogate scale of 1e38 whose gradients overflow (NaN/inf
-    # weights: "diverged"); an Adam step so large that torch raises ("failed")
+    # weights: "diverged"); an Adam step so large that torch cannot take it ("failed")
     spec = tiny_spec(
         axes={},
         zip=[{"surrogate.scale": [1.0, 1e38, 1.0],
@@ -343,7 +343,8 @@ def test_diverging_failing_and_crashing_trials_are_recorded(tmp_path):
             assert trial["test_accuracy"] is None
         for trial in by_status["failed"]:
             assert trial["axes"]["training.learning_rate"] == 1e39
-            assert trial["error"].startswith("RuntimeError")
+            assert trial["error"].startswith("ConfigError: training.learning_rate: the adam "
+                                             "step failed in epoch 1")
         (crashed,) = by_status["crashed"]
         assert crashed["axes"]["seed"] == 1 and "worker process died (exit code 3)" in \
             crashed["error"]

@@ -6,6 +6,7 @@ and exit code 2.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -43,7 +44,14 @@ def train(config: str, overrides: tuple[str, ...], out_dir: Path | None, resume:
     if resume and out_dir is None:
         raise ConfigError("--resume needs --out (the folder of the run to continue)")
     experiment = load_config(config, list(overrides))
-    result = run_training(experiment, out_dir=out_dir, resume=resume, progress=not quiet)
+    try:
+        result = run_training(experiment, out_dir=out_dir, resume=resume, progress=not quiet)
+    except KeyboardInterrupt:
+        hint = ("nothing was kept (without --out)" if out_dir is None else
+                "run the same command again to continue" if resume else
+                "run the same command with --resume to continue")
+        click.echo(f"spikegrad: interrupted; {hint}", err=True)
+        sys.exit(130)
     if as_json:
         print_json(result)
         return

@@ -4,13 +4,12 @@ and the ``--set`` option. Command modules import this, never :mod:`spikegrad.cli
 from __future__ import annotations
 
 import functools
-import json
-import math
 import sys
 
 import click
 
 from spikegrad.config import ConfigError
+from spikegrad.io import strict_json
 
 EXIT_USAGE = 2
 
@@ -33,18 +32,8 @@ def user_errors(function):
     return wrapper
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def print_json(obj) -> None:
-    click.echo(json.dumps(_json_safe(obj), sort_keys=False))
+    click.echo(strict_json(obj, sort_keys=False))
 
 
 set_option = click.option(

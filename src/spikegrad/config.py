@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from spikegrad.data.configs import DataConfig
 from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
-from spikegrad.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Strict
+from spikegrad.schema import Float, NonNegativeFloat, PositiveFloat, PositiveInt, Seed, Strict
 from spikegrad.surrogates import SURROGATES
 
 
@@ -87,7 +87,7 @@ class ReadoutConfig(Strict):
     tau_mem_ms: PositiveFloat = 20.0
     tau_syn_ms: PositiveFloat = 5.0
     reduction: ReadoutReduction = "max"
-    initial_membrane: float = READOUT_INITIAL_MEMBRANE
+    initial_membrane: Float = READOUT_INITIAL_MEMBRANE
 
 
 class MatrixInit(Strict):
@@ -118,10 +118,40 @@ class InitConfig(Strict):
 
 
 class ModelConfig(Strict):
-    hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()])
+    hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()],
+                                            min_length=1)
     readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
     init: InitConfig = Field(default_factory=InitConfig)
     engine: Literal["reference", "fast"] = "fast"
+
+
+def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
+    """Every time constant must exceed the time step (else β = exp(-dt/τ) makes no sense)."""
+    dt = time.dt_ms
+    taus = [
+        (f"model.hidden.{i}.{name}", getattr(layer, name))
+        for i, layer in enumerate(model.hidden)
+        for name in ("tau_mem_ms", "tau_syn_ms")
+    ] + [(f"model.readout.{name}", getattr(model.readout, name))
+         for name in ("tau_mem_ms", "tau_syn_ms")]
+    for path, tau in taus:
+        if tau <= dt:
+            raise ValueError(f"{path}: must be greater than time.dt_ms ({dt}), got {tau}")
+
+
+class NetworkConfig(Strict):
+    """What :meth:`spikegrad.model.SNN.build` takes, in the config's terms: it is validated
+    by the same rules, with the same messages, as the network of an experiment config."""
+
+    n_inputs: PositiveInt
+    n_outputs: PositiveInt
+    time: TimeConfig = Field(default_factory=TimeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    @model_validator(mode="after")
+    def _time_constants_exceed_dt(self) -> NetworkConfig:
+        check_time_constants(self.time, self.model)
+        return self
 
 
 class TrainingConfig(Strict):
@@ -141,10 +171,11 @@ class TrainingConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    """Everything that defines a training run. Same config + seed: same result on CPU."""
+    """Everything that defines a training run. Same config + seed: same result on CPU, on the
+    same machine and thread count (what exactly is deterministic: :mod:`spikegrad.training`)."""
 
     name: str = "experiment"
-    seed: int = 0
+    seed: Seed = 0
     time: TimeConfig = Field(default_factory=TimeConfig)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -153,16 +184,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _time_constants_exceed_dt(self) -> ExperimentConfig:
-        dt = self.time.dt_ms
-        taus = [
-            (f"model.hidden.{i}.{name}", getattr(layer, name))
-            for i, layer in enumerate(self.model.hidden)
-            for name in ("tau_mem_ms", "tau_syn_ms")
-        ] + [(f"model.readout.{name}", getattr(self.model.readout, name))
-             for name in ("tau_mem_ms", "tau_syn_ms")]
-        for path, tau in taus:
-            if tau <= dt:
-                raise ValueError(f"{path}: must be greater than time.dt_ms ({dt}), got {tau}")
+        check_time_constants(self.time, self.model)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,34 +203,100 @@ class ExperimentConfig(Strict):
 # Loading, overrides and error messages
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (the
+    safe loader keeps the last value silently). Keys merged in with ``<<`` may be
+    overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # unhashable: the safe loader's own error follows
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """Parse YAML (safely, duplicate keys refused); errors are one-line
+    :class:`ConfigError` s naming ``origin`` and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{origin}: invalid YAML: {problem}{where}") from None
+
+
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of a file; a binary or unreadable file is a :class:`ConfigError`
+    naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file (byte 0x{data[error.start]:02x} at offset "
+                          f"{error.start} is not UTF-8)") from None
+
+
+def builtin_names(folder: str) -> list[str]:
+    """Names of the YAML files shipped in the package folder ``folder``."""
+    files = resources.files("spikegrad") / folder
+    return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml_source(source: str | Path, folder: str, what: str, kind: str | None = None
+                     ) -> tuple[dict[str, Any] | None, str, Path | None]:
+    """Read a YAML file, or the built-in of that name in the package folder ``folder``
+    (``configs``, ``studies``): (its content, where it came from, the folder of the file or
+    None). ``what`` names the built-ins in messages (``config``, ``study``), ``kind`` the
+    files (default: ``what``).
+
+    A file wins over a built-in of the same name; a folder never does (a folder named
+    ``shd`` does not hide the built-in ``shd``), and is never read as a file.
+    """
+    path = Path(source)
+    known = builtin_names(folder)
+    kind = kind or what
+    if path.is_file():
+        text, origin, parent = read_text_file(path), str(path), path.resolve().parent
+    elif str(source) in known:
+        text = (resources.files("spikegrad") / folder / f"{source}.yaml").read_text()
+        origin, parent = f"built-in {what} {source!r}", None
+    elif path.is_dir():
+        raise ConfigError(f"{source}: is a folder, not a {kind} file")
+    elif path.suffix in (".yaml", ".yml") or path.exists():
+        raise ConfigError(f"{source}: no such {kind} file")
+    else:
+        raise ConfigError(f"{source}: no such {kind} file or built-in {what} (built-in: "
+                          f"{', '.join(known)})")
+    raw = load_yaml(text, origin)
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
+    return raw, origin, parent
+
+
 def builtin_config_names() -> list[str]:
-    folder = resources.files("spikegrad") / "configs"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return builtin_names("configs")
 
 
 def read_config_source(source: str | Path) -> dict[str, Any]:
     """Read a YAML file, or the built-in config of that name, as a plain dict."""
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{source}: no such config file")
-        text, origin = path.read_text(), str(path)
-    elif str(source) in builtin_config_names():
-        text = (resources.files("spikegrad") / "configs" / f"{source}.yaml").read_text()
-        origin = f"built-in config {source!r}"
-    else:
-        known = ", ".join(builtin_config_names())
-        raise ConfigError(f"{source}: no such config file or built-in config (built-in: {known})")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(f"{origin}: invalid YAML: {first}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
-    return raw
+    raw, _, _ = read_yaml_source(source, "configs", "config")
+    return raw or {}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
@@ -223,10 +311,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
             if "=" not in text:
                 raise ConfigError(f"--set {text!r}: expected key=value")
             key, value = text.split("=", 1)
-            try:
-                items.append((key.strip(), yaml.safe_load(value)))
-            except yaml.YAMLError:
-                raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+            items.append((key.strip(), load_yaml(value, f"--set {text!r}")))
     for key, value in items:
         set_path(result, key, value)
     return result
@@ -268,10 +353,11 @@ def _list_index(node: list, part: str, path: str) -> int:
     return int(part)
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem: ``field.path: message (got value)``; the first is returned."""
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``field.path: message (got value)``; the first is returned.
+    ``prefix`` is the path of the section that was validated (``surrogate``)."""
     first = error.errors()[0]
-    location = ".".join(str(p) for p in first["loc"])
+    location = ".".join(str(p) for p in (*(prefix.split(".") if prefix else ()), *first["loc"]))
     # a discriminated union puts the tag in the path (data.randman.alpha): drop it
     if location.startswith("data.") and len(first["loc"]) > 2:
         location = "data." + ".".join(str(p) for p in first["loc"][2:])
@@ -291,6 +377,15 @@ def format_validation_error(error: ValidationError) -> str:
     if location:
         return f"{location}: {message}"
     return message
+
+
+def validate_section(section: type[Strict], values: dict[str, Any], prefix: str = "") -> Any:
+    """``values`` validated as the config section ``section`` found at ``prefix``; errors are
+    the config's own one-line :class:`ConfigError` s."""
+    try:
+        return section.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, prefix)) from None
 
 
 def validate_config(raw: dict[str, Any]) -> ExperimentConfig:

@@ -26,7 +26,10 @@ gradient is exactly zero; with u_0 < 0 the trace rises towards 0 and the maximum
 last step, which depends on the hidden spikes through W_out and the surrogate.
 
 Tensors are batch first: inputs ``[batch, time, features]``; weights follow
-``torch.nn.Linear``: ``[out_features, in_features]``.
+``torch.nn.Linear``: ``[out_features, in_features]``. Both engines check their tensors at
+the entry (:func:`check_layer_tensors`): inputs of at least one step, as wide as the weight,
+of the weight's floating-point dtype and on its device; anything else is an
+:class:`InputError` that names what was expected and what was given.
 """
 
 from __future__ import annotations
@@ -43,6 +46,46 @@ THRESHOLD = 1.0
 READOUT_INITIAL_MEMBRANE = -1e-3
 """U_out[0] of the readout: the default of the lab's stork ``ReadoutGroup`` (the paper's own
 value is not stated)."""
+
+
+class InputError(ValueError):
+    """Tensors a layer cannot take; the message names what was expected and what was given."""
+
+
+def describe_tensor(t: object) -> str:
+    """``[2, 10, 20] float32 on cpu`` (or the type of something that is no tensor)."""
+    if not isinstance(t, Tensor):
+        return f"a {type(t).__name__}"
+    shape = ", ".join(str(s) for s in t.shape)
+    return f"[{shape}] {str(t.dtype).removeprefix('torch.')} on {t.device}"
+
+
+def check_layer_tensors(
+    inputs: Tensor, weight: Tensor, recurrent_weight: Tensor | None = None,
+    readout_weight: Tensor | None = None,
+) -> None:
+    """Raise :class:`InputError` unless ``weight`` is a floating-point [N, C] matrix and
+    ``inputs`` is [batch, time >= 1, C] of the same dtype on the same device (and the
+    recurrent weight is [N, N], the readout weight [K, N], both alike)."""
+    if not isinstance(weight, Tensor) or weight.ndim != 2 or not weight.is_floating_point():
+        raise InputError(f"weight: expected a floating-point [out, in] matrix, got "
+                         f"{describe_tensor(weight)}")
+    n, c = weight.shape
+    kind = f"{str(weight.dtype).removeprefix('torch.')} on {weight.device}"
+    if not (isinstance(inputs, Tensor) and inputs.ndim == 3 and inputs.shape[1] >= 1
+            and inputs.shape[2] == c and inputs.dtype == weight.dtype
+            and inputs.device == weight.device):
+        raise InputError(f"inputs: expected [batch, time >= 1, {c}] {kind}, got "
+                         f"{describe_tensor(inputs)}")
+    for name, matrix, rows in (("recurrent_weight", recurrent_weight, n),
+                               ("readout_weight", readout_weight, None)):
+        if matrix is None:
+            continue
+        if not (isinstance(matrix, Tensor) and matrix.ndim == 2 and matrix.shape[1] == n
+                and (rows is None or matrix.shape[0] == rows) and matrix.dtype == weight.dtype
+                and matrix.device == weight.device):
+            expected = f"[{n if rows is not None else 'out'}, {n}] {kind}"
+            raise InputError(f"{name}: expected {expected}, got {describe_tensor(matrix)}")
 
 
 def decay_factor(tau_ms: float, dt_ms: float) -> float:
@@ -119,6 +162,7 @@ def lif_layer(
     [B, T, N]; a ``membrane_steps`` list receives the graph's own U[n] tensors (for
     gradient diagnostics: ``retain_grad()`` on them gives dL/dU[n]).
     """
+    check_layer_tensors(inputs, weight, recurrent_weight)
     batch, steps, _ = inputs.shape
     feedforward = inputs @ weight.t()
     membrane = feedforward.new_zeros(batch, weight.shape[0])
@@ -149,6 +193,7 @@ def readout_step(
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:
     """Run the readout over all T steps; returns the membrane trace U_out[1..T] as [B, T, K]."""
+    check_layer_tensors(inputs, weight)
     batch, steps, _ = inputs.shape
     feedforward = inputs @ weight.t()
     membrane = feedforward.new_full((batch, weight.shape[0]), dynamics.initial_membrane)

@@ -24,12 +24,18 @@ import torch
 from torch import Tensor, nn
 
 from spikegrad import functional
+from spikegrad.config import ConfigError, ModelConfig, NetworkConfig, validate_section
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.losses import ReadoutReduction, reduce_readout
 from spikegrad.surrogates import Surrogate
 
 Engine = Literal["reference", "fast"]
 InitScheme = Literal["uniform", "gaussian"]
+
+
+def check_engine(engine: str) -> None:
+    """The config's rule for ``model.engine``, with its message."""
+    validate_section(ModelConfig, {"engine": engine}, "model")
 
 
 def _fast_engine():
@@ -50,6 +56,7 @@ class LIFLayer(nn.Module):
         engine: Engine = "reference",
     ) -> None:
         super().__init__()
+        check_engine(engine)
         self.in_features, self.out_features = in_features, out_features
         self.dynamics = dynamics
         self.engine = engine
@@ -88,6 +95,7 @@ class LeakyReadout(nn.Module):
         engine: Engine = "reference",
     ) -> None:
         super().__init__()
+        check_engine(engine)
         self.in_features, self.out_features = in_features, out_features
         self.dynamics = dynamics
         self.engine = engine
@@ -150,8 +158,29 @@ class SNN(nn.Module):
     ) -> SNN:
         """A network whose hidden layers all share the same dynamics (the common case);
         every weight matrix is initialised by ``init`` at ``init_scale`` (see
-        :func:`init_weights`)."""
+        :func:`init_weights`).
+
+        The arguments are checked by the rules of an experiment config, with its messages
+        (a :class:`~spikegrad.config.ConfigError` naming the config field: ``tau_mem_ms`` is
+        ``model.hidden.<i>.tau_mem_ms``, ``tau_out_ms`` is ``model.readout.tau_mem_ms``)."""
         flags = [recurrent] * len(hidden_sizes) if isinstance(recurrent, bool) else list(recurrent)
+        if len(flags) != len(hidden_sizes):
+            raise ConfigError(f"recurrent: one flag per hidden layer ({len(hidden_sizes)}), "
+                              f"got {len(flags)}")
+        validate_section(NetworkConfig, {
+            "n_inputs": n_inputs, "n_outputs": n_outputs, "time": {"dt_ms": dt_ms},
+            "model": {
+                "hidden": [{"size": size, "recurrent": flag, "tau_mem_ms": tau_mem_ms,
+                            "tau_syn_ms": tau_syn_ms, "detach_reset": detach_reset,
+                            "recurrent_gradient": recurrent_gradient}
+                           for size, flag in zip(hidden_sizes, flags, strict=True)],
+                "readout": {"tau_mem_ms": tau_out_ms, "tau_syn_ms": tau_syn_ms,
+                            "initial_membrane": readout_initial_membrane},
+                "init": {kind: {"scheme": init, "scale": init_scale}
+                         for kind in ("feedforward", "recurrent", "readout")},
+                "engine": engine,
+            },
+        })
         dynamics = LIFDynamics.from_time_constants(
             tau_mem_ms, tau_syn_ms, dt_ms, surrogate=surrogate or Surrogate(),
             detach_reset=detach_reset, recurrent_gradient=recurrent_gradient,
@@ -198,6 +227,7 @@ class SNN(nn.Module):
         return SNNOutput(trace, [*hidden_spikes, x], [*counts, x.sum(dim=1)], logits)
 
     def set_engine(self, engine: Engine) -> SNN:
+        check_engine(engine)
         for module in self.modules():
             if isinstance(module, LIFLayer | LeakyReadout):
                 module.engine = engine

@@ -151,7 +151,12 @@ class Surrogate:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        get_surrogate_shape(self.name)
+        """Checked as the config's ``surrogate`` section is, with the same messages (a
+        :class:`~spikegrad.config.ConfigError`)."""
+        from spikegrad.config import SurrogateConfig, validate_section
+
+        validate_section(SurrogateConfig, {"name": self.name, "slope": self.slope,
+                                           "scale": self.scale}, "surrogate")
 
     def derivative(self, x: Tensor) -> Tensor:
         """σ'(x) = scale * natural_derivative(x, slope)."""

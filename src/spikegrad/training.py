@@ -10,13 +10,27 @@ validation accuracy, and report train/valid/test metrics of those weights.
 After every epoch a checkpoint is written atomically to ``out_dir``, so a
 killed run resumed with ``resume=True`` ends with exactly the metrics of an
 uninterrupted one. A NaN or inf in the loss or the weights ends the run with
-status ``"diverged"`` (and the epoch), not with an exception.
+status ``"diverged"`` (and the epoch), not with an exception. One process at a time trains
+into an ``out_dir`` (a lock on ``out_dir/.lock``); a second one is refused before it writes.
+
+Determinism on CPU: the same config and seed give the same bits on the same machine, with
+the same torch build and the same thread count. The fast engine's own loops give identical
+bits for any thread count (work is split into fixed blocks whose partial sums are added in
+block order, ``engine/kernels.cpp``); the rest of a step (dense products, the loss, the
+activity penalties, Adam) are PyTorch operations, whose reductions over large tensors may
+split work by thread count and then differ in the last bits between thread counts. The
+thread count follows the machine's load unless ``SPIKEGRAD_THREADS`` fixes it
+(:mod:`spikegrad.engine.threads`); every run records it (``threads`` and
+``thread_setting`` in its result).
+
+A run whose memory need is plainly beyond the machine (:func:`memory_need`) is refused
+before any data is built.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,10 +41,18 @@ import torch
 from tqdm.auto import tqdm
 
 from spikegrad.config import ConfigError, ExperimentConfig
-from spikegrad.data import DataSplits, build_data, iterate_batches
+from spikegrad.data import DataSplits, build_data, expected_input_width, iterate_batches
 from spikegrad.data.base import SampleDataset
+from spikegrad.engine.threads import thread_info
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
-from spikegrad.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from spikegrad.io import (
+    ExclusiveLock,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    make_folder,
+    strict_json,
+)
 from spikegrad.losses import (
     classification_loss,
     lower_rate_penalty,
@@ -71,6 +93,63 @@ def build_model(
     model = SNN(layers, readout)
     init_weights(model, config.model.init.per_matrix(), generator=generator)
     return model
+
+
+BYTES_PER_VALUE = 4  # float32
+
+
+def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
+    """About how many bytes a run of ``config`` needs at least: the weights with their
+    gradients, optimiser state and best copy, plus the larger of a training batch (dense
+    inputs [B, T, C] and one [B, T, N] state per hidden layer, kept for the backward pass
+    unless ``SPIKEGRAD_RECOMPUTE`` is set) and an evaluation batch (dense inputs and the
+    spikes of every hidden layer but the last)."""
+    n_inputs = n_inputs or expected_input_width(config.data)
+    sizes = [layer.size for layer in config.model.hidden]
+    widths = [n_inputs, *sizes]
+    n_classes = getattr(config.data, "n_classes", None) or 10
+    weights = sum(widths[i] * size + (size * size if layer.recurrent else 0)
+                  for i, (size, layer) in enumerate(zip(sizes, config.model.hidden, strict=True)))
+    weights += sizes[-1] * n_classes
+    copies = 5 if config.training.optimizer == "adam" else 4  # weights, grads, state, best
+    steps, t = config.time.n_steps, config.training
+    kept = 0 if os.environ.get("SPIKEGRAD_RECOMPUTE", "0") not in ("", "0") else sum(sizes)
+    train = t.batch_size * steps * (n_inputs + kept)
+    evaluate = t.eval_batch_size * steps * (n_inputs + sum(sizes[:-1]))
+    return BYTES_PER_VALUE * (copies * weights + max(train, evaluate))
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's, or its control group's limit
+    when lower (None when unknown)."""
+    try:
+        limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    except (AttributeError, OSError, ValueError):
+        limits = []
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limits.append(int(Path(path).read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return min(limits) if limits else None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_memory(config: ExperimentConfig, n_inputs: int | None = None) -> None:
+    """Refuse (a :class:`ConfigError` with the estimate) a run that needs more memory than
+    the machine has (:func:`memory_need`, :func:`machine_memory`)."""
+    available = machine_memory()
+    need = memory_need(config, n_inputs)
+    if available is None or need <= available:
+        return
+    sizes = ", ".join(str(layer.size) for layer in config.model.hidden)
+    raise ConfigError(
+        f"time.n_steps, training.batch_size, model.hidden: this run needs about {_gib(need)} "
+        f"of memory ({config.time.n_steps} steps, batches of {config.training.batch_size}, "
+        f"hidden sizes [{sizes}]), more than the {_gib(available)} of this machine")
 
 
 def activity_penalty(config: ExperimentConfig, spike_counts: list[torch.Tensor]) -> torch.Tensor:
@@ -140,6 +219,17 @@ class TrainingState:
     stop_reason: str | None = None  # "patience", "epochs", "callback" or None (running)
 
 
+def check_splits(data: DataSplits) -> None:
+    """Every split must hold samples: training needs some, and so do the validation (the
+    best epoch) and test metrics."""
+    sizes = {split: len(getattr(data, split)) for split in ("train", "valid", "test")}
+    empty = [split for split, n in sizes.items() if n == 0]
+    if empty:
+        counts = ", ".join(f"{split} {n}" for split, n in sizes.items())
+        raise ConfigError(f"data: the {empty[0]} split of {data.name} has no samples ({counts}); "
+                          f"the data set is too small for its split settings")
+
+
 def _weights_finite(model: SNN) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -157,12 +247,14 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
+        check_memory(config, data.n_inputs if data is not None else None)
         self.data = data or build_data(config.data, config.time.n_steps, config.time.dt_ms)
         if self.data.n_steps != config.time.n_steps:
             raise ConfigError(
                 f"time.n_steps: data set has {self.data.n_steps} steps, config says "
                 f"{config.time.n_steps}"
             )
+        check_splits(self.data)
         self.model = build_model(config, self.data.n_inputs, self.data.n_classes)
         self.optimizer = self._make_optimizer()
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
@@ -231,10 +323,17 @@ class Trainer:
             loss = classification_loss(logits, labels)
             loss = loss + activity_penalty(self.config, output.spike_counts)
             if not torch.isfinite(loss):
-                return f"loss is {float(loss)}"
+                return f"loss is {float(loss.detach())}"
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as error:  # e.g. a step too large for float32
+                t = self.config.training
+                raise ConfigError(
+                    f"training.learning_rate: the {t.optimizer} step failed in epoch "
+                    f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
+                    f"({str(error).splitlines()[0]})") from None
             if not _weights_finite(self.model):
                 return "weights are not finite"
             loss_sum += float(loss.detach()) * len(labels)
@@ -255,15 +354,30 @@ class Trainer:
         ``resume`` continues, with the result of an uninterrupted run). ``epoch_callback``
         is called with the state after every epoch; when it returns True training stops
         (status ``stopped``, the metrics of the best epoch so far).
+
+        With an ``out_dir``, the folder is locked for the time of the call: a second run into
+        it, while this one trains, is a :class:`ConfigError` before it writes anything.
         """
-        if self.out_dir is not None:
-            if not resume and self.checkpoint_path.exists():
-                raise ConfigError(
-                    f"{self.out_dir}: already holds a run; pass --resume or choose another --out"
-                )
+        if self.out_dir is None:
+            return self._fit(stop_after, epoch_callback)
+        self._check_fresh(resume)
+        make_folder(self.out_dir)
+        busy = f"{self.out_dir}: another run is training into this folder; choose another --out"
+        with ExclusiveLock(self.out_dir / ".lock", busy):
+            self._check_fresh(resume)
             if resume:
                 self.load_checkpoint()
             atomic_write_text(self.out_dir / "config.yaml", self.config.to_yaml())
+            return self._fit(stop_after, epoch_callback)
+
+    def _check_fresh(self, resume: bool) -> None:
+        if not resume and self.checkpoint_path.exists():
+            raise ConfigError(
+                f"{self.out_dir}: already holds a run; pass --resume or choose another --out"
+            )
+
+    def _fit(self, stop_after: int | None,
+             epoch_callback: Callable[[TrainingState], bool] | None) -> dict[str, Any]:
         epochs = self.config.training.epochs
         bar = tqdm(total=epochs, initial=self.state.epoch, desc=self.config.name, unit="epoch",
                    disable=not self.progress, leave=False)
@@ -334,7 +448,7 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         if self.out_dir is not None:
-            lines = "".join(json.dumps(r) + "\n" for r in self.state.history)
+            lines = "".join(strict_json(r) + "\n" for r in self.state.history)
             atomic_write_text(self.out_dir / "metrics.jsonl", lines)
 
     def final_metrics(self, evaluate_splits: bool = True) -> dict[str, Any]:
@@ -352,6 +466,7 @@ class Trainer:
             "best_epoch": s.best_epoch,
             "config_hash": self.config.config_hash(),
             "seed": self.config.seed,
+            **thread_info(),
         }
         if not evaluate_splits:
             result["valid_accuracy"] = s.best_valid_accuracy if s.best_epoch else math.nan

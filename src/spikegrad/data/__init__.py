@@ -39,6 +39,19 @@ def get_builder(name: str) -> Callable[..., DataSplits]:
     return getattr(import_module(module_name), function)
 
 
+IMAGE_WIDTHS = {"digits": 8 * 8, "mnist": 28 * 28, "fashion-mnist": 28 * 28}
+
+
+def expected_input_width(data_config) -> int:
+    """The number of input channels of a data set, from its config alone (before building it;
+    for MNIST-like sets the standard 28 x 28 images)."""
+    if hasattr(data_config, "n_units"):
+        return data_config.n_units
+    if hasattr(data_config, "mel"):
+        return data_config.mel.n_mels
+    return IMAGE_WIDTHS.get(data_config.name, 1)
+
+
 def build_data(data_config, n_steps: int, dt_ms: float) -> DataSplits:
     """Build the train/valid/test splits of the data set that ``data_config.name`` names."""
     return get_builder(data_config.name)(data_config, n_steps=n_steps, dt_ms=dt_ms)

@@ -127,6 +127,8 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     samples = samples.mean(axis=1)
     if len(samples) == 0:
         raise DataFileError(path, "audio file has no samples")
+    if not np.isfinite(samples).all():
+        raise DataFileError(path, "audio file holds non-finite samples (NaN or infinity)")
     if rate != sample_rate:
         samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate)
     return samples.astype(np.float32)
@@ -166,7 +168,7 @@ def spectrograms(paths: list[Path], mel: MelConfig, n_steps: int, dt_ms: float,
 
     params = {"mel": mel.model_dump(exclude={"normalise", "gain"}), "n_steps": n_steps,
               "dt_ms": dt_ms, "version": 1}
-    return cached_arrays(cache_key("mel", params, paths), compute)["inputs"]
+    return cached_arrays(cache_key("mel", params, paths), compute, names=("inputs",))["inputs"]
 
 
 def audio_files(config: AudioConfig, folder: Path) -> AudioFiles:

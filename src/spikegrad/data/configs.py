@@ -11,7 +11,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from spikegrad.schema import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, Strict
+from spikegrad.schema import (
+    Float,
+    Fraction,
+    Int,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    Strict,
+)
 
 
 class SplitFractions(Strict):
@@ -35,19 +44,19 @@ class RandmanConfig(Strict):
     """Random manifolds (Zenke & Vogels 2021, section 4). See :mod:`spikegrad.data.randman`."""
 
     name: Literal["randman"] = "randman"
-    n_classes: Annotated[int, Field(ge=2)] = 10
+    n_classes: Annotated[Int, Field(ge=2)] = 10
     n_units: PositiveInt = 20
     manifold_dim: PositiveInt = 1
     alpha: PositiveFloat = 1.0
     n_cutoff: PositiveInt | None = None
-    precision: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    precision: Annotated[Float, Field(gt=0, lt=1)] = 1e-3
     max_cutoff: PositiveInt = 1000
     spectrum: Literal["generator", "paper"] = "generator"
     spectrum_offset: NonNegativeFloat = 1.0  # the lab's Randman; 0: its NumPy variant
     use_bias: bool = False
-    samples_per_class: Annotated[int, Field(ge=3)] = 1000
-    step_frac: Annotated[float, Field(gt=0, le=1)] = 0.5
-    seed: int = 42
+    samples_per_class: Annotated[Int, Field(ge=3)] = 1000
+    step_frac: Annotated[Float, Field(gt=0, le=1)] = 0.5
+    seed: Seed = 42
     split: SplitFractions = Field(default_factory=SplitFractions)
 
 
@@ -55,7 +64,7 @@ class LatencyEncoding(Strict):
     """Pixel -> spike latency t(x) = tau_eff ln(x / (x - theta)), x > theta (protocol 4)."""
 
     tau_eff_ms: PositiveFloat = 20.0
-    threshold: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    threshold: Annotated[Float, Field(ge=0, lt=1)] = 0.2
 
 
 class DigitsConfig(Strict):
@@ -63,7 +72,7 @@ class DigitsConfig(Strict):
 
     name: Literal["digits"] = "digits"
     encoding: LatencyEncoding = Field(default_factory=LatencyEncoding)
-    seed: int = 42
+    seed: Seed = 42
     split: SplitFractions = Field(
         default_factory=lambda: SplitFractions(train=0.6, valid=0.2, test=0.2))
 
@@ -82,7 +91,7 @@ class MNISTConfig(Strict):
     encoding: LatencyEncoding = Field(default_factory=LatencyEncoding)
     valid_size: PositiveInt = 5000
     train_size: PositiveInt | None = None
-    seed: int = 42
+    seed: Seed = 42
 
 
 class FashionMNISTConfig(MNISTConfig):
@@ -108,8 +117,8 @@ class SHDConfig(Strict):
     binary: bool = False
     n_units: PositiveInt = 700
     n_classes: PositiveInt | None = None
-    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    seed: int = 42
+    valid_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
+    seed: Seed = 42
 
 
 class SSCConfig(SHDConfig):
@@ -152,9 +161,9 @@ class AudioConfig(Strict):
     layout: Literal["class-folders", "heidelberg"] = "class-folders"
     mel: MelConfig = Field(default_factory=MelConfig)
     n_classes: PositiveInt | None = None
-    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    valid_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
     split: SplitFractions = Field(default_factory=SplitFractions)
-    seed: int = 42
+    seed: Seed = 42
 
 
 class SpokenDigitsAudioConfig(AudioConfig):

@@ -19,14 +19,15 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spikegrad.io import atomic_write_bytes
+from spikegrad.io import PathError, atomic_write_bytes, make_folder, os_reason
 
 
 class DataFileError(ValueError):
@@ -60,15 +61,23 @@ def cache_key(kind: str, params: dict[str, Any], sources: list[str | Path] = ())
 
 
 def cached_arrays(
-    key: str, compute: Callable[[], dict[str, np.ndarray]], use_cache: bool = True
+    key: str, compute: Callable[[], dict[str, np.ndarray]], use_cache: bool = True,
+    names: Iterable[str] = (),
 ) -> dict[str, np.ndarray]:
-    """Load the arrays cached under ``key``, or compute, store (atomically) and return them."""
+    """Load the arrays cached under ``key``, or compute, store (atomically) and return them.
+
+    An entry that cannot be read (truncated, not an npz file) or that lacks one of ``names``
+    is computed again and overwritten. A cache folder that cannot be written is a
+    :class:`~spikegrad.io.PathError` naming it.
+    """
     path = cache_dir() / "prepared" / f"{key}.npz"
     if use_cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as stored:
-                return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, zlib.error, EOFError):
+                arrays = {name: stored[name] for name in stored.files}
+            if all(name in arrays for name in names):
+                return arrays
+        except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile):
             pass  # a damaged cache entry is recomputed and overwritten
     arrays = compute()
     if use_cache:
@@ -90,12 +99,14 @@ def find_file(folder: str | Path, names: list[str]) -> Path | None:
 def read_maybe_gzip(path: str | Path) -> bytes:
     """The bytes of a file, decompressed if it is gzipped (by content, not by name)."""
     path = Path(path)
-    with path.open("rb") as stream:
-        head = stream.read(2)
-    if head != b"\x1f\x8b":
-        return path.read_bytes()
     try:
-        return gzip.decompress(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataFileError(path, f"cannot read ({os_reason(error)})") from None
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
     except (EOFError, OSError, zlib.error) as error:
         raise DataFileError(path, f"corrupt or truncated gzip file ({error})") from None
 
@@ -107,20 +118,28 @@ def gunzipped(path: str | Path) -> Path:
     temporary file that is renamed into place when complete.
     """
     path = Path(path)
-    with path.open("rb") as stream:
-        if stream.read(2) != b"\x1f\x8b":
-            return path
+    try:
+        with path.open("rb") as stream:
+            if stream.read(2) != b"\x1f\x8b":
+                return path
+    except OSError as error:
+        raise DataFileError(path, f"cannot read ({os_reason(error)})") from None
     target = cache_dir() / "gunzipped" / f"{cache_key('gz', {}, [path])}-{path.stem}"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    make_folder(target.parent)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    except OSError as error:
+        raise PathError(target, "cannot write", error) from None
     try:
         with os.fdopen(handle, "wb") as out, gzip.open(path, "rb") as source:
             shutil.copyfileobj(source, out, length=1 << 22)
         os.replace(temporary, target)
-    except (EOFError, OSError, zlib.error) as error:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataFileError(path, f"corrupt or truncated gzip file ({error})") from None
+    except OSError as error:
+        raise PathError(target, "cannot write", error) from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)

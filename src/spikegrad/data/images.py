@@ -17,10 +17,12 @@ checks their published MD5 checksums. The offline image task is scikit-learn's b
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+from spikegrad.config import ConfigError
 from spikegrad.data.base import DataSplits, EventDataset, split_indices
 from spikegrad.data.configs import DigitsConfig, MNISTConfig
 from spikegrad.data.files import (
@@ -80,26 +82,36 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
     if len(data) < header:
         raise DataFileError(path, "truncated IDX header")
     shape = tuple(int(s) for s in np.frombuffer(data, ">i4", count=ndim, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
+    if min(shape, default=0) < 0:
+        raise DataFileError(path, f"negative size in the IDX header (shape {shape})")
+    expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:
         raise DataFileError(path, f"truncated or oversized: {len(data) - header} data bytes, "
                                   f"header says {expected} for shape {shape}")
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def image_file(folder: str | Path, split: str, kind: str) -> Path:
+    """The IDX file of ``kind`` (``images``, ``labels``) of a ``train`` or ``test`` split."""
+    path = find_file(folder, [IDX_FILES[f"{split}_{kind}"]])
+    if path is None:
+        raise MissingDataError(
+            f"{folder}: no {IDX_FILES[f'{split}_{kind}']}[.gz] (set data.path to the folder "
+            f"with the IDX files, or data.download=true)")
+    return path
+
+
 def read_image_split(folder: str | Path, split: str, n_classes: int = 10):
     """Images [N, H, W] (uint8) and labels [N] of the ``train`` or ``t10k`` IDX pair."""
-    paths = []
-    for kind, ndim in (("images", 3), ("labels", 1)):
-        path = find_file(folder, [IDX_FILES[f"{split}_{kind}"]])
-        if path is None:
-            raise MissingDataError(
-                f"{folder}: no {IDX_FILES[f'{split}_{kind}']}[.gz] (set data.path to the folder "
-                f"with the IDX files, or data.download=true)")
-        paths.append((path, ndim))
+    paths = [(image_file(folder, split, kind), ndim) for kind, ndim in (("images", 3),
+                                                                          ("labels", 1))]
     images, labels = (read_idx(p, ndim) for p, ndim in paths)
-    if images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise DataFileError(paths[0][0], "images and labels must be unsigned bytes")
+    if images.dtype != np.uint8:
+        raise DataFileError(paths[0][0], f"images must be unsigned bytes, got {images.dtype}")
+    if labels.dtype != np.uint8:
+        raise DataFileError(paths[1][0], f"labels must be unsigned bytes, got {labels.dtype}")
+    if min(images.shape[1:]) == 0:
+        raise DataFileError(paths[0][0], f"images of size {_size(images)} have no pixels")
     if len(images) != len(labels):
         raise DataFileError(paths[1][0], f"{len(labels)} labels for {len(images)} images")
     if len(labels) and labels.max() >= n_classes:
@@ -137,8 +149,10 @@ def build_mnist(config: MNISTConfig, n_steps: int, dt_ms: float) -> DataSplits:
         read_image_split(folder, "test")  # raises the error that names the missing file
     params = {"config": config.model_dump(exclude={"path", "download"}), "n_steps": n_steps,
               "dt_ms": dt_ms, "version": 1}
+    names = ["n_inputs"] + [f"{split}_{part}" for split in ("train", "valid", "test")
+                            for part in ("offsets", "time_bins", "units", "labels")]
     arrays = cached_arrays(cache_key(config.name, params, sources),
-                           lambda: encode_mnist(config, folder, n_steps, dt_ms))
+                           lambda: encode_mnist(config, folder, n_steps, dt_ms), names=names)
     n_inputs = int(arrays["n_inputs"])
 
     def split(name):
@@ -156,9 +170,15 @@ def encode_mnist(config: MNISTConfig, folder: Path, n_steps: int,
     """Read and latency-code the train/valid/test splits into plain arrays (for the cache)."""
     train_images, train_labels = read_image_split(folder, "train")
     test_images, test_labels = read_image_split(folder, "test")
+    if test_images.shape[1:] != train_images.shape[1:]:
+        raise DataFileError(image_file(folder, "test", "images"),
+                            f"images of size {_size(test_images)}, but the training images "
+                            f"({image_file(folder, 'train', 'images').name}) are "
+                            f"{_size(train_images)}")
     if config.valid_size >= len(train_images):
-        raise ValueError(f"data.valid_size: must be smaller than the {len(train_images)} "
-                         f"training images, got {config.valid_size}")
+        raise ConfigError(f"data.valid_size: must be smaller than the {len(train_images)} "
+                          f"training images of {image_file(folder, 'train', 'images')}, got "
+                          f"{config.valid_size}")
     order = np.random.default_rng(config.seed).permutation(len(train_images))
     valid, train = order[: config.valid_size], order[config.valid_size :]
     if config.train_size is not None:
@@ -173,9 +193,14 @@ def encode_mnist(config: MNISTConfig, folder: Path, n_steps: int,
         arrays.update({f"{name}_offsets": ds.offsets,
                        f"{name}_time_bins": ds.time_bins.astype(np.int16 if n_steps < 32768
                                                                 else np.int32),
-                       f"{name}_units": ds.units.astype(np.uint16),
+                       f"{name}_units": ds.units.astype(np.uint16 if ds.n_units <= 1 << 16
+                                                        else np.uint32),
                        f"{name}_labels": ds.labels.numpy()})
     return arrays
+
+
+def _size(images: np.ndarray) -> str:
+    return " x ".join(str(n) for n in images.shape[1:])
 
 
 def build_digits(config: DigitsConfig, n_steps: int, dt_ms: float) -> DataSplits:

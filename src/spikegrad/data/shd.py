@@ -67,28 +67,38 @@ def read_spike_file(path: str | Path, n_units: int = 700,
     import h5py
 
     path = Path(path)
+    plain = gunzipped(path)
     try:
-        handle = h5py.File(gunzipped(path), "r")
-    except OSError as error:
+        handle = h5py.File(plain, "r")
+    except (OSError, ValueError, RuntimeError) as error:
         raise DataFileError(path, f"not a readable HDF5 file (corrupt or truncated: "
                                   f"{str(error).splitlines()[0]})") from None
-    with handle:
-        missing = [key for key in REQUIRED_KEYS if key not in handle]
-        if missing:
-            raise DataFileError(path, f"missing HDF5 key(s) {', '.join(missing)}")
-        try:
-            times, units = handle["spikes/times"][:], handle["spikes/units"][:]
-            labels = np.asarray(handle["labels"][:])
-        except (OSError, ValueError, TypeError) as error:
-            raise DataFileError(path, f"unreadable spikes or labels ({error})") from None
+    try:
+        with handle:
+            missing = [key for key in REQUIRED_KEYS if key not in handle]
+            if missing:
+                raise DataFileError(path, f"missing HDF5 key(s) {', '.join(missing)}")
+            times = _per_sample(path, "spikes/times", handle["spikes/times"])
+            units = _per_sample(path, "spikes/units", handle["spikes/units"])
+            labels = np.asarray(handle["labels"][()])
+    except DataFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError,
+            IndexError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataFileError(path, f"unreadable spikes or labels ({first})") from None
+    except MemoryError:
+        raise DataFileError(path, "spikes or labels too large to read (corrupt sizes?)") from None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataFileError(path, "labels must be a 1-d integer array")
     if not (len(times) == len(units) == len(labels)):
         raise DataFileError(path, f"{len(times)} spike-time arrays, {len(units)} unit arrays "
                                   f"and {len(labels)} labels")
     lengths = np.fromiter((len(t) for t in times), np.int64, len(times))
     if not np.array_equal(lengths, np.fromiter((len(u) for u in units), np.int64, len(units))):
         raise DataFileError(path, "spikes/times and spikes/units differ in length for a sample")
-    flat_times = np.concatenate(list(times)) if len(times) else np.zeros(0, np.float16)
-    flat_units = np.concatenate(list(units)) if len(units) else np.zeros(0, np.uint16)
+    flat_times = np.concatenate(times) if len(times) else np.zeros(0, np.float16)
+    flat_units = np.concatenate(units) if len(units) else np.zeros(0, np.uint16)
     if not np.issubdtype(flat_units.dtype, np.integer):
         raise DataFileError(path, f"spikes/units must be integers, got {flat_units.dtype}")
     if not np.issubdtype(flat_times.dtype, np.floating):
@@ -98,14 +108,31 @@ def read_spike_file(path: str | Path, n_units: int = 700,
         raise DataFileError(path, f"unit id {bad} beyond the {n_units} channels")
     if len(flat_times) and not (np.isfinite(flat_times.max()) and flat_times.min() >= 0):
         raise DataFileError(path, "spike times must be finite and >= 0")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataFileError(path, "labels must be a 1-d integer array")
     labels = labels.astype(np.int64)
     if len(labels) and (labels.min() < 0 or (n_classes is not None and labels.max() >= n_classes)):
         bad = labels.min() if labels.min() < 0 else labels.max()
         raise DataFileError(path, f"label {bad} out of range 0..{(n_classes or 1) - 1}")
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return SpikeFile(flat_times, flat_units, offsets, labels)
+
+
+def _per_sample(path: Path, name: str, dataset) -> list[np.ndarray]:
+    """The arrays of one sample each that an HDF5 dataset holds: variable-length (the SHD
+    layout) or the rows of a 2-d array; each a 1-d array of numbers."""
+    if not hasattr(dataset, "shape") or not hasattr(dataset, "dtype"):
+        raise DataFileError(path, f"{name} is not a dataset")
+    values = dataset[()]
+    if not isinstance(values, np.ndarray) or values.ndim not in (1, 2) or (
+            values.ndim == 1 and values.dtype != object):
+        raise DataFileError(path, f"{name} must hold one array per sample, got "
+                                  f"{getattr(values, 'shape', ())} values of type "
+                                  f"{getattr(values, 'dtype', type(values).__name__)}")
+    rows = list(values)
+    for row in rows:
+        if not isinstance(row, np.ndarray) or row.ndim != 1 or row.dtype.kind not in "iuf":
+            raise DataFileError(path, f"{name} must hold arrays of numbers, got "
+                                      f"{type(row).__name__} {getattr(row, 'dtype', '')}".strip())
+    return rows
 
 
 def bin_spikes(spikes: SpikeFile, bin_width_s: float, n_steps: int) -> dict[str, np.ndarray]:
@@ -147,7 +174,7 @@ def load_binned(path: str | Path, bin_width_s: float, n_steps: int, n_units: int
     arrays = cached_arrays(
         cache_key("binned", params, [path]),
         lambda: bin_spikes(read_spike_file(path, n_units, n_classes), bin_width_s, n_steps),
-        use_cache,
+        use_cache, names=("offsets", "time_bins", "units", "labels"),
     )
     return EventDataset(arrays["offsets"], arrays["time_bins"], arrays["units"],
                         arrays["labels"], n_steps, n_units, binary)
@@ -211,6 +238,10 @@ def build_shd(config: SHDConfig, n_steps: int, dt_ms: float) -> DataSplits:
     else:
         order = np.random.default_rng(config.seed).permutation(len(train))
         n_valid = max(1, int(round(config.valid_fraction * len(train))))
+        if n_valid >= len(train):
+            raise DataFileError(files["train"], f"{len(train)} sample(s): too few to hold out "
+                                f"a validation split (data.valid_fraction "
+                                f"{config.valid_fraction}) and still train")
         valid, train = train.subset(np.sort(order[:n_valid])), train.subset(
             np.sort(order[n_valid:]))
     return DataSplits(name=config.name, train=train, valid=valid, test=test,

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
 from spikegrad.engine.threads import GOVERNOR
-from spikegrad.functional import LIFDynamics, ReadoutDynamics
+from spikegrad.functional import LIFDynamics, ReadoutDynamics, check_layer_tensors
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "LayerOutput",
            "MAX_SPARSE_DENSITY"]
@@ -118,6 +118,12 @@ def _weight_grad(kernels: ModuleType, dx: Tensor, inputs: Tensor, sparse) -> Ten
         return kernels.sparse_tmm(sparse, dx_rows, inputs.shape[-1]).t()
     in_rows = _time_major(inputs).transpose(0, 1).reshape(-1, inputs.shape[-1])
     return dx_rows.t() @ in_rows
+
+
+def _any_nonzero(t: Tensor) -> bool:
+    """Whether ``t`` has a non-zero entry (assumed so on the meta device, which holds no
+    values)."""
+    return t.device.type == "meta" or bool(t.any())
 
 
 def _spike_gradient(grad_s: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
@@ -194,7 +200,7 @@ class _Layer(torch.autograd.Function):
               else None)
         grad_logits = grad_logits if grad_logits is not None and grad_logits.numel() else None
         steps = max(kernels.last_active_step(grad) if grad is not None else 0,
-                    time_steps if grad_const is not None and bool(grad_const.any()) else 0,
+                    time_steps if grad_const is not None and _any_nonzero(grad_const) else 0,
                     kernels.last_active_step(dy) if dy is not None else 0,
                     time_steps if grad_logits is not None else 0)
         want_w = ctx.needs_input_grad[1]
@@ -270,8 +276,10 @@ def lif_layer(
 
     Same values and gradients as :func:`spikegrad.functional.lif_layer`. ``recompute``
     trades a second forward loop in the backward pass for not keeping U between the two
-    (default: the environment variable ``SPIKEGRAD_RECOMPUTE``).
+    (default: the environment variable ``SPIKEGRAD_RECOMPUTE``). Tensors are checked as by
+    the reference path (:func:`spikegrad.functional.check_layer_tensors`).
     """
+    check_layer_tensors(inputs, weight, recurrent_weight)
     spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
                               _prepare(inputs, recompute), True, None, False)
     return spikes
@@ -305,6 +313,7 @@ def lif_readout(
     [B, K] that :func:`spikegrad.losses.reduce_readout` would give. Same values and gradients
     as :func:`lif_layer`, :func:`readout_layer`, ``spikes.sum(1)`` and ``reduce_readout``,
     faster."""
+    check_layer_tensors(inputs, weight, recurrent_weight, readout_weight)
     s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
                                         dynamics, readout, _prepare(inputs, recompute), spikes,
                                         reduction, trace)
@@ -314,4 +323,5 @@ def lif_readout(
 
 def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:
     """Membrane trace U_out[1..T] [B, T, K] of the leaky readout (as the reference path)."""
+    check_layer_tensors(inputs, weight)
     return _Readout.apply(inputs, weight, dynamics)

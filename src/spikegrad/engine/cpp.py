@@ -60,13 +60,19 @@ kernels round as PyTorch's element-wise operations (the reference path) do."""
 LOCK_WAIT_S = 600.0
 """How long a process waits for another one that is compiling the kernels."""
 
+LOCK_QUIET_S = 5.0
+"""A wait shorter than this (another process loading the built kernels) is not announced."""
+
 
 def build_name() -> str:
-    """The kernels' build name: the source, flags and torch version hashed, so that installs
-    with the same kernels share one build and different ones never rebuild each other's."""
+    """The kernels' build name: the source, flags, torch version and torch install folder
+    hashed, so that different kernels, or the same kernels in two environments (whose build
+    commands name each environment's include folders, so that each would find the other's
+    build out of date), never rebuild each other's build."""
     key = hashlib.sha256(SOURCE.read_bytes())
     key.update(" ".join(COMPILE_FLAGS).encode())
     key.update(torch.__version__.encode())
+    key.update(str(Path(torch.__file__).resolve().parent).encode())
     return f"spikegrad_engine_{key.hexdigest()[:12]}"
 
 
@@ -90,7 +96,7 @@ def _build_lock(build_dir: Path):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{build_dir}: another process has been compiling the "
                                        f"kernels for {LOCK_WAIT_S:.0f} s") from None
-                if not told:
+                if not told and time.monotonic() > deadline - LOCK_WAIT_S + LOCK_QUIET_S:
                     print(f"spikegrad: waiting for another process compiling the kernels in "
                           f"{build_dir}", file=sys.stderr)
                     told = True

@@ -69,6 +69,14 @@ class ThreadGovernor:
             raise ValueError(f"SPIKEGRAD_THREADS: expected a positive number or 'auto', "
                              f"got {setting!r}") from None
 
+    def _set_by_user(self, current: int) -> bool:
+        return self.chosen is None or current not in (self.chosen, self.limit)
+
+    def user_limit(self) -> int:
+        """The most threads the engine uses: the count the user gave torch."""
+        current = torch.get_num_threads()
+        return current if self._set_by_user(current) else self.limit
+
     def update(self) -> int:
         """Check the load (at most every CHECK_INTERVAL_S) and set the thread count."""
         fixed = self.fixed()
@@ -77,7 +85,7 @@ class ThreadGovernor:
                 torch.set_num_threads(fixed)
             return fixed
         current = torch.get_num_threads()
-        if self.chosen is None or current not in (self.chosen, self.limit):
+        if self._set_by_user(current):
             # first use, or the user set a new thread count: that is the limit from now on
             self.limit, self.chosen, self.pending = current, current, None
         elif current != self.chosen:  # set back to the limit by someone else: ours again
@@ -102,3 +110,13 @@ class ThreadGovernor:
 
 
 GOVERNOR = ThreadGovernor()
+
+
+def thread_info() -> dict[str, int | str]:
+    """The thread count of this process, for the record of a run: ``threads``, the count
+    torch was given (the most the engine uses), and ``thread_setting``, ``SPIKEGRAD_THREADS``
+    (``auto``: fewer threads while other processes keep cores busy; or the fixed count)."""
+    fixed = GOVERNOR.fixed()
+    if fixed is not None:
+        return {"threads": fixed, "thread_setting": str(fixed)}
+    return {"threads": GOVERNOR.user_limit(), "thread_setting": "auto"}

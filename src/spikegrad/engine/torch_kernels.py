@@ -137,7 +137,10 @@ def lif_backward(
 
 
 def last_active_step(t: Tensor) -> int:
-    """1 + the last step at which ``t`` [B, T, M] is non-zero (0 when it is zero everywhere)."""
+    """1 + the last step at which ``t`` [B, T, M] is non-zero (0 when it is zero everywhere;
+    T on the meta device, which holds no values)."""
+    if t.device.type == "meta":
+        return t.shape[1]
     active = t.ne(0).any(dim=-1).any(dim=0).nonzero()
     return int(active[-1]) + 1 if len(active) else 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import statistics
 import sys
@@ -16,14 +17,30 @@ from spikegrad.config import ConfigError
 db_option = click.option("--db", "db_path", required=True, metavar="FILE",
                          type=click.Path(dir_okay=False, path_type=Path),
                          help="The results database (SQLite).")
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Expand a grid of more than 100000 trials (refused otherwise: it takes minutes and GBs).")
 study_option = click.option("--study", "study_name", metavar="NAME",
                             help="Only this study (default: all studies in the database).")
 
 
 def _open_db(path: Path):
+    """The database at ``path``, opened read-only (commands that only read it also work on
+    a read-only disk, and never change it)."""
     from spikegrad.studies.db import ResultsDB
 
-    return ResultsDB(path, create=False)
+    return ResultsDB(path, create=False, read_only=True)
+
+
+def _study_names(db, db_path: Path, study_name: str | None) -> list[str]:
+    """The studies a command reads: ``study_name`` (which must be in the database), or all."""
+    names = [s["name"] for s in db.studies()]
+    if not names:
+        raise ConfigError(f"{db_path}: holds no studies yet")
+    if study_name is not None and study_name not in names:
+        raise ConfigError(f"--study {study_name}: no such study in {db_path} (studies: "
+                          f"{', '.join(names)})")
+    return [study_name] if study_name is not None else names
 
 
 def _axes_label(axes: dict[str, Any]) -> str:
@@ -52,12 +69,13 @@ def study_list() -> None:
 @click.argument("spec")
 @set_option
 @click.option("--trials", "list_trials", is_flag=True, help="List every trial and its hash.")
+@force_option
 @user_errors
-def study_show(spec: str, overrides: tuple[str, ...], list_trials: bool) -> None:
+def study_show(spec: str, overrides: tuple[str, ...], list_trials: bool, force: bool) -> None:
     """Print the validated SPEC (a YAML file or a built-in name) and its number of trials."""
     from spikegrad.studies.spec import dump_spec_yaml, load_study_spec
 
-    loaded = load_study_spec(spec, list(overrides))
+    loaded = load_study_spec(spec, list(overrides), force=force)
     trials = loaded.trials()
     click.echo(dump_spec_yaml(loaded), nl=False)
     click.echo(f"# {len(trials)} trials over {', '.join(loaded.axis_names()) or 'no axes'}")
@@ -77,9 +95,11 @@ def study_show(spec: str, overrides: tuple[str, ...], list_trials: bool) -> None
 @click.option("--retry-failed", is_flag=True, help="Run failed and crashed trials again.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@force_option
 @user_errors
 def study_run(spec: str, db_path: Path, overrides: tuple[str, ...], workers: int | None,
-              address: str | None, retry_failed: bool, quiet: bool, as_json: bool) -> None:
+              address: str | None, retry_failed: bool, quiet: bool, as_json: bool,
+              force: bool) -> None:
     """Run every unfinished trial of SPEC (a YAML file or a built-in name) into --db.
 
     Finished trials are skipped, so the same command resumes a stopped study.
@@ -88,7 +108,7 @@ def study_run(spec: str, db_path: Path, overrides: tuple[str, ...], workers: int
     from spikegrad.studies.runner import run_study
     from spikegrad.studies.spec import load_study_spec
 
-    loaded = load_study_spec(spec, list(overrides))
+    loaded = load_study_spec(spec, list(overrides), force=force)
     try:
         summary = run_study(loaded, db_path, workers=workers, address=address,
                             progress=not quiet, retry_failed=retry_failed)
@@ -123,10 +143,7 @@ def study_status(db_path: Path, study_name: str | None, as_json: bool) -> None:
     from spikegrad.studies.runner import driver_active
 
     with _open_db(db_path) as db:
-        names = [study_name] if study_name else [s["name"] for s in db.studies()]
-        if study_name and study_name not in {s["name"] for s in db.studies()}:
-            raise ConfigError(f"--study {study_name}: no such study in {db_path}")
-        reports = {name: db.status(name) for name in names}
+        reports = {name: db.status(name) for name in _study_names(db, db_path, study_name)}
     if not driver_active(db_path):  # "running" trials of a driver that was stopped
         for report in reports.values():
             if "running" in report["counts"]:
@@ -159,15 +176,20 @@ def study_export(db_path: Path, study_name: str | None, fmt: str, out_path: Path
     """Export the trials of --db (axes, status, metrics, timings, config) as a table."""
     if fmt == "parquet" and out_path is None:
         raise ConfigError("--format parquet: needs --out FILE")
+    from spikegrad.io import atomic_write_bytes, atomic_write_text
+
     with _open_db(db_path) as db:
+        _study_names(db, db_path, study_name)
         frame = db.to_dataframe(study=study_name, epochs=epochs)
     if fmt == "csv":
         if out_path is None:
             frame.to_csv(sys.stdout, index=False)
         else:
-            frame.to_csv(out_path, index=False)
+            atomic_write_text(out_path, frame.to_csv(index=False))
     else:
-        frame.to_parquet(out_path, index=False)
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        atomic_write_bytes(out_path, buffer.getvalue())
     if out_path is not None:
         click.echo(f"{out_path}: {len(frame)} rows, {len(frame.columns)} columns", err=True)
 
@@ -186,9 +208,8 @@ def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
     from spikegrad.studies.spec import METRICS
 
     with _open_db(db_path) as db:
+        _study_names(db, db_path, study_name)
         studies = {s["name"]: s["spec"] for s in db.studies()}
-        if study_name and study_name not in studies:
-            raise ConfigError(f"--study {study_name}: no such study in {db_path}")
         trials = db.trials(study=study_name)
     if metric is None:
         chosen = studies.get(study_name) if study_name else next(iter(studies.values()), None)

@@ -22,13 +22,14 @@ any moment leaves either all of a trial or none of it.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from spikegrad.io import finite_values, make_folder, strict_json
 
 SCHEMA_VERSION = 1
 
@@ -80,42 +81,109 @@ CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
 
 def _json(value: Any) -> str:
     """JSON with NaN/inf as null (SQLite and other readers need strict JSON)."""
-    return json.dumps(_finite(value), sort_keys=False, allow_nan=False)
+    return strict_json(value, sort_keys=False)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+class ResultsDBError(ValueError):
+    """A file that is not a results database this version can use; one line naming it."""
 
 
 class ResultsDB:
-    """A study results file. Reading is safe while a driver writes (WAL)."""
+    """A study results file. Reading is safe while a driver writes (WAL).
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+    ``create``: make the file and its tables if missing (else the file must exist).
+    ``read_only``: open without writing anything (also on a read-only disk). A SQLite file
+    that another program made (tables, but not ours) is refused before anything is written
+    to it, and so is a results database of another schema version.
+    """
+
+    def __init__(self, path: str | Path, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ResultsDBError(f"{self.path}: is a folder, not a results database")
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such results database")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
+        if create and not read_only:
+            make_folder(self.path.parent)
+        self.conn = self._connect(read_only)
         try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            if create:
+            empty = self._check_ours()
+            if not read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            if create and not read_only:  # tables a file of this version may lack
                 self.conn.executescript(_SCHEMA)
                 self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                   (str(SCHEMA_VERSION),))
-            else:
-                self.conn.execute("SELECT 1 FROM trials LIMIT 1")
+            elif empty:
+                raise ResultsDBError(f"{self.path}: an empty database, no results yet")
+        except sqlite3.OperationalError as error:  # a read-only file, a locked one ...
+            self.conn.close()
+            raise ResultsDBError(f"{self.path}: cannot use this database ({error})") from None
         except sqlite3.DatabaseError as error:
             self.conn.close()
-            raise ValueError(f"{self.path}: not a results database ({error})") from None
+            raise ResultsDBError(f"{self.path}: not a results database ({error})") from None
+        except ResultsDBError:
+            self.conn.close()
+            raise
+
+    @classmethod
+    def check(cls, path: str | Path) -> None:
+        """Refuse (:class:`ResultsDBError`) a file at ``path`` that is not a results database
+        of this version, without writing to it; a missing or empty file passes."""
+        path = Path(path)
+        if path.is_file() and path.stat().st_size > 0:
+            try:
+                cls(path, create=False, read_only=True).close()
+            except ResultsDBError as error:
+                if "an empty database" not in str(error):
+                    raise
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        """A connection (read-only: by URI, and on a read-only disk without its shared-memory
+        file, as an immutable file when no write-ahead log is waiting to be merged)."""
+        try:
+            if not read_only:
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            else:
+                uri = self.path.resolve().as_uri()
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0,
+                                       isolation_level=None)
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    conn.close()
+                    if Path(f"{self.path}-wal").exists():
+                        raise
+                    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True,
+                                           isolation_level=None)
+        except sqlite3.OperationalError as error:
+            raise ResultsDBError(f"{self.path}: cannot open the database ({error})") from None
+        except sqlite3.DatabaseError as error:
+            raise ResultsDBError(f"{self.path}: not a results database ({error})") from None
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _check_ours(self) -> bool:
+        """Whether the file holds no tables yet; a file with tables must hold ours, of this
+        schema version."""
+        tables = {row[0] for row in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+        if not tables:
+            return True
+        version = None
+        if "meta" in tables:
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = row[0] if row is not None else None
+        if version is None:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise ResultsDBError(f"{self.path}: not a spikegrad results database (it holds "
+                                 f"other tables: {shown}); choose another --db")
+        if version != str(SCHEMA_VERSION):
+            raise ResultsDBError(f"{self.path}: a results database of schema version "
+                                 f"{version}; this spikegrad reads version {SCHEMA_VERSION}")
+        return False
 
     def close(self) -> None:
         self.conn.close()
@@ -172,12 +240,12 @@ class ResultsDB:
             "status": outcome["status"],
             "error": outcome.get("error"),
             "metrics_json": _json({k: metrics[k] for k in METRIC_KEYS if k in metrics}),
-            "test_accuracy": _finite(metrics.get("test_accuracy")),
-            "valid_accuracy": _finite(metrics.get("valid_accuracy")),
-            "train_accuracy": _finite(metrics.get("train_accuracy")),
+            "test_accuracy": finite_values(metrics.get("test_accuracy")),
+            "valid_accuracy": finite_values(metrics.get("valid_accuracy")),
+            "train_accuracy": finite_values(metrics.get("train_accuracy")),
             "started_at": outcome.get("started_at"),
             "finished_at": outcome.get("finished_at", time.time()),
-            "wall_time_s": _finite(metrics.get("wall_time_s")),
+            "wall_time_s": finite_values(metrics.get("wall_time_s")),
             "trial_time_s": outcome.get("trial_time_s"),
             "host": outcome.get("host"),
             "versions_json": _json(outcome.get("versions") or {}),
@@ -189,7 +257,7 @@ class ResultsDB:
             cur.execute("DELETE FROM epochs WHERE config_hash = ?", (config_hash,))
             cur.executemany(
                 "INSERT INTO epochs VALUES (?, ?, ?, ?)",
-                [(config_hash, int(r["epoch"]), _json(r), _finite(r.get("valid_accuracy")))
+                [(config_hash, int(r["epoch"]), _json(r), finite_values(r.get("valid_accuracy")))
                  for r in history],
             )
 

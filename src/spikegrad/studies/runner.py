@@ -37,6 +37,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from spikegrad.config import ConfigError
+from spikegrad.io import ExclusiveLock
 from spikegrad.studies.db import FINISHED, ResultsDB
 from spikegrad.studies.spec import (
     METRICS,
@@ -111,6 +112,7 @@ def run_studies(
         raise ConfigError(f"workers: must be at least 1, got {workers}")
     started = time.perf_counter()
     db_path = Path(db_path)
+    ResultsDB.check(db_path)  # a foreign file: refused before a lock file is put beside it
     with _DriverLock(db_path), ResultsDB(db_path) as db:
         def members(spec: StudySpec) -> list[TrialConfig]:
             if spec.select is None:
@@ -536,38 +538,10 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
 
 def driver_active(db_path: str | Path) -> bool:
     """Whether a study driver is running on this database now (holds its lock)."""
-    lock = _DriverLock(Path(db_path))
-    if not lock.path.exists():
-        return False
-    try:
-        with lock:
-            return False
-    except ConfigError:
-        return True
+    return _DriverLock(Path(db_path)).held_elsewhere()
 
 
-class _DriverLock:
+def _DriverLock(db_path: Path) -> ExclusiveLock:  # noqa: N802 - used as a class
     """One driver per database: an advisory lock on ``<db>.lock``, freed when the process dies."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self.handle = None
-
-    def __enter__(self) -> _DriverLock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a")  # noqa: SIM115 - held for the driver's lifetime
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.close()
-            raise ConfigError(f"{self.path.with_suffix('')}: another study driver is running "
-                              "on this database") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
+    return ExclusiveLock(db_path.with_name(db_path.name + ".lock"),
+                         f"{db_path}: another study driver is running on this database")

@@ -26,7 +26,6 @@ import copy
 import itertools
 import json
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,17 +36,24 @@ from spikegrad.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    builtin_names,
     format_validation_error,
     get_path,
+    load_yaml,
     read_config_source,
+    read_yaml_source,
 )
-from spikegrad.schema import PositiveInt, Strict
+from spikegrad.schema import Float, PositiveInt, Seed, Strict
 
 # final metrics of a trial that a spec may name as its objective (all maximised or minimised)
 METRICS = {
     "test_accuracy": "max", "valid_accuracy": "max", "train_accuracy": "max",
     "test_loss": "min", "valid_loss": "min", "train_loss": "min",
 }
+
+
+MAX_TRIALS = 100_000
+"""Grids larger than this are refused unless forced (expanding one takes minutes and GBs)."""
 
 
 class TrialConfig(ExperimentConfig):
@@ -80,8 +86,8 @@ class AxisRange(Strict):
     ``integer: true`` rounds them to whole numbers (repeats then collapse).
     """
 
-    log: tuple[float, float] | None = None
-    linear: tuple[float, float] | None = None
+    log: tuple[Float, Float] | None = None
+    linear: tuple[Float, Float] | None = None
     num: PositiveInt
     integer: bool = False
 
@@ -157,7 +163,7 @@ class StudySpec(Strict):
     set: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, AxisValues] = Field(default_factory=dict)
     zip: list[dict[str, AxisValues]] = Field(default_factory=list)
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = None
     repeats: PositiveInt | None = None
     metric: str = "test_accuracy"
     cpus_per_trial: PositiveInt = 1
@@ -168,6 +174,7 @@ class StudySpec(Strict):
     _origin: str = PrivateAttr(default="study spec")
     _folder: Path | None = PrivateAttr(default=None)
     _trials: list[TrialConfig] | None = PrivateAttr(default=None)
+    _force: bool = PrivateAttr(default=False)  # expand grids above MAX_TRIALS
 
     @field_validator("name")
     @classmethod
@@ -197,7 +204,7 @@ class StudySpec(Strict):
         for i, group in enumerate(groups):
             if not group:
                 raise ValueError(f"group {i} is empty")
-            lengths = {key: len(_axis_values(v)) for key, v in group.items()}
+            lengths = {key: _axis_length(v) for key, v in group.items()}
             if len(set(lengths.values())) > 1:
                 detail = ", ".join(f"{k}: {n}" for k, n in lengths.items())
                 raise ValueError(f"group {i}: zipped axes need equal lengths ({detail})")
@@ -302,9 +309,30 @@ class StudySpec(Strict):
             return [first + i for i in range(self.repeats)]
         return None
 
+    def grid_size(self) -> int:
+        """How many grid points the spec has (configs that hash alike not yet collapsed),
+        counted without expanding it: the product of the axis lengths, zip groups, selected
+        values and seeds."""
+        lengths = [_axis_length(values)
+                   for values in [*self.axes.values(),
+                                  *(next(iter(group.values())) for group in self.zip),
+                                  *([self.select.values] if self.select is not None else [])]]
+        seeds = self.seeds if self.seeds is not None else range(self.repeats or 1)
+        return math.prod(lengths) * len(seeds)
+
+    def check_size(self) -> None:
+        """Refuse (a :class:`ConfigError`) a grid above :data:`MAX_TRIALS` unless forced."""
+        size = self.grid_size()
+        if size > MAX_TRIALS and not self._force:
+            raise ConfigError(f"{self._origin}: the grid has {size:,} trials, more than "
+                              f"{MAX_TRIALS:,}; pass --force (force=True) to expand it anyway")
+
     def trials(self) -> list[TrialConfig]:
-        """Every trial, validated, in grid order; configs with equal hashes appear once."""
+        """Every trial, validated, in grid order; configs with equal hashes appear once.
+        A grid of more than :data:`MAX_TRIALS` points is refused before it is expanded
+        (:meth:`check_size`)."""
         if self._trials is None:
+            self.check_size()
             base = self.base_dict()
             trials, seen = [], set()
             for point in self.grid_points():
@@ -359,6 +387,10 @@ def _product(dimensions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return points
 
 
+def _axis_length(values: AxisValues) -> int:
+    return values.num if isinstance(values, AxisRange) else len(values)
+
+
 def _axis_values(values: AxisValues) -> list[Any]:
     return values.values() if isinstance(values, AxisRange) else list(values)
 
@@ -368,43 +400,28 @@ def _axis_values(values: AxisValues) -> list[Any]:
 
 
 def builtin_study_names() -> list[str]:
-    folder = resources.files("spikegrad") / "studies"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return builtin_names("studies")
 
 
 def _read_spec_source(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{source}: no such study spec file")
-        text, origin, folder = path.read_text(), str(path), path.resolve().parent
-    elif str(source) in builtin_study_names():
-        text = (resources.files("spikegrad") / "studies" / f"{source}.yaml").read_text()
-        origin, folder = f"built-in study {source!r}", None
-    else:
-        known = ", ".join(builtin_study_names())
-        raise ConfigError(
-            f"{source}: no such study spec file or built-in study (built-in: {known})"
-        )
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{origin}: invalid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
+    raw, origin, folder = read_yaml_source(source, "studies", "study", "study spec")
+    if raw is None:
+        raise ConfigError(f"{origin}: top level must be a mapping, got NoneType")
     return raw, origin, folder
 
 
 def load_study_spec(
     source: str | Path | dict[str, Any] | StudySpec,
     overrides: list[str] | dict[str, Any] | None = None,
+    force: bool = False,
 ) -> StudySpec:
     """Load and validate a study spec; every trial config is validated too.
 
     ``source``: a YAML path, a built-in study name (``spikegrad study list``), a dict
     or a spec. ``overrides`` (``["training.epochs=5"]`` or ``{"training.epochs": 5}``)
-    change the base config of every trial, after the spec's own ``set``.
-    Raises :class:`~spikegrad.config.ConfigError` with one line naming the field.
+    change the base config of every trial, after the spec's own ``set``. A grid of more
+    than :data:`MAX_TRIALS` trials is refused, counted before it is expanded, unless
+    ``force``. Raises :class:`~spikegrad.config.ConfigError` with one line naming the field.
     """
     folder: Path | None = None
     if isinstance(source, StudySpec):
@@ -420,7 +437,7 @@ def load_study_spec(
         spec = StudySpec.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{origin}: {_format_spec_error(error)}") from None
-    spec._origin, spec._folder = origin, folder
+    spec._origin, spec._folder, spec._force = origin, folder, force
     spec.trials()  # validate every trial now: errors surface before anything runs
     return spec
 
@@ -433,10 +450,7 @@ def _parse_overrides(overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
         if "=" not in text:
             raise ConfigError(f"--set {text!r}: expected key=value")
         key, value = text.split("=", 1)
-        try:
-            parsed[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {text!r}: value is not valid YAML") from None
+        parsed[key.strip()] = load_yaml(value, f"--set {text!r}")
     return parsed
 
 
