@@ -97,3 +97,17 @@ def test_split_sizes():
     splits = build_randman(CONFIG, n_steps=100, dt_ms=1.0)
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (800, 100, 100)
     assert splits.n_inputs == 20 and splits.n_classes == 5
+
+
+def test_firing_times_are_cached_exactly(tmp_path, monkeypatch):
+    from spikegrad.data.randman import cached_spike_times
+
+    monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path))
+    fresh = randman_spike_times(CONFIG, 100)
+    first = cached_spike_times(CONFIG, 100)
+    assert len(list((tmp_path / "prepared").glob("randman-*.npz"))) == 1
+    again = cached_spike_times(CONFIG, 100)
+    for a, b, c in zip(fresh, first, again, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    cached_spike_times(CONFIG.model_copy(update={"seed": 8}), 100)
+    assert len(list((tmp_path / "prepared").glob("randman-*.npz"))) == 2

@@ -41,6 +41,7 @@ import numpy as np
 
 from spikegrad.data.base import DataSplits, EventDataset, split_indices
 from spikegrad.data.configs import RandmanConfig
+from spikegrad.data.files import cache_key, cached_arrays
 
 
 def cutoff_frequency(alpha: float, precision: float = 1e-3, max_cutoff: int = 1000) -> int:
@@ -123,9 +124,26 @@ def spike_bins(times: np.ndarray, n_steps: int, step_frac: float) -> np.ndarray:
     return np.clip(np.floor(times).astype(np.int64), 0, last_bin)
 
 
+RANDMAN_CACHE_VERSION = 1
+"""Bumped whenever the generator's numbers change, so that old cache entries are not used."""
+
+
+def cached_spike_times(config: RandmanConfig, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`randman_spike_times`, kept in the data cache (generating the paper's 10000
+    samples over 1000 frequencies takes seconds; every worker and run would repeat it)."""
+    params = {**config.model_dump(mode="json"), "n_steps": n_steps,
+              "version": RANDMAN_CACHE_VERSION}
+    arrays = cached_arrays(
+        cache_key("randman", params),
+        lambda: dict(zip(("times", "labels"), randman_spike_times(config, n_steps),
+                         strict=True)),
+        names=("times", "labels"))
+    return arrays["times"], arrays["labels"]
+
+
 def randman_dataset(config: RandmanConfig, n_steps: int) -> EventDataset:
     """The whole spiking Randman data set: one spike per input neuron per sample."""
-    times, labels = randman_spike_times(config, n_steps)
+    times, labels = cached_spike_times(config, n_steps)
     n_samples, n_units = times.shape
     offsets = np.arange(0, n_samples * n_units + 1, n_units)
     bins = spike_bins(times, n_steps, config.step_frac).ravel()
