@@ -60,3 +60,19 @@ def test_missing_file_and_bad_yaml(tmp_path):
     empty.write_text("")
     with pytest.raises(ConfigError, match="data: required field is missing"):
         load_config(empty)
+
+
+def test_config_reference_is_complete_and_is_docs_config_md():
+    from pathlib import Path
+
+    from spikegrad.config import config_reference
+
+    text = config_reference()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) > 60
+    assert all(not line.rstrip().endswith("| |") for line in rows), "a field has no meaning"
+    for path in ("surrogate.slope", "model.readout.initial_membrane", "data.spectrum_offset",
+                 "training.patience", "model.init.recurrent.scheme"):
+        assert f"| `{path}` |" in text
+    docs = Path(__file__).parents[1] / "docs" / "config.md"
+    assert docs.read_text() == text, "regenerate: spikegrad config reference > docs/config.md"

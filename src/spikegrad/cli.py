@@ -14,7 +14,7 @@ import click
 from spikegrad.bench import bench
 from spikegrad.cli_support import print_json, set_option, user_errors
 from spikegrad.commands_data import data as data_commands
-from spikegrad.config import ConfigError, builtin_config_names, load_config
+from spikegrad.config import ConfigError, builtin_config_names, config_reference, load_config
 from spikegrad.interop.commands import export
 from spikegrad.reproduce.commands import reproduce
 from spikegrad.studies.commands import study
@@ -85,6 +85,12 @@ def config_list() -> None:
 def config_show(config: str, overrides: tuple[str, ...]) -> None:
     """Print the full, validated CONFIG (with defaults filled in) as YAML."""
     click.echo(load_config(config, list(overrides)).to_yaml(), nl=False)
+
+
+@config.command("reference")
+def config_reference_command() -> None:
+    """Print every config field with its default and meaning (Markdown; docs/config.md)."""
+    click.echo(config_reference(), nl=False)
 
 
 main.add_command(data_commands)

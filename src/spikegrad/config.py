@@ -35,15 +35,21 @@ class TimeConfig(Strict):
     """The simulation grid shared by data and network."""
 
     dt_ms: PositiveFloat = 1.0
+    """Simulation step (ms)."""
     n_steps: PositiveInt = 100
+    """Steps per sample."""
 
 
 class SurrogateConfig(Strict):
     """Surrogate derivative used in the backward pass of every hidden layer."""
 
     name: str = "superspike"
+    """Surrogate shape (a registered name: superspike, sigmoid, esser, superspike_asymptotic,
+    exponential, arctan, gaussian, true, constant, or your own)."""
     slope: NonNegativeFloat = 10.0
+    """Slope β of the surrogate."""
     scale: NonNegativeFloat = 1.0
+    """Multiplies the natural form: the peak used is scale × natural peak."""
 
     @field_validator("name")
     @classmethod
@@ -63,20 +69,33 @@ class ActivityConfig(Strict):
     """
 
     upper_strength: NonNegativeFloat = 0.0
+    """λ_upper of the population-rate upper bound (0: off)."""
     upper_rate: NonNegativeFloat = 0.0
+    """ν_upper: mean spikes per neuron per sample above which the upper bound acts."""
     upper_exponent: PositiveFloat = 2.0
+    """L, the exponent of the upper bound."""
     lower_strength: NonNegativeFloat = 100.0
+    """λ_lower of the per-neuron lower bound (the paper's 100; 0: off)."""
     lower_rate: NonNegativeFloat = 1e-3
+    """ν_lower: spikes per neuron per sample below which the lower bound acts (the paper's 1e-3)."""
 
 
 class HiddenLayerConfig(Strict):
     size: PositiveInt = 100
+    """Neurons in the layer."""
     recurrent: bool = False
+    """Explicit recurrent weights V within the layer."""
     tau_mem_ms: PositiveFloat = 10.0
+    """Membrane time constant τ_mem (ms; must exceed dt)."""
     tau_syn_ms: PositiveFloat = 5.0
+    """Synaptic time constant τ_syn (ms; must exceed dt)."""
     detach_reset: bool = True
+    """No gradient through the reset factor (1 - S) (the paper's default); false: differentiable
+    reset."""
     recurrent_gradient: bool = True
+    """Gradients flow through the recurrent term V S[n] (false: detached)."""
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
+    """Activity regularisation of the layer."""
 
 
 class ReadoutConfig(Strict):
@@ -85,9 +104,13 @@ class ReadoutConfig(Strict):
     exactly zero under the max readout (see :mod:`spikegrad.functional`)."""
 
     tau_mem_ms: PositiveFloat = 20.0
+    """Readout membrane time constant (ms)."""
     tau_syn_ms: PositiveFloat = 5.0
+    """Readout synaptic time constant (ms)."""
     reduction: ReadoutReduction = "max"
+    """How the readout trace becomes logits: max (the paper's), sum, mean or last over time."""
     initial_membrane: Float = READOUT_INITIAL_MEMBRANE
+    """U_out[0] (the lab's -1e-3; 0 gives a silent network no gradient under max)."""
 
 
 class MatrixInit(Strict):
@@ -99,7 +122,9 @@ class MatrixInit(Strict):
     """
 
     scheme: Literal["uniform", "gaussian"] = "uniform"
+    """uniform: U(±scale/√fan_in); gaussian: N(0, (scale/√fan_in)²)."""
     scale: PositiveFloat = 1.0
+    """Scale of the distribution (1: PyTorch's default, the paper's)."""
 
 
 class InitConfig(Strict):
@@ -107,8 +132,11 @@ class InitConfig(Strict):
     and the readout; the paper's uniform U(±1/√fan_in) for all three by default."""
 
     feedforward: MatrixInit = Field(default_factory=MatrixInit)
+    """Initialisation of every hidden layer's W."""
     recurrent: MatrixInit = Field(default_factory=MatrixInit)
+    """Initialisation of every recurrent V."""
     readout: MatrixInit = Field(default_factory=MatrixInit)
+    """Initialisation of the readout's weights."""
 
     def per_matrix(self) -> dict[str, tuple[str, float]]:
         """{kind: (scheme, scale)} for :func:`spikegrad.model.init_weights`."""
@@ -120,9 +148,14 @@ class InitConfig(Strict):
 class ModelConfig(Strict):
     hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()],
                                             min_length=1)
+    """The hidden layers, input side first (at least one)."""
     readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
+    """The leaky readout."""
     init: InitConfig = Field(default_factory=InitConfig)
+    """Weight initialisation per kind of matrix."""
     engine: Literal["reference", "fast"] = "fast"
+    """fast: the fused BPTT engine; reference: the step-by-step autograd loop (the tests'
+    oracle)."""
 
 
 def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
@@ -144,9 +177,13 @@ class NetworkConfig(Strict):
     by the same rules, with the same messages, as the network of an experiment config."""
 
     n_inputs: PositiveInt
+    """Input channels."""
     n_outputs: PositiveInt
+    """Readout units (classes)."""
     time: TimeConfig = Field(default_factory=TimeConfig)
+    """The simulation grid."""
     model: ModelConfig = Field(default_factory=ModelConfig)
+    """The network."""
 
     @model_validator(mode="after")
     def _time_constants_exceed_dt(self) -> NetworkConfig:
@@ -161,13 +198,22 @@ class TrainingConfig(Strict):
     validation accuracy are the run's result either way."""
 
     optimizer: Literal["adam", "sgd"] = "adam"
+    """adam (the paper's) or sgd."""
     learning_rate: PositiveFloat = 2e-3
+    """Learning rate."""
     momentum: NonNegativeFloat = 0.0
+    """SGD momentum."""
     batch_size: PositiveInt = 250
+    """Samples per training step."""
     epochs: PositiveInt = 100
+    """Epoch budget."""
     patience: PositiveInt | None = None
+    """End training after this many epochs without a validation-accuracy gain above min_delta
+    (null: never early)."""
     min_delta: NonNegativeFloat = 0.0
+    """The gain in validation accuracy that counts as an improvement for patience."""
     eval_batch_size: PositiveInt = 1000
+    """Samples per evaluation step."""
 
 
 class ExperimentConfig(Strict):
@@ -175,12 +221,19 @@ class ExperimentConfig(Strict):
     same machine and thread count (what exactly is deterministic: :mod:`spikegrad.training`)."""
 
     name: str = "experiment"
+    """Label of the run."""
     seed: Seed = 0
+    """Weight initialisation and batch order (the data have their own data.seed)."""
     time: TimeConfig = Field(default_factory=TimeConfig)
+    """The simulation grid shared by data and network."""
     data: DataConfig
+    """The data set, chosen by data.name (see the data sets below)."""
     model: ModelConfig = Field(default_factory=ModelConfig)
+    """The network."""
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    """The surrogate derivative of every hidden layer."""
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """Optimiser and schedule."""
 
     @model_validator(mode="after")
     def _time_constants_exceed_dt(self) -> ExperimentConfig:
@@ -407,3 +460,55 @@ def load_config(
     else:
         raw = read_config_source(source)
     return validate_config(apply_overrides(raw, overrides or []))
+
+
+# ---------------------------------------------------------------------------------------
+# The reference of every field (docs/config.md is this, generated)
+
+
+def config_reference() -> str:
+    """Every config field with its default and meaning, as Markdown: the experiment's
+    sections, then one table per data set (``data.name`` chooses one)."""
+    from spikegrad.data.configs import DATA_CONFIGS
+
+    lines = ["# Config reference", "",
+             "Every field of an experiment config (`spikegrad config show CONFIG` prints a "
+             "complete one), with its default and meaning. Generated from the config's own "
+             "definitions by `spikegrad config reference`.", "",
+             "| field | default | meaning |", "|---|---|---|"]
+    lines += _field_rows(ExperimentConfig, "", skip={"data"})
+    lines += ["", "## Data sets", "",
+              "`data.name` chooses the data set; each has its own fields."]
+    for model in DATA_CONFIGS:
+        name = model.model_fields["name"].default
+        lines += ["", f"### `{name}`", "", _first_line(model.__doc__), "",
+                  "| field | default | meaning |", "|---|---|---|"]
+        lines += _field_rows(model, "data.")
+    return "\n".join(lines) + "\n"
+
+
+def _first_line(text: str | None) -> str:
+    return " ".join((text or "").strip().split("\n\n")[0].split())
+
+
+def _field_rows(model: type, prefix: str, skip: frozenset | set = frozenset()) -> list[str]:
+    from pydantic import BaseModel
+
+    rows = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        nested = getattr(annotation, "__args__", (None,))[0] if str(annotation).startswith(
+            "list[") else annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            inner = f"{path}.0." if nested is not annotation else f"{path}."
+            if field.description:
+                rows.append(f"| `{path}` | | {' '.join(field.description.split())} |")
+            rows += _field_rows(nested, inner)
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = "—" if field.is_required() else json.dumps(default)
+        rows.append(f"| `{path}` | `{shown}` | {' '.join((field.description or '').split())} |")
+    return rows

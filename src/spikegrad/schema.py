@@ -16,7 +16,8 @@ class Strict(BaseModel):
     """A config section: unknown keys and non-finite numbers are errors, assignments are
     validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 def _not_a_boolean(value: Any) -> Any:

@@ -27,8 +27,11 @@ class SplitFractions(Strict):
     """Fractions of a data set that has no official split, taken after a seeded shuffle."""
 
     train: Fraction = 0.8
+    """Fraction for training."""
     valid: Fraction = 0.1
+    """Fraction for validation (model selection, early stopping)."""
     test: Fraction = 0.1
+    """Fraction for the test."""
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitFractions:
@@ -44,37 +47,60 @@ class RandmanConfig(Strict):
     """Random manifolds (Zenke & Vogels 2021, section 4). See :mod:`spikegrad.data.randman`."""
 
     name: Literal["randman"] = "randman"
+    """randman"""
     n_classes: Annotated[Int, Field(ge=2)] = 10
+    """Classes (manifolds)."""
     n_units: PositiveInt = 20
+    """Embedding dimension M: input neurons."""
     manifold_dim: PositiveInt = 1
+    """Intrinsic dimension D."""
     alpha: PositiveFloat = 1.0
+    """Smoothness α of the spectrum."""
     n_cutoff: PositiveInt | None = None
+    """Frequencies (null: the generator's rule from precision and max_cutoff)."""
     precision: Annotated[Float, Field(gt=0, lt=1)] = 1e-3
+    """The generator's rule: min(ceil(precision^(-1/α)), max_cutoff) frequencies."""
     max_cutoff: PositiveInt = 1000
+    """Upper limit of that rule."""
     spectrum: Literal["generator", "paper"] = "generator"
-    spectrum_offset: NonNegativeFloat = 1.0  # the lab's Randman; 0: its NumPy variant
+    """generator: the public generator's frequencies k = 0..n-1; paper: k = 1..n with k^-α as
+    printed."""
+    spectrum_offset: NonNegativeFloat = 1.0
+    """Generator spectrum 1/((k+1)^α + offset): 1 is the lab's Randman (the default), 0 its NumPy
+    variant."""
     use_bias: bool = False
+    """Keep the constant k = 0 term of the generator spectrum."""
     samples_per_class: Annotated[Int, Field(ge=3)] = 1000
+    """Samples per class (the paper's 1000)."""
     step_frac: Annotated[Float, Field(gt=0, le=1)] = 0.5
+    """Spikes fall in the first step_frac of the trial (the paper's 50 of 100 ms)."""
     seed: Seed = 42
+    """Seed of the manifolds, samples and split."""
     split: SplitFractions = Field(default_factory=SplitFractions)
+    """Train/valid/test fractions after a seeded shuffle (the paper's 0.8/0.1/0.1)."""
 
 
 class LatencyEncoding(Strict):
     """Pixel -> spike latency t(x) = tau_eff ln(x / (x - theta)), x > theta (protocol 4)."""
 
     tau_eff_ms: PositiveFloat = 20.0
+    """τ_eff of the latency code (ms)."""
     threshold: Annotated[Float, Field(ge=0, lt=1)] = 0.2
+    """θ: pixels at or below it do not spike."""
 
 
 class DigitsConfig(Strict):
     """scikit-learn's bundled 8x8 handwritten digits (1797 images), latency-coded: offline."""
 
     name: Literal["digits"] = "digits"
+    """digits"""
     encoding: LatencyEncoding = Field(default_factory=LatencyEncoding)
+    """Latency code of the pixels."""
     seed: Seed = 42
+    """Seed of the split."""
     split: SplitFractions = Field(
         default_factory=lambda: SplitFractions(train=0.6, valid=0.2, test=0.2))
+    """Train/valid/test fractions."""
 
 
 class MNISTConfig(Strict):
@@ -86,18 +112,26 @@ class MNISTConfig(Strict):
     """
 
     name: Literal["mnist"] = "mnist"
+    """mnist"""
     path: str | None = None
+    """Folder of the IDX files (null: the data cache)."""
     download: bool = False
+    """Download missing files (official mirrors, checksums verified)."""
     encoding: LatencyEncoding = Field(default_factory=LatencyEncoding)
+    """Latency code of the pixels."""
     valid_size: PositiveInt = 5000
+    """Training images held out for validation."""
     train_size: PositiveInt | None = None
+    """Keep only this many of the other training images (null: all)."""
     seed: Seed = 42
+    """Seed of the validation split."""
 
 
 class FashionMNISTConfig(MNISTConfig):
     """Fashion-MNIST (same IDX format, sizes and split as MNIST)."""
 
     name: Literal["fashion-mnist"] = "fashion-mnist"
+    """fashion-mnist"""
 
 
 class SHDConfig(Strict):
@@ -111,39 +145,58 @@ class SHDConfig(Strict):
     """
 
     name: Literal["shd"] = "shd"
+    """shd"""
     path: str | None = None
+    """Folder of the HDF5 files (null: the data cache)."""
     download: bool = False
+    """Download missing files (checked against the site's md5sums.txt)."""
     max_time_s: PositiveFloat | None = None
+    """Bin [0, max_time_s) into time.n_steps bins (null: bins of time.dt_ms)."""
     binary: bool = False
+    """Clip spike counts per bin to 1."""
     n_units: PositiveInt = 700
+    """Input channels."""
     n_classes: PositiveInt | None = None
+    """Classes (null: from the file)."""
     valid_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
+    """Part of the training file held out for validation."""
     seed: Seed = 42
+    """Seed of the validation split."""
 
 
 class SSCConfig(SHDConfig):
     """Spiking Speech Commands: SHD's format, 35 classes, with an official validation file."""
 
     name: Literal["ssc"] = "ssc"
+    """ssc"""
 
 
 class SpokenDigitsConfig(SHDConfig):
     """The spoken digits synthesised here (``spikegrad data make-spoken-digits``), as spikes."""
 
     name: Literal["spoken-digits"] = "spoken-digits"
+    """spoken-digits"""
 
 
 class MelConfig(Strict):
     """Log-Mel spectrogram, one frame per network step (hop = sample_rate · dt)."""
 
     sample_rate: PositiveInt = 16000
+    """Audio sample rate (Hz)."""
     n_mels: PositiveInt = 64
+    """Mel bands: input channels."""
     n_fft: PositiveInt = 512
+    """FFT size."""
     fmin: NonNegativeFloat = 50.0
+    """Lowest frequency (Hz)."""
     fmax: PositiveFloat | None = None
+    """Highest frequency (Hz; null: half the sample rate)."""
     top_db: PositiveFloat = 80.0
+    """Dynamic range kept below the peak (dB)."""
     normalise: Literal["peak", "standard"] = "peak"
+    """peak: dB scaled to [0, 1]; standard: zero mean, unit variance."""
     gain: PositiveFloat = 1.0
+    """Multiplies the spectrogram (the input current)."""
 
 
 class AudioConfig(Strict):
@@ -157,21 +210,35 @@ class AudioConfig(Strict):
     """
 
     name: Literal["audio"] = "audio"
+    """audio"""
     path: str | None = None
+    """Folder of the audio files."""
     layout: Literal["class-folders", "heidelberg"] = "class-folders"
+    """class-folders or heidelberg (see above)."""
     mel: MelConfig = Field(default_factory=MelConfig)
+    """The spectrogram."""
     n_classes: PositiveInt | None = None
+    """Classes (null: from the files)."""
     valid_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
+    """Part of the official training files held out for validation."""
     split: SplitFractions = Field(default_factory=SplitFractions)
+    """Train/valid/test fractions without an official split."""
     seed: Seed = 42
+    """Seed of the splits."""
 
 
 class SpokenDigitsAudioConfig(AudioConfig):
     """The synthesised spoken digits as audio, for the current paradigm."""
 
     name: Literal["spoken-digits-audio"] = "spoken-digits-audio"
+    """spoken-digits-audio"""
     layout: Literal["class-folders", "heidelberg"] = "heidelberg"
+    """heidelberg (the synthesised files' layout)."""
 
+
+DATA_CONFIGS = (RandmanConfig, DigitsConfig, MNISTConfig, FashionMNISTConfig, SHDConfig,
+                SSCConfig, SpokenDigitsConfig, AudioConfig, SpokenDigitsAudioConfig)
+"""Every data set's config, in the order the reference lists them."""
 
 # The union of all data set configs, discriminated by ``name``.
 DataConfig = Annotated[
