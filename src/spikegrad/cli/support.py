@@ -1,10 +1,12 @@
 """What every ``spikegrad`` command shares: one-line user errors (exit code 2), JSON output
-and the ``--set`` option. Command modules import this, never :mod:`spikegrad.cli`."""
+and the ``--set`` option."""
 
 from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 import click
 
@@ -14,12 +16,13 @@ from spikegrad.io import strict_json
 EXIT_USAGE = 2
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """One line on stderr, ``spikegrad: error: <message>``, and exit code 2."""
     click.echo(f"spikegrad: error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
 
-def user_errors(function):
+def user_errors(function: Callable) -> Callable:
     """Turn the library's user-facing errors into one line and exit code 2."""
 
     @functools.wraps(function)
