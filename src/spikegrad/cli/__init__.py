@@ -6,8 +6,8 @@ One module per command: :mod:`~spikegrad.cli.train`, :mod:`~spikegrad.cli.config
 :mod:`~spikegrad.cli.bench`, :mod:`~spikegrad.cli.export`; what they share (one-line
 errors, JSON output, ``--set``) is in :mod:`~spikegrad.cli.support`.
 
-Every error a user can cause ends with one line on stderr, ``spikegrad: error: ...``, and
-exit code 2.
+Every error a user can cause (a :class:`~spikegrad.errors.SpikegradError`) ends with one
+line on stderr, ``spikegrad: error: ...``, and exit code 2.
 """
 
 from __future__ import annotations

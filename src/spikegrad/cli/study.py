@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from spikegrad.cli.support import fail, print_json, set_option, user_errors
-from spikegrad.config import ConfigError
+from spikegrad.errors import ConfigError
 
 db_option = click.option("--db", "db_path", required=True, metavar="FILE",
                          type=click.Path(dir_okay=False, path_type=Path),

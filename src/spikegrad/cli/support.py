@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 
-from spikegrad.config import ConfigError
+from spikegrad.errors import GridTooLargeError, RunFolderError, SpikegradError
 from spikegrad.io import strict_json
 
 EXIT_USAGE = 2
@@ -22,15 +22,28 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def message(error: SpikegradError) -> str:
+    """The first line of a library error, with the command's flags in place of the
+    library's arguments where it says what to do."""
+    if isinstance(error, RunFolderError):
+        return error.problem + ("; pass --resume or choose another --out" if error.resumable
+                                else "; choose another --out")
+    if isinstance(error, GridTooLargeError):
+        return error.problem + "; pass --force to expand it anyway"
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def user_errors(function: Callable) -> Callable:
-    """Turn the library's user-facing errors into one line and exit code 2."""
+    """Turn the library's user-facing errors (:class:`~spikegrad.errors.SpikegradError`)
+    into one line and exit code 2; any other exception is a bug and keeps its traceback."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except (ConfigError, FileNotFoundError, ValueError) as error:
-            fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        except SpikegradError as error:
+            fail(message(error))
 
     return wrapper
 

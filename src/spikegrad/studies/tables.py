@@ -7,7 +7,8 @@ import math
 import statistics
 from typing import Any
 
-from spikegrad.config import ConfigError, get_path
+from spikegrad.config import get_path
+from spikegrad.errors import ConfigError
 from spikegrad.studies.spec import METRICS
 
 
@@ -15,7 +16,7 @@ def best_by(trials: list[dict[str, Any]], fields: list[str], metric: str) -> lis
     """Per combination of ``fields`` values (axes or dotted config paths such as
     ``surrogate.name``): the best and mean ``metric`` and the best trial, best group first.
     Trials without a finite ``metric`` are left out. A field that is not a value of the
-    trials' configs is a :class:`~spikegrad.config.ConfigError` whose message starts with
+    trials' configs is a :class:`~spikegrad.errors.ConfigError` whose message starts with
     the field."""
     if metric not in METRICS:
         raise ConfigError(f"metric: unknown metric {metric!r} (known: {', '.join(METRICS)})")
