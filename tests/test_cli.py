@@ -51,6 +51,29 @@ def test_help_on_every_command():
         assert done.returncode == 0 and "Usage" in done.stdout
 
 
+def test_cli_reference_has_every_command_and_is_docs_cli_md():
+    from pathlib import Path
+
+    import click
+
+    from spikegrad.cli import help_reference, main
+
+    def paths(command, prefix):
+        yield prefix
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from paths(sub, f"{prefix} {name}")
+
+    text = help_reference()
+    for path in paths(main, "spikegrad"):
+        assert f"## `{path}`\n\n```text\nUsage: {path} " in text, path
+    assert "--resume" in text and "--db FILE" in text
+    docs = Path(__file__).parents[1] / "docs" / "cli.md"
+    assert docs.read_text() == text, (
+        "regenerate: python -c \"import spikegrad.cli as c; print(c.help_reference(), end='')\""
+        " > docs/cli.md")
+
+
 def test_a_bug_is_a_traceback_not_a_user_error(monkeypatch):
     from click.testing import CliRunner
 

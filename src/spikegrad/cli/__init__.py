@@ -18,11 +18,12 @@ from spikegrad.cli.bench import bench
 from spikegrad.cli.config import config
 from spikegrad.cli.data import data
 from spikegrad.cli.export import export
+from spikegrad.cli.reference import help_reference
 from spikegrad.cli.reproduce import reproduce
 from spikegrad.cli.study import study
 from spikegrad.cli.train import train
 
-__all__ = ["main"]
+__all__ = ["help_reference", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
