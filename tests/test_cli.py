@@ -49,3 +49,88 @@ def test_help_on_every_command():
     for args in (["--help"], ["train", "--help"], ["config", "--help"], ["config", "show", "-h"]):
         done = run(*args)
         assert done.returncode == 0 and "Usage" in done.stdout
+
+
+def test_cli_reference_has_every_command_and_is_docs_cli_md():
+    from pathlib import Path
+
+    import click
+
+    from spikegrad.cli import help_reference, main
+
+    def paths(command, prefix):
+        yield prefix
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from paths(sub, f"{prefix} {name}")
+
+    text = help_reference()
+    for path in paths(main, "spikegrad"):
+        assert f"## `{path}`\n\n```text\nUsage: {path} " in text, path
+    assert "--resume" in text and "--db FILE" in text
+    docs = Path(__file__).parents[1] / "docs" / "cli.md"
+    assert docs.read_text() == text, (
+        "regenerate: python -c \"import spikegrad.cli as c; print(c.help_reference(), end='')\""
+        " > docs/cli.md")
+
+
+def test_a_bug_is_a_traceback_not_a_user_error(monkeypatch):
+    from click.testing import CliRunner
+
+    import spikegrad.config
+    from spikegrad.cli import main
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(spikegrad.config, "load_config", broken)
+    result = CliRunner().invoke(main, ["config", "show", "randman"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+
+
+def test_user_facing_errors_share_one_base():
+    from spikegrad.data.files import DataFileError, MissingDataError
+    from spikegrad.errors import (
+        ArgumentError,
+        ConfigError,
+        GridTooLargeError,
+        RunFolderError,
+        SpikegradError,
+    )
+    from spikegrad.functional import InputError
+    from spikegrad.io import PathError
+    from spikegrad.studies.db import MissingResultsDBError, ResultsDBError
+
+    for error in (ArgumentError, ConfigError, DataFileError, GridTooLargeError, InputError,
+                  MissingDataError, MissingResultsDBError, PathError, ResultsDBError,
+                  RunFolderError):
+        assert issubclass(error, SpikegradError), error
+    assert issubclass(MissingResultsDBError, FileNotFoundError)
+
+
+def test_library_errors_name_no_flags_and_only_the_cli_imports_click():
+    """Flags belong to the command line; the library's errors name its own arguments (the
+    command line puts its flags in, e.g. spikegrad.cli.support.message)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).parents[1] / "src" / "spikegrad"
+    flag = re.compile(r"(?<![\w-])--(?!set\b)[a-z][a-z-]*")  # --set: the overrides' syntax
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        if path.parent.name == "cli" and path.parent.parent == package:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""]
+                problems += [f"{path.name}: imports click" for n in names
+                             if n.split(".")[0] == "click"]
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for part in ast.walk(node.exc):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str) \
+                            and flag.search(part.value):
+                        problems.append(f"{path.name}:{node.lineno}: {part.value!r}")
+    assert not problems, problems

@@ -92,7 +92,7 @@ def test_a_huge_grid_is_refused_before_it_is_expanded():
     memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="the grid has 10,000,000 trials, more than 100,000; "
-                                          r"pass --force"):
+                                          r"pass force=True"):
         load_study_spec(spec)
     assert time.perf_counter() - started < 5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory < 200_000  # KiB

@@ -1,4 +1,5 @@
-"""``spikegrad bench``: time one training step of the fast engine against its peers.
+"""Benchmarks behind ``spikegrad bench``: time one training step of the fast engine against
+its peers.
 
 One training step is forward, backward and an Adam update of a network of one hidden LIF
 layer and a leaky readout, with the max-over-time cross-entropy loss, on random input
@@ -40,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import json
 import math
 import os
 import statistics
@@ -51,7 +51,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import click
 import torch
 from torch import Tensor, nn
 
@@ -456,6 +455,11 @@ def study_spec(epochs: int, legacy: bool = False) -> dict:
             "seeds": STUDY_SEEDS}
 
 
+class StudyCaseError(RuntimeError):
+    """The study case failed with one of the installs it times (the message names its python
+    and the last line the run printed)."""
+
+
 def time_study(python: str, epochs: int, workers: int | None = None) -> dict:
     """Run the study case with the spikegrad installed for ``python`` (a fresh process and
     database, as a user would); its wall time and trials per hour."""
@@ -481,8 +485,8 @@ def time_study(python: str, epochs: int, workers: int | None = None) -> dict:
                         "spec_syntax": "legacy" if legacy else "current"}
             if "unknown key" not in done.stderr:  # not a matter of syntax: report it
                 break
-    raise click.ClickException(f"{python}: the study case failed: "
-                               f"{(done.stderr or done.stdout).strip().splitlines()[-1]}")
+    raise StudyCaseError(f"{python}: the study case failed: "
+                         f"{(done.stderr or done.stdout).strip().splitlines()[-1]}")
 
 
 def run_study_case(epochs: int, baselines: list[str], workers: int | None) -> dict:
@@ -509,45 +513,3 @@ def format_study(report: dict) -> str:
                  "process with one worker per core; 'x this' = trials per hour / this "
                  "install's)")
     return "\n".join(lines)
-
-
-@click.command("bench")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--case", "cases", multiple=True, type=click.Choice([*CASES, "study"]),
-              help="Case to run (repeatable; default: shd, randman, long); `study` (alone): "
-                   "trials per hour of a study.")
-@click.option("--library", "libraries", multiple=True, type=click.Choice(LIBRARIES),
-              help="Library to run (repeatable; default: all).")
-@click.option("--repeats", default=7, show_default=True, help="Timed steps per library.")
-@click.option("--long-repeats", default=3, show_default=True,
-              help="Timed steps per library in the long case.")
-@click.option("--warmup", default=1, show_default=True, help="Untimed steps first.")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
-@click.option("--background-load", is_flag=True,
-              help="Run every case idle, then again while a single-threaded busy process "
-                   "occupies one core; report both.")
-@click.option("--study-epochs", default=10, show_default=True,
-              help="Epochs per trial in the study case.")
-@click.option("--baseline", "baselines", multiple=True, metavar="PYTHON",
-              help="The python of another spikegrad install (e.g. a previous release in its "
-                   "own venv) to run the study case with too (repeatable).")
-@click.option("--workers", type=int, default=None,
-              help="Worker processes in the study case (default: one per core).")
-def bench(as_json: bool, cases: tuple[str, ...], libraries: tuple[str, ...], repeats: int,
-          long_repeats: int, warmup: int, device: str, background_load: bool,
-          study_epochs: int, baselines: tuple[str, ...], workers: int | None) -> None:
-    """Milliseconds per training step and peak memory: fast engine, reference, peers.
-
-    ``--case study`` instead trains a fixed 24-trial Randman grid through the study runner
-    and reports trials per hour (with ``--baseline PYTHON``: side by side with another
-    install)."""
-    if "study" in cases:
-        if len(cases) > 1:
-            raise click.UsageError("--case study runs alone")
-        report = run_study_case(study_epochs, list(baselines), workers)
-        click.echo(json.dumps(report) if as_json else format_study(report))
-        return
-    run = run_with_background_load if background_load else run_bench
-    report = run(list(cases) or list(CASES), list(libraries) or list(LIBRARIES),
-                 repeats, warmup, device, long_repeats)
-    click.echo(json.dumps(report) if as_json else format_table(report))

@@ -21,14 +21,11 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
+from spikegrad.errors import ConfigError
 from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
 from spikegrad.schema import Float, NonNegativeFloat, PositiveFloat, PositiveInt, Seed, Strict
 from spikegrad.surrogates import SURROGATES
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message is one line naming the field."""
 
 
 class TimeConfig(Strict):

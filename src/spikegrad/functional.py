@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from spikegrad.errors import SpikegradError
 from spikegrad.surrogates import Surrogate, spike
 
 THRESHOLD = 1.0
@@ -48,7 +49,7 @@ READOUT_INITIAL_MEMBRANE = -1e-3
 value is not stated)."""
 
 
-class InputError(ValueError):
+class InputError(SpikegradError, ValueError):
     """Tensors a layer cannot take; the message names what was expected and what was given."""
 
 

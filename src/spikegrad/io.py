@@ -17,10 +17,10 @@ from typing import Any, BinaryIO
 
 import torch
 
-from spikegrad.config import ConfigError
+from spikegrad.errors import ConfigError, SpikegradError
 
 
-class PathError(ValueError):
+class PathError(SpikegradError, ValueError):
     """A file or folder that cannot be read or written; the message is one line,
     ``<path>: <problem> (<the system's reason>)``."""
 
@@ -115,11 +115,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 class ExclusiveLock:
     """An advisory lock (``flock``) on the file ``path``, held from ``__enter__`` to
     ``__exit__`` by one process at a time and released by the system when its holder dies
-    (even by SIGKILL), so it is never stale. While another process holds it, entering is a
-    :class:`~spikegrad.config.ConfigError` with the message ``busy``. Elsewhere than on
-    POSIX systems nothing is locked."""
+    (even by SIGKILL), so it is never stale. While another process holds it, entering raises
+    ``busy`` (an error, or a message for a :class:`~spikegrad.errors.ConfigError`). Elsewhere
+    than on POSIX systems nothing is locked."""
 
-    def __init__(self, path: str | Path, busy: str) -> None:
+    def __init__(self, path: str | Path, busy: str | SpikegradError) -> None:
         self.path, self.busy = Path(path), busy
         self.handle = None
 
@@ -138,7 +138,8 @@ class ExclusiveLock:
         except OSError:
             self.handle.close()
             self.handle = None
-            raise ConfigError(self.busy) from None
+            busy = self.busy
+            raise (busy if isinstance(busy, SpikegradError) else ConfigError(busy)) from None
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -44,6 +44,7 @@ from spikegrad.config import ConfigError, ExperimentConfig
 from spikegrad.data import DataSplits, build_data, expected_input_width, iterate_batches
 from spikegrad.data.base import SampleDataset
 from spikegrad.engine.threads import thread_info
+from spikegrad.errors import RunFolderError
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.io import (
     ExclusiveLock,
@@ -295,9 +296,9 @@ class Trainer:
         except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
             raise ConfigError(f"{path}: cannot read checkpoint ({error})") from None
         if saved.get("config_hash") != self.config.config_hash():
-            raise ConfigError(
-                f"{path}: was written by a different config "
-                f"({saved.get('config_hash')} != {self.config.config_hash()}); use another --out"
+            raise RunFolderError(
+                path, f"was written by a different config "
+                f"({saved.get('config_hash')} != {self.config.config_hash()})"
             )
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -362,7 +363,7 @@ class Trainer:
             return self._fit(stop_after, epoch_callback)
         self._check_fresh(resume)
         make_folder(self.out_dir)
-        busy = f"{self.out_dir}: another run is training into this folder; choose another --out"
+        busy = RunFolderError(self.out_dir, "another run is training into this folder")
         with ExclusiveLock(self.out_dir / ".lock", busy):
             self._check_fresh(resume)
             if resume:
@@ -372,9 +373,7 @@ class Trainer:
 
     def _check_fresh(self, resume: bool) -> None:
         if not resume and self.checkpoint_path.exists():
-            raise ConfigError(
-                f"{self.out_dir}: already holds a run; pass --resume or choose another --out"
-            )
+            raise RunFolderError(self.out_dir, "already holds a run", resumable=True)
 
     def _fit(self, stop_after: int | None,
              epoch_callback: Callable[[TrainingState], bool] | None) -> dict[str, Any]:

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from spikegrad.errors import SpikegradError
 from spikegrad.io import PathError, atomic_write_bytes, make_folder, os_reason
 
 
-class DataFileError(ValueError):
+class DataFileError(SpikegradError, ValueError):
     """A data file that cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
@@ -38,7 +39,7 @@ class DataFileError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(SpikegradError, FileNotFoundError):
     """A data set that is not on disk; the message says how to get it."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from spikegrad.data.base import DataSplits
+from spikegrad.errors import ArgumentError
 
 
 def save_sample_picture(data: DataSplits, path: str | Path, index: int = 0,
@@ -19,7 +20,7 @@ def save_sample_picture(data: DataSplits, path: str | Path, index: int = 0,
 
     dataset = getattr(data, split)
     if not 0 <= index < len(dataset):
-        raise ValueError(f"--index: {split} split has {len(dataset)} samples, got {index}")
+        raise ArgumentError(f"index: {split} split has {len(dataset)} samples, got {index}")
     inputs, label = dataset[index]
     x = inputs.numpy()  # [T, C]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from spikegrad.errors import ConfigError
+
 CHECK_INTERVAL_S = 0.01
 """The load is looked at no more often than this (a look costs about 50 µs)."""
 
@@ -66,7 +68,7 @@ class ThreadGovernor:
         try:
             return max(1, int(setting))
         except ValueError:
-            raise ValueError(f"SPIKEGRAD_THREADS: expected a positive number or 'auto', "
+            raise ConfigError(f"SPIKEGRAD_THREADS: expected a positive number or 'auto', "
                              f"got {setting!r}") from None
 
     def _set_by_user(self, current: int) -> bool:

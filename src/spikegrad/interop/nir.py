@@ -96,6 +96,7 @@ import numpy as np
 import torch
 
 from spikegrad.config import ConfigError
+from spikegrad.errors import ArgumentError
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.io import atomic_write_bytes
 from spikegrad.model import SNN, Engine, LeakyReadout, LIFLayer
@@ -132,25 +133,25 @@ def _nir():
 def time_constant(beta: float, dt: float, discretisation: Discretisation = "exp") -> float:
     """The τ (same unit as dt) whose decay over one step dt is ``beta``."""
     if not 0.0 < beta < 1.0:
-        raise ValueError(f"decay factor must lie in (0, 1), got {beta}")
+        raise ArgumentError(f"decay factor must lie in (0, 1), got {beta}")
     if discretisation == "exp":
         return -dt / math.log(beta)
     if discretisation == "euler":
         return dt / (1.0 - beta)
-    raise ValueError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
+    raise ArgumentError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
 
 
 def decay(tau: float, dt: float, discretisation: Discretisation = "exp") -> float:
     """The decay over one step dt of a leaky variable with time constant τ."""
     if not tau > 0.0:
-        raise ValueError(f"time constant must be positive, got {tau}")
+        raise ArgumentError(f"time constant must be positive, got {tau}")
     if discretisation == "exp":
         return math.exp(-dt / tau)
     if discretisation == "euler":
         if tau < dt:
-            raise ValueError(f"forward Euler needs tau >= dt, got tau {tau} < dt {dt}")
+            raise ArgumentError(f"forward Euler needs tau >= dt, got tau {tau} < dt {dt}")
         return 1.0 - dt / tau
-    raise ValueError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
+    raise ArgumentError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,11 +203,11 @@ def to_nir(model: SNN, dt: float = 1e-3, *, discretisation: Discretisation = "ex
     """
     nir = _nir()
     if not dt > 0.0:
-        raise ValueError(f"dt must be positive, got {dt}")
+        raise ArgumentError(f"dt must be positive, got {dt}")
     if discretisation not in DISCRETISATIONS:
-        raise ValueError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
+        raise ArgumentError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
     if readout_node not in ("CubaLI", "CubaLIF"):
-        raise ValueError(f"unknown readout node {readout_node!r} (known: CubaLI, CubaLIF)")
+        raise ArgumentError(f"unknown readout node {readout_node!r} (known: CubaLI, CubaLIF)")
     warnings.warn(
         "NIR has no counterpart of spikegrad's update order (each layer answers 2 steps after "
         "its input, the readout 1 step after the last layer) nor of its reset (no integration "
@@ -293,7 +294,8 @@ def load_run_model(source: str | Path) -> tuple[SNN, float]:
     else:
         raise ConfigError(f"{source}: no such run folder or checkpoint")
     if not checkpoint.is_file():
-        raise ConfigError(f"{checkpoint}: no such checkpoint (train with --out first)")
+        raise ConfigError(f"{checkpoint}: no such checkpoint (a run keeps one when trained "
+                          "with an out_dir)")
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no such file (a run folder holds config.yaml "
                           "beside checkpoint.pt)")

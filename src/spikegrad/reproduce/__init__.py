@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from spikegrad.config import builtin_config_names, load_config
+from spikegrad.errors import ArgumentError
 from spikegrad.reproduce import claims as rules
 from spikegrad.reproduce import figures as plots
 from spikegrad.reproduce.report import write_report
@@ -221,7 +222,7 @@ def reproduce(
 
     started = time.perf_counter()
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+        raise ArgumentError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     chosen = PROFILES[profile]
     if chosen.readout_data is not None:
         data_sets, skipped = list(chosen.readout_data), {}

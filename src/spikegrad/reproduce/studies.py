@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spikegrad.config import apply_overrides, read_config_source
+from spikegrad.errors import ArgumentError
 
 STUDY_NAMES = ("shape-slope", "scale", "readout", "regularisation")
 
@@ -216,18 +217,18 @@ def study_specs(profile_name: str, studies: list[str] | None = None,
     try:
         profile = PROFILES[profile_name]
     except KeyError:
-        raise ValueError(f"unknown profile {profile_name!r} (known: {', '.join(PROFILES)})"
+        raise ArgumentError(f"unknown profile {profile_name!r} (known: {', '.join(PROFILES)})"
                          ) from None
     if seeds is not None and list(seeds) != profile.seeds:
         if len(seeds) < profile.rung_seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds: need at least {profile.rung_seeds} different seeds, "
+            raise ArgumentError(f"seeds: need at least {profile.rung_seeds} different seeds, "
                              f"got {list(seeds)}")
         label = f"{profile.name}-seeds-{'-'.join(str(s) for s in seeds)}"
         profile = replace(profile, name=label, seeds=list(seeds))
     chosen = studies or list(STUDY_NAMES)
     unknown = [s for s in chosen if s not in STUDY_NAMES]
     if unknown:
-        raise ValueError(f"unknown study {unknown[0]!r} (known: {', '.join(STUDY_NAMES)})")
+        raise ArgumentError(f"unknown study {unknown[0]!r} (known: {', '.join(STUDY_NAMES)})")
     builders = {
         "shape-slope": lambda: shape_slope_specs(profile),
         "scale": lambda: scale_specs(profile),

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from spikegrad.errors import SpikegradError
 from spikegrad.io import finite_values, make_folder, strict_json
 
 SCHEMA_VERSION = 1
@@ -84,8 +85,12 @@ def _json(value: Any) -> str:
     return strict_json(value, sort_keys=False)
 
 
-class ResultsDBError(ValueError):
+class ResultsDBError(SpikegradError, ValueError):
     """A file that is not a results database this version can use; one line naming it."""
+
+
+class MissingResultsDBError(ResultsDBError, FileNotFoundError):
+    """A results database that does not exist (and is not to be created)."""
 
 
 class ResultsDB:
@@ -102,7 +107,7 @@ class ResultsDB:
         if self.path.is_dir():
             raise ResultsDBError(f"{self.path}: is a folder, not a results database")
         if not create and not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such results database")
+            raise MissingResultsDBError(f"{self.path}: no such results database")
         if create and not read_only:
             make_folder(self.path.parent)
         self.conn = self._connect(read_only)
@@ -179,7 +184,7 @@ class ResultsDB:
         if version is None:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise ResultsDBError(f"{self.path}: not a spikegrad results database (it holds "
-                                 f"other tables: {shown}); choose another --db")
+                                 f"other tables: {shown}); choose another file")
         if version != str(SCHEMA_VERSION):
             raise ResultsDBError(f"{self.path}: a results database of schema version "
                                  f"{version}; this spikegrad reads version {SCHEMA_VERSION}")

@@ -494,7 +494,7 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
         from ray import exceptions as ray_errors
     except ImportError:
         raise ConfigError(
-            "--address: Ray is not installed (pip install 'spikegrad[ray]')"
+            "a Ray cluster needs Ray, which is not installed (pip install 'spikegrad[ray]')"
         ) from None
     try:
         host = address.rsplit(":", 1)[0]
@@ -504,7 +504,7 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({first})"
+        raise ConfigError(f"{address}: cannot connect to a Ray cluster ({first})"
                           ) from None
     try:
         task = ray.remote(num_cpus=cpus, max_retries=RAY_MAX_RETRIES)(ray_trial)

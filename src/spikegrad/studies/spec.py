@@ -43,6 +43,7 @@ from spikegrad.config import (
     read_config_source,
     read_yaml_source,
 )
+from spikegrad.errors import GridTooLargeError
 from spikegrad.schema import Float, PositiveInt, Seed, Strict
 
 # final metrics of a trial that a spec may name as its objective (all maximised or minimised)
@@ -324,8 +325,8 @@ class StudySpec(Strict):
         """Refuse (a :class:`ConfigError`) a grid above :data:`MAX_TRIALS` unless forced."""
         size = self.grid_size()
         if size > MAX_TRIALS and not self._force:
-            raise ConfigError(f"{self._origin}: the grid has {size:,} trials, more than "
-                              f"{MAX_TRIALS:,}; pass --force (force=True) to expand it anyway")
+            raise GridTooLargeError(f"{self._origin}: the grid has {size:,} trials, more "
+                                    f"than {MAX_TRIALS:,}")
 
     def trials(self) -> list[TrialConfig]:
         """Every trial, validated, in grid order; configs with equal hashes appear once.

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import math
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from spikegrad.cli_support import print_json, set_option, user_errors
-from spikegrad.config import ConfigError
+from spikegrad.cli.support import fail, print_json, set_option, user_errors
+from spikegrad.errors import ConfigError
 
 db_option = click.option("--db", "db_path", required=True, metavar="FILE",
                          type=click.Path(dir_okay=False, path_type=Path),
@@ -36,10 +34,9 @@ def _study_names(db, db_path: Path, study_name: str | None) -> list[str]:
     """The studies a command reads: ``study_name`` (which must be in the database), or all."""
     names = [s["name"] for s in db.studies()]
     if not names:
-        raise ConfigError(f"{db_path}: holds no studies yet")
+        fail(f"{db_path}: holds no studies yet")
     if study_name is not None and study_name not in names:
-        raise ConfigError(f"--study {study_name}: no such study in {db_path} (studies: "
-                          f"{', '.join(names)})")
+        fail(f"--study {study_name}: no such study in {db_path} (studies: {', '.join(names)})")
     return [study_name] if study_name is not None else names
 
 
@@ -175,7 +172,7 @@ def study_export(db_path: Path, study_name: str | None, fmt: str, out_path: Path
                  epochs: bool) -> None:
     """Export the trials of --db (axes, status, metrics, timings, config) as a table."""
     if fmt == "parquet" and out_path is None:
-        raise ConfigError("--format parquet: needs --out FILE")
+        fail("--format parquet: needs --out FILE")
     from spikegrad.io import atomic_write_bytes, atomic_write_text
 
     with _open_db(db_path) as db:
@@ -206,6 +203,7 @@ def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
                metric: str | None, as_json: bool) -> None:
     """The best trial (by --metric), overall or per value of each --by FIELD."""
     from spikegrad.studies.spec import METRICS
+    from spikegrad.studies.tables import best_by
 
     with _open_db(db_path) as db:
         _study_names(db, db_path, study_name)
@@ -215,8 +213,11 @@ def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
         chosen = studies.get(study_name) if study_name else next(iter(studies.values()), None)
         metric = (chosen or {}).get("metric", "test_accuracy")
     if metric not in METRICS:
-        raise ConfigError(f"--metric {metric}: unknown metric (known: {', '.join(METRICS)})")
-    rows = best_by(trials, list(group_by), metric)
+        fail(f"--metric {metric}: unknown metric (known: {', '.join(METRICS)})")
+    try:
+        rows = best_by(trials, list(group_by), metric)
+    except ConfigError as error:  # a field that is not in the trials' configs
+        fail(f"--by {error}")
     if as_json:
         print_json(rows)
         return
@@ -228,43 +229,3 @@ def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
         click.echo(f"{group}: best {metric} {row['best']:.4f} (mean {row['mean']:.4f} over "
                    f"{row['n']} trials) from {_axes_label(row['axes'])} ({row['config_hash']})")
 
-
-def best_by(trials: list[dict[str, Any]], fields: list[str], metric: str) -> list[dict[str, Any]]:
-    """Per combination of ``fields`` values: best and mean ``metric`` and the best trial."""
-    from spikegrad.studies.spec import METRICS
-
-    maximise = METRICS[metric] == "max"
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for trial in trials:
-        value = trial.get(metric)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            continue
-        key = tuple(_field(trial, f) for f in fields)
-        groups.setdefault(key, []).append(trial)
-    rows = []
-    for key, members in groups.items():
-        values = [t[metric] for t in members]
-        best = (max if maximise else min)(members, key=lambda t: t[metric])
-        rows.append({
-            "group": dict(zip(fields, key, strict=True)), "metric": metric, "best": best[metric],
-            "mean": statistics.fmean(values), "n": len(values),
-            "config_hash": best["config_hash"], "study": best["study"], "axes": best["axes"],
-        })
-    rows.sort(key=lambda r: -r["best"] if maximise else r["best"])
-    return rows
-
-
-def _field(trial: dict[str, Any], path: str) -> Any:
-    if path in trial["axes"]:
-        return trial["axes"][path]
-    node: Any = trial["config"]
-    for part in path.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            raise ConfigError(f"--by {path}: no such config field")
-    if isinstance(node, dict | list):
-        raise ConfigError(f"--by {path}: is a section, not a value")
-    return node

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from spikegrad.cli_support import print_json, user_errors
-from spikegrad.config import ConfigError
+from spikegrad.cli.support import fail, print_json, user_errors
 from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
 
 
@@ -19,7 +18,7 @@ def _seed_list(text: str) -> list[int]:
             low, _, high = part.strip().partition("-")
             seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
     except ValueError:
-        raise ConfigError(f"--seeds: expected numbers like 5,6,7 or 5-9, got {text!r}") from None
+        fail(f"--seeds: expected numbers like 5,6,7 or 5-9, got {text!r}")
     return seeds
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from spikegrad.cli_support import user_errors
+from spikegrad.cli.support import user_errors
 
 
 @click.command("export")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spikegrad.cli_support import user_errors
+from spikegrad.cli.support import set_option, user_errors
 
 
 @click.group()
@@ -74,8 +74,7 @@ def make_spoken_digits(out_dir: Path | None, small: bool, german: bool, speakers
 
 @data.command("show")
 @click.argument("config")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set data.path=/data/shd.")
+@set_option
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="train",
               show_default=True)
 @click.option("--index", type=int, default=0, show_default=True, help="Sample number.")

@@ -1,0 +1,5 @@
+"""``python -m spikegrad.cli``: the ``spikegrad`` command."""
+
+from spikegrad.cli import main
+
+main()
