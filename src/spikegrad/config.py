@@ -21,6 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
+from spikegrad.engine.contract import KernelChoice
 from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
 from spikegrad.schema import Float, NonNegativeFloat, PositiveFloat, PositiveInt, Seed, Strict
@@ -156,6 +157,15 @@ class ModelConfig(Strict):
     engine: Literal["reference", "fast"] = "fast"
     """fast: the fused BPTT engine; reference: the step-by-step autograd loop (the tests'
     oracle)."""
+    kernels: KernelChoice = "auto"
+    """Kernels of the fast engine: cpp (compiled; float32/float64 CPU tensors), torch
+    (PyTorch operations, any device) or auto (cpp where it runs and compiles, else torch).
+    The environment variable SPIKEGRAD_ENGINE, when set, overrides it; every run records
+    the kernels it used (kernels in its result)."""
+    recompute: bool = False
+    """Fast engine: recompute the membrane trace in the backward pass instead of keeping it
+    (less memory, one more forward loop, same results). SPIKEGRAD_RECOMPUTE (1 or 0), when
+    set, overrides it; every run records it (recompute in its result)."""
 
 
 def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
@@ -247,9 +257,22 @@ class ExperimentConfig(Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        """A stable hash of the full config (canonical JSON), used to identify runs."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the full config (canonical JSON), used to identify runs; fields
+        added since runs were first identified so are left out at their defaults
+        (:data:`HASHED_UNLESS_DEFAULT`), so that those runs keep their hashes."""
+        values = self.to_dict()
+        for path, default in HASHED_UNLESS_DEFAULT.items():
+            *sections, name = path.split(".")
+            section = get_path(values, ".".join(sections))
+            if section.get(name) == default:
+                del section[name]
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {"model.kernels": "auto", "model.recompute": False}
+"""Config fields (dotted paths) that count in :meth:`ExperimentConfig.config_hash` only when
+they differ from these defaults."""
 
 
 # ---------------------------------------------------------------------------------------
