@@ -76,3 +76,21 @@ def test_config_reference_is_complete_and_is_docs_config_md():
         assert f"| `{path}` |" in text
     docs = Path(__file__).parents[1] / "docs" / "config.md"
     assert docs.read_text() == text, "regenerate: spikegrad config reference > docs/config.md"
+
+
+def test_kernels_and_recompute_are_config_fields_hashed_only_when_set():
+    import hashlib
+    import json
+
+    config = load_config("randman")
+    assert (config.model.kernels, config.model.recompute) == ("auto", False)
+    # at their defaults they are left out of the hash: runs identified before they existed
+    # keep their hashes
+    values = config.to_dict()
+    del values["model"]["kernels"], values["model"]["recompute"]
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    assert config.config_hash() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert load_config("randman", ["model.kernels=torch"]).config_hash() != config.config_hash()
+    assert load_config("randman", ["model.recompute=true"]).config_hash() != config.config_hash()
+    with pytest.raises(ConfigError, match="model.kernels: Input should be 'auto', 'cpp' or"):
+        load_config("randman", ["model.kernels=gpu"])

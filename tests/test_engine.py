@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from spikegrad import engine, functional
+from spikegrad.config import ConfigError, load_config
 from spikegrad.engine import cpp, torch_kernels
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.model import SNN
@@ -34,9 +35,9 @@ def backend(request, monkeypatch):
     if request.param == "cpp":
         if not cpp.available():
             pytest.skip("compiled kernels unavailable")
-        monkeypatch.setattr(engine, "kernels_for", lambda tensor: cpp)
+        monkeypatch.setattr(engine, "kernels_for", lambda tensor, choice="auto": cpp)
     else:
-        monkeypatch.setattr(engine, "kernels_for", lambda tensor: torch_kernels)
+        monkeypatch.setattr(engine, "kernels_for", lambda tensor, choice="auto": torch_kernels)
     return request.param
 
 
@@ -307,3 +308,51 @@ def test_two_environments_never_share_a_build(monkeypatch, tmp_path):
     assert cpp.build_name() == here
     monkeypatch.setattr(torch_module, "__file__", str(tmp_path / "other-env" / "__init__.py"))
     assert cpp.build_name() != here
+
+
+def test_kernels_and_recompute_settings_and_their_environment_overrides(monkeypatch):
+    monkeypatch.delenv("SPIKEGRAD_ENGINE", raising=False)
+    monkeypatch.delenv("SPIKEGRAD_RECOMPUTE", raising=False)
+    x = torch.zeros(2, 3)
+    assert engine.kernels_for(x, "torch") is torch_kernels
+    assert engine.kernels_for(x.half(), "auto") is torch_kernels
+    with pytest.raises(ValueError, match="kernels 'cpp': the compiled kernels take"):
+        engine.kernels_for(x.half(), "cpp")
+    assert engine.kernel_setting("cpp") == "cpp" and not engine.recompute_setting(False)
+    assert engine.recompute_setting(True) and not engine.recompute_setting(None)
+    monkeypatch.setenv("SPIKEGRAD_ENGINE", "torch")
+    monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "1")
+    assert engine.kernel_setting("cpp") == "torch" and engine.kernels_for(x, "cpp") is torch_kernels
+    assert engine.recompute_setting(False)
+    monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "0")
+    assert not engine.recompute_setting(True)
+    model = load_config({"data": {"name": "randman"}, "model": {"kernels": "cpp"}}).model
+    assert engine.engine_info(model) == {"kernels": "torch", "recompute": False}
+    monkeypatch.setenv("SPIKEGRAD_ENGINE", "gpu")
+    with pytest.raises(ValueError, match="SPIKEGRAD_ENGINE='gpu': expected one of auto, cpp"):
+        engine.kernel_setting()
+    model = load_config({"data": {"name": "randman"}, "model": {"engine": "reference"}}).model
+    assert engine.engine_info(model) == {"kernels": None, "recompute": None}
+
+
+def test_the_network_passes_its_kernels_and_recompute_to_the_engine(monkeypatch):
+    monkeypatch.delenv("SPIKEGRAD_ENGINE", raising=False)
+    monkeypatch.delenv("SPIKEGRAD_RECOMPUTE", raising=False)
+    asked, recomputed = [], []
+    choose = engine.kernels_for
+    monkeypatch.setattr(engine, "kernels_for", lambda tensor, choice="auto":
+                        asked.append(choice) or choose(tensor, choice))
+    prepare = engine._prepare
+    monkeypatch.setattr(engine, "_prepare",
+                        lambda inputs, recompute: recomputed.append(recompute)
+                        or prepare(inputs, recompute))
+    inputs = (torch.rand(2, 10, 4, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    for fused in (True, False):
+        net = SNN.build(4, [5, 6], 3, engine="fast", kernels="torch", recompute=True)
+        if fused:
+            net(inputs)
+        else:
+            net.readout(net.hidden[1](net.hidden[0](inputs)))
+    assert set(asked) == {"torch"} and set(recomputed) == {True} and len(asked) == 5
+    with pytest.raises(ConfigError, match="model.kernels: Input should be"):
+        SNN.build(4, [5], 3, kernels="gpu")

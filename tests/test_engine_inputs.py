@@ -28,9 +28,9 @@ def implementation(request, monkeypatch):
     if request.param == "cpp":
         if not cpp.available():
             pytest.skip("compiled kernels unavailable")
-        monkeypatch.setattr(engine, "kernels_for", lambda tensor: cpp)
+        monkeypatch.setattr(engine, "kernels_for", lambda tensor, choice="auto": cpp)
     elif request.param == "torch":
-        monkeypatch.setattr(engine, "kernels_for", lambda tensor: torch_kernels)
+        monkeypatch.setattr(engine, "kernels_for", lambda tensor, choice="auto": torch_kernels)
     return request.param
 
 

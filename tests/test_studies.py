@@ -218,15 +218,20 @@ def test_repeats_duplicates_overrides_and_set():
     assert {(t.training.epochs, t.data.n_units) for t in spec.trials()} == {(4, 12)}
 
 
-def test_builtin_randman_surrogates_study():
-    spec = load_study_spec("randman-surrogates")
-    trials = spec.trials()
-    assert len(trials) == 3 * 8 * 2
+def test_shape_slope_study_and_builtin_studies():
+    """The shape x slope study is defined once, by ``spikegrad reproduce shape-slope``."""
+    from spikegrad.reproduce.studies import PROFILES, study_specs
+
+    profile = PROFILES["default"]
+    raw = study_specs("default", ["shape-slope"])["shape-slope"]["shape-slope"]
+    trials = load_study_spec(raw).trials()
+    assert len(trials) == 3 * len(profile.slopes) * len(profile.learning_rates) * 5
     assert {t.surrogate.name for t in trials} == {"superspike", "sigmoid", "esser"}
-    assert len({t.surrogate.slope for t in trials}) == 8
-    assert {t.seed for t in trials} == {0, 1}
+    assert len({t.surrogate.slope for t in trials}) == len(profile.slopes)
+    assert {t.seed for t in trials} == set(profile.seeds)
     result = CliRunner().invoke(main, ["study", "list"])
-    assert "randman-surrogates" in result.output.split()
+    assert "randman-smoke" in result.output.split()
+    assert "randman-surrogates" not in result.output.split()
 
 
 # ---------------------------------------------------------------------------------------

@@ -207,3 +207,19 @@ def test_every_run_records_its_thread_count(tmp_path, monkeypatch):
             assert outcome["versions"]["thread_setting"] == "auto"
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_run_records_its_kernels_and_recompute(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPIKEGRAD_ENGINE", raising=False)
+    monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "1")  # overrides model.recompute
+    config = tiny(**{"training.epochs": 1, "model.engine": "fast", "model.kernels": "torch"})
+    result = train(config, out_dir=tmp_path / "run")
+    assert (result["kernels"], result["recompute"]) == ("torch", True)
+    saved = strict_loads((tmp_path / "run" / "result.json").read_text())
+    assert (saved["kernels"], saved["recompute"]) == ("torch", True)
+    outcome = run_trial({"config": config.to_dict()})
+    assert (outcome["versions"]["kernels"], outcome["versions"]["recompute"]) == ("torch", "True")
+    monkeypatch.delenv("SPIKEGRAD_RECOMPUTE")
+    small_evaluation = {"training.eval_batch_size": 1}
+    assert memory_need(tiny(**small_evaluation)) > memory_need(
+        tiny(**small_evaluation, **{"model.recompute": True}))

@@ -21,6 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
+from spikegrad.engine.contract import KernelChoice
 from spikegrad.errors import ConfigError
 from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
@@ -153,6 +154,15 @@ class ModelConfig(Strict):
     engine: Literal["reference", "fast"] = "fast"
     """fast: the fused BPTT engine; reference: the step-by-step autograd loop (the tests'
     oracle)."""
+    kernels: KernelChoice = "auto"
+    """Kernels of the fast engine: cpp (compiled; float32/float64 CPU tensors), torch
+    (PyTorch operations, any device) or auto (cpp where it runs and compiles, else torch).
+    The environment variable SPIKEGRAD_ENGINE, when set, overrides it; every run records
+    the kernels it used (kernels in its result)."""
+    recompute: bool = False
+    """Fast engine: recompute the membrane trace in the backward pass instead of keeping it
+    (less memory, one more forward loop, same results). SPIKEGRAD_RECOMPUTE (1 or 0), when
+    set, overrides it; every run records it (recompute in its result)."""
 
 
 def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
@@ -244,9 +254,22 @@ class ExperimentConfig(Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        """A stable hash of the full config (canonical JSON), used to identify runs."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the full config (canonical JSON), used to identify runs; fields
+        added since runs were first identified so are left out at their defaults
+        (:data:`HASHED_UNLESS_DEFAULT`), so that those runs keep their hashes."""
+        values = self.to_dict()
+        for path, default in HASHED_UNLESS_DEFAULT.items():
+            *sections, name = path.split(".")
+            section = get_path(values, ".".join(sections))
+            if section.get(name) == default:
+                del section[name]
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {"model.kernels": "auto", "model.recompute": False}
+"""Config fields (dotted paths) that count in :meth:`ExperimentConfig.config_hash` only when
+they differ from these defaults."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,12 +331,14 @@ def builtin_names(folder: str) -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml_source(source: str | Path, folder: str, what: str, kind: str | None = None
-                     ) -> tuple[dict[str, Any] | None, str, Path | None]:
-    """Read a YAML file, or the built-in of that name in the package folder ``folder``
-    (``configs``, ``studies``): (its content, where it came from, the folder of the file or
-    None). ``what`` names the built-ins in messages (``config``, ``study``), ``kind`` the
-    files (default: ``what``).
+def read_yaml_source(source: str | Path, folder: str, what: str, kind: str | None = None,
+                     empty: bool = True) -> tuple[dict[str, Any] | None, str, Path | None]:
+    """Read a YAML (or JSON) file, or the built-in of that name in the package folder
+    ``folder`` (``configs``, ``studies``): (its content, where it came from, the folder of
+    the file or None). ``what`` names the built-ins in messages (``config``, ``study``),
+    ``kind`` the files (default: ``what``). The top level must be a mapping; an empty file
+    gives None, or is an error unless ``empty``. Every problem is a one-line
+    :class:`ConfigError` naming the file.
 
     A file wins over a built-in of the same name; a folder never does (a folder named
     ``shd`` does not hide the built-in ``shd``), and is never read as a file.
@@ -334,7 +359,7 @@ def read_yaml_source(source: str | Path, folder: str, what: str, kind: str | Non
         raise ConfigError(f"{source}: no such {kind} file or built-in {what} (built-in: "
                           f"{', '.join(known)})")
     raw = load_yaml(text, origin)
-    if raw is not None and not isinstance(raw, dict):
+    if (raw is not None or not empty) and not isinstance(raw, dict):
         raise ConfigError(f"{origin}: top level must be a mapping, got {type(raw).__name__}")
     return raw, origin, parent
 
@@ -349,22 +374,39 @@ def read_config_source(source: str | Path) -> dict[str, Any]:
     return raw or {}
 
 
+def parse_overrides(overrides: list[str] | dict[str, Any]) -> list[tuple[str, Any]]:
+    """``--set`` overrides as (dotted path, value) pairs, in order: ``key.path=value`` texts
+    (values parsed as YAML) or a mapping from paths to values."""
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    items = []
+    for text in overrides:
+        if "=" not in text:
+            raise ConfigError(f"--set {text!r}: expected key=value")
+        key, value = text.split("=", 1)
+        items.append((key.strip(), load_yaml(value, f"--set {text!r}")))
+    return items
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``raw`` with ``key.path=value`` overrides (values parsed as YAML)."""
     result = copy.deepcopy(raw)
-    items: list[tuple[str, Any]]
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    else:
-        items = []
-        for text in overrides:
-            if "=" not in text:
-                raise ConfigError(f"--set {text!r}: expected key=value")
-            key, value = text.split("=", 1)
-            items.append((key.strip(), load_yaml(value, f"--set {text!r}")))
-    for key, value in items:
+    for key, value in parse_overrides(overrides):
         set_path(result, key, value)
     return result
+
+
+def flatten_paths(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted path: value} (the inverse of :func:`set_path`; empty
+    mappings are values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_paths(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
 
 
 def get_path(tree: Any, key: str) -> Any:
@@ -376,6 +418,8 @@ def get_path(tree: Any, key: str) -> Any:
 
 
 def set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set the value at a dotted path, creating missing sections (a missing ``hidden`` list
+    as one layer); a list entry must exist."""
     parts = key.split(".")
     if not key or any(not p for p in parts):
         raise ConfigError(f"{key!r}: malformed key")
@@ -403,25 +447,56 @@ def _list_index(node: list, part: str, path: str) -> int:
     return int(part)
 
 
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem: ``field.path: message (got value)``; the first is returned.
-    ``prefix`` is the path of the section that was validated (``surrogate``)."""
-    first = error.errors()[0]
-    location = ".".join(str(p) for p in (*(prefix.split(".") if prefix else ()), *first["loc"]))
+_TYPE_MISMATCHES = ("list_type", "string_type", "dict_type", "model_type",
+                   "model_attributes_type")
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool"})
+
+
+def _union_branch(error: dict[str, Any], index: int) -> bool:
+    """Whether entry ``index`` of the error's path names a branch of a union, not a field:
+    pydantic puts the branch's type there (``str``, ``list[any]``, ``dict[str,any]``,
+    ``function-after[..., AxisRange]``). The key of an unknown-key error is always a key."""
+    part = error["loc"][index]
+    if error["type"] == "extra_forbidden" and index == len(error["loc"]) - 1:
+        return False
+    return isinstance(part, str) and ("[" in part or part in _TYPE_NAMES)
+
+
+def _in_union(error: dict[str, Any]) -> bool:
+    return any(_union_branch(error, i) for i in range(len(error["loc"])))
+
+
+def format_validation_error(error: ValidationError, prefix: str = "", source: str = "") -> str:
+    """The first problem as one line, ``field.path: message (got value)``, after
+    ``source: `` when a source (a file, a study spec) is named. ``prefix`` is the path of
+    the section that was validated (``surrogate``).
+
+    A union (a list or a range, a name or a mapping) reports every branch: the branch whose
+    type matched the input is preferred, and the field is named, not the branch."""
+    errors = error.errors()
+    first = next((e for e in errors if not (e["type"] in _TYPE_MISMATCHES and _in_union(e))),
+                 errors[0])
+    loc = [part for i, part in enumerate(first["loc"]) if not _union_branch(first, i)]
+    location = ".".join(str(p) for p in (*(prefix.split(".") if prefix else ()), *loc))
     # a discriminated union puts the tag in the path (data.randman.alpha): drop it
-    if location.startswith("data.") and len(first["loc"]) > 2:
-        location = "data." + ".".join(str(p) for p in first["loc"][2:])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if location.startswith("data.") and len(loc) > 2:
+        location = "data." + ".".join(str(p) for p in loc[2:])
+    message = _problem(first, location)
+    return f"{source}: {message}" if source else message
+
+
+def _problem(error: dict[str, Any], location: str) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
         return f"{location}: unknown key"
-    if first["type"] == "missing":
+    if error["type"] == "missing":
         return f"{location}: required field is missing"
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):  # data.name
-        known = first.get("ctx", {}).get("expected_tags", "")
-        got = first.get("ctx", {}).get("tag")
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # data.name
+        known = error.get("ctx", {}).get("expected_tags", "")
+        got = error.get("ctx", {}).get("tag")
         problem = f"unknown data set {got!r}" if got is not None else "required field is missing"
         return f"{location}.name: {problem}" + (f" (known: {known})" if got is not None else "")
-    got = first.get("input")
+    got = error.get("input")
     if location and not isinstance(got, dict | list):
         return f"{location}: {message} (got {got!r})"
     if location:
@@ -439,10 +514,7 @@ def validate_section(section: type[Strict], values: dict[str, Any], prefix: str 
 
 
 def validate_config(raw: dict[str, Any]) -> ExperimentConfig:
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error)) from None
+    return validate_section(ExperimentConfig, raw)
 
 
 def load_config(

@@ -10,7 +10,8 @@ followed by a leaky non-spiking readout::
 
 The modules hold parameters and call the functional equations; ``engine`` picks
 the implementation of the time loop: ``"reference"`` (a plain step-by-step
-autograd loop) or ``"fast"`` (fused forward/backward, :mod:`spikegrad.engine`).
+autograd loop) or ``"fast"`` (fused forward/backward, :mod:`spikegrad.engine`), whose
+``kernels`` and ``recompute`` are the config's ``model.kernels`` and ``model.recompute``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from spikegrad import functional
 from spikegrad.config import ConfigError, ModelConfig, NetworkConfig, validate_section
+from spikegrad.engine.contract import KernelChoice
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.losses import ReadoutReduction, reduce_readout
 from spikegrad.surrogates import Surrogate
@@ -33,9 +35,11 @@ Engine = Literal["reference", "fast"]
 InitScheme = Literal["uniform", "gaussian"]
 
 
-def check_engine(engine: str) -> None:
-    """The config's rule for ``model.engine``, with its message."""
-    validate_section(ModelConfig, {"engine": engine}, "model")
+def check_engine(engine: str, kernels: str = "auto", recompute: bool = False) -> None:
+    """The config's rules for ``model.engine``, ``model.kernels`` and ``model.recompute``,
+    with their messages."""
+    validate_section(ModelConfig, {"engine": engine, "kernels": kernels, "recompute": recompute},
+                     "model")
 
 
 def _fast_engine():
@@ -54,12 +58,14 @@ class LIFLayer(nn.Module):
         dynamics: LIFDynamics,
         recurrent: bool = False,
         engine: Engine = "reference",
+        kernels: KernelChoice = "auto",
+        recompute: bool = False,
     ) -> None:
         super().__init__()
-        check_engine(engine)
+        check_engine(engine, kernels, recompute)
         self.in_features, self.out_features = in_features, out_features
         self.dynamics = dynamics
-        self.engine = engine
+        self.engine, self.kernels, self.recompute = engine, kernels, recompute
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.recurrent_weight = (
             nn.Parameter(torch.empty(out_features, out_features)) if recurrent else None
@@ -74,7 +80,8 @@ class LIFLayer(nn.Module):
         """Input spikes (or current) [B, T, in] -> output spikes [B, T, out]."""
         if self.engine == "fast":
             return _fast_engine().lif_layer(
-                inputs, self.weight, self.dynamics, self.recurrent_weight
+                inputs, self.weight, self.dynamics, self.recurrent_weight, self.recompute,
+                self.kernels,
             )
         return functional.lif_layer(inputs, self.weight, self.dynamics, self.recurrent_weight)
 
@@ -92,20 +99,21 @@ class LeakyReadout(nn.Module):
 
     def __init__(
         self, in_features: int, out_features: int, dynamics: ReadoutDynamics,
-        engine: Engine = "reference",
+        engine: Engine = "reference", kernels: KernelChoice = "auto",
     ) -> None:
         super().__init__()
-        check_engine(engine)
+        check_engine(engine, kernels)
         self.in_features, self.out_features = in_features, out_features
         self.dynamics = dynamics
-        self.engine = engine
+        self.engine, self.kernels = engine, kernels
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         init_weights(self, "uniform", 1.0)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Hidden spikes [B, T, in] -> membrane trace U_out[1..T] as [B, T, out]."""
         if self.engine == "fast":
-            return _fast_engine().readout_layer(inputs, self.weight, self.dynamics)
+            return _fast_engine().readout_layer(inputs, self.weight, self.dynamics,
+                                                self.kernels)
         return functional.readout_layer(inputs, self.weight, self.dynamics)
 
     def extra_repr(self) -> str:
@@ -152,6 +160,8 @@ class SNN(nn.Module):
         detach_reset: bool = True,
         recurrent_gradient: bool = True,
         engine: Engine = "reference",
+        kernels: KernelChoice = "auto",
+        recompute: bool = False,
         init: InitScheme = "uniform",
         init_scale: float = 1.0,
         generator: torch.Generator | None = None,
@@ -179,6 +189,8 @@ class SNN(nn.Module):
                 "init": {kind: {"scheme": init, "scale": init_scale}
                          for kind in ("feedforward", "recurrent", "readout")},
                 "engine": engine,
+                "kernels": kernels,
+                "recompute": recompute,
             },
         })
         dynamics = LIFDynamics.from_time_constants(
@@ -187,13 +199,13 @@ class SNN(nn.Module):
         )
         sizes = [n_inputs, *hidden_sizes]
         layers = [
-            LIFLayer(sizes[i], sizes[i + 1], dynamics, flags[i], engine)
+            LIFLayer(sizes[i], sizes[i + 1], dynamics, flags[i], engine, kernels, recompute)
             for i in range(len(hidden_sizes))
         ]
         readout = LeakyReadout(
             sizes[-1], n_outputs,
             ReadoutDynamics.from_time_constants(tau_out_ms, tau_syn_ms, dt_ms,
-                                                readout_initial_membrane), engine,
+                                                readout_initial_membrane), engine, kernels,
         )
         net = cls(layers, readout)
         init_weights(net, init, init_scale, generator)
@@ -216,8 +228,9 @@ class SNN(nn.Module):
         if last.engine == "fast" and readout.engine == "fast":  # one fused operation
             out = _fast_engine().lif_readout(
                 x, last.weight, last.dynamics, readout.weight, readout.dynamics,
-                last.recurrent_weight, spikes=record_spikes, reduction=reduction,
-                trace=record_trace or reduction is None)
+                last.recurrent_weight, last.recompute, spikes=record_spikes,
+                reduction=reduction, trace=record_trace or reduction is None,
+                kernels=last.kernels)
             if out.spikes is not None:
                 hidden_spikes.append(out.spikes)
             return SNNOutput(out.trace, hidden_spikes, [*counts, out.counts], out.logits)

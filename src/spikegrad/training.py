@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from spikegrad.config import ConfigError, ExperimentConfig
 from spikegrad.data import DataSplits, build_data, expected_input_width, iterate_batches
 from spikegrad.data.base import SampleDataset
+from spikegrad.engine import engine_info, recompute_setting
 from spikegrad.engine.threads import thread_info
 from spikegrad.errors import RunFolderError
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
@@ -82,14 +83,15 @@ def build_model(
             spec.tau_mem_ms, spec.tau_syn_ms, dt, surrogate=surrogate,
             detach_reset=spec.detach_reset, recurrent_gradient=spec.recurrent_gradient,
         )
-        layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine))
+        layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine,
+                               config.model.kernels, config.model.recompute))
         width = spec.size
     readout_spec = config.model.readout
     readout = LeakyReadout(
         width, n_classes,
         ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms, dt,
                                             readout_spec.initial_membrane),
-        engine,
+        engine, config.model.kernels,
     )
     model = SNN(layers, readout)
     init_weights(model, config.model.init.per_matrix(), generator=generator)
@@ -103,7 +105,7 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     """About how many bytes a run of ``config`` needs at least: the weights with their
     gradients, optimiser state and best copy, plus the larger of a training batch (dense
     inputs [B, T, C] and one [B, T, N] state per hidden layer, kept for the backward pass
-    unless ``SPIKEGRAD_RECOMPUTE`` is set) and an evaluation batch (dense inputs and the
+    unless ``model.recompute``) and an evaluation batch (dense inputs and the
     spikes of every hidden layer but the last)."""
     n_inputs = n_inputs or expected_input_width(config.data)
     sizes = [layer.size for layer in config.model.hidden]
@@ -114,7 +116,7 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     weights += sizes[-1] * n_classes
     copies = 5 if config.training.optimizer == "adam" else 4  # weights, grads, state, best
     steps, t = config.time.n_steps, config.training
-    kept = 0 if os.environ.get("SPIKEGRAD_RECOMPUTE", "0") not in ("", "0") else sum(sizes)
+    kept = 0 if recompute_setting(config.model.recompute) else sum(sizes)
     train = t.batch_size * steps * (n_inputs + kept)
     evaluate = t.eval_batch_size * steps * (n_inputs + sum(sizes[:-1]))
     return BYTES_PER_VALUE * (copies * weights + max(train, evaluate))
@@ -466,6 +468,7 @@ class Trainer:
             "config_hash": self.config.config_hash(),
             "seed": self.config.seed,
             **thread_info(),
+            **engine_info(self.config.model),
         }
         if not evaluate_splits:
             result["valid_accuracy"] = s.best_valid_accuracy if s.best_epoch else math.nan

@@ -31,9 +31,9 @@ is updated inside the layer's forward loop and its adjoint inside the layer's ba
 so neither its input x_out, nor the gradient it sends to the spikes, is ever stored. The
 weight gradients only visit the non-zero entries of S_in and S (sparse inputs are projected
 inside the forward loop and their weight gradient summed inside the backward loop). Only U
-(and P for a differentiable reset) are saved besides the spikes; with ``recompute`` (or
-``SPIKEGRAD_RECOMPUTE=1``) not even those: the backward pass re-runs the forward loop. Steps
-after the last one that receives a gradient are skipped.
+(and P for a differentiable reset) are saved besides the spikes; with ``recompute`` (the
+config's ``model.recompute``) not even those: the backward pass re-runs the forward loop.
+Steps after the last one that receives a gradient are skipped.
 
 Threads: on CPU the thread count follows the load of the machine (:mod:`.threads`); results
 do not depend on it.
@@ -44,34 +44,94 @@ contiguous memory; everything else accepts any layout. Spikes made here carry th
 form, so the next layer does not scan them again.
 
 On CPU the loops run in compiled kernels (:mod:`spikegrad.engine.cpp`); elsewhere, or when
-no compiler is available, in PyTorch (:mod:`spikegrad.engine.torch_kernels`).
+no compiler is available, in PyTorch (:mod:`spikegrad.engine.torch_kernels`). ``kernels``
+(the config's ``model.kernels``) chooses: ``auto`` as just said, ``cpp`` or ``torch``.
+
+The environment variables ``SPIKEGRAD_ENGINE`` (``auto``, ``cpp``, ``torch``) and
+``SPIKEGRAD_RECOMPUTE`` (``1``, ``0``), when set, override ``kernels`` and ``recompute``
+wherever they are given; :func:`engine_info` says what a run used, for its record.
 """
 
 from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
+from spikegrad.engine.contract import KernelChoice
 from spikegrad.engine.threads import GOVERNOR
 from spikegrad.functional import LIFDynamics, ReadoutDynamics, check_layer_tensors
 
-__all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "LayerOutput",
+__all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
+           "recompute_setting", "engine_info", "KernelChoice", "LayerOutput",
            "MAX_SPARSE_DENSITY"]
 
 MAX_SPARSE_DENSITY = 0.1
 """Inputs with at most this fraction of non-zeros are multiplied as sparse matrices."""
 
+KERNELS_VARIABLE = "SPIKEGRAD_ENGINE"
+RECOMPUTE_VARIABLE = "SPIKEGRAD_RECOMPUTE"
 
-def kernels_for(tensor: Tensor) -> ModuleType:
-    """The compiled kernels for float32/float64 CPU tensors when available, else PyTorch's."""
-    if tensor.device.type == "cpu" and tensor.dtype in cpp.DTYPES and cpp.available():
+
+def kernel_setting(kernels: KernelChoice = "auto") -> KernelChoice:
+    """The kernels asked for: ``SPIKEGRAD_ENGINE`` when it is set, else ``kernels``."""
+    override = os.environ.get(KERNELS_VARIABLE, "").strip().lower()
+    if not override:
+        return kernels
+    if override not in get_args(KernelChoice):
+        raise ValueError(f"{KERNELS_VARIABLE}={override!r}: expected one of "
+                         f"{', '.join(get_args(KernelChoice))}")
+    return override  # type: ignore[return-value]
+
+
+def recompute_setting(recompute: bool | None = None) -> bool:
+    """Whether to recompute: ``SPIKEGRAD_RECOMPUTE`` when it is set (``0``: no), else
+    ``recompute`` (None: no)."""
+    override = os.environ.get(RECOMPUTE_VARIABLE, "")
+    if override:
+        return override != "0"
+    return bool(recompute)
+
+
+def _compiled_kernels_run_on(tensor: Tensor) -> bool:
+    return tensor.device.type == "cpu" and tensor.dtype in cpp.DTYPES
+
+
+def kernels_for(tensor: Tensor, kernels: KernelChoice = "auto") -> ModuleType:
+    """The kernels for ``tensor``: with ``auto``, the compiled kernels for float32/float64 CPU
+    tensors when they are available, else PyTorch's; ``cpp`` and ``torch`` insist
+    (``SPIKEGRAD_ENGINE`` overrides the choice, :func:`kernel_setting`)."""
+    choice = kernel_setting(kernels)
+    if choice == "torch":
+        return torch_kernels
+    if choice == "cpp":
+        if not _compiled_kernels_run_on(tensor):
+            raise ValueError(f"kernels 'cpp': the compiled kernels take float32 or float64 CPU "
+                             f"tensors, got {tensor.dtype} on {tensor.device.type}")
+        if not cpp.available():
+            raise RuntimeError("kernels 'cpp': the compiled kernels are unavailable (the "
+                               "warning above says why); use 'auto' or 'torch'")
+        return cpp
+    if _compiled_kernels_run_on(tensor) and cpp.available():
         return cpp
     return torch_kernels
+
+
+def engine_info(model: Any, dtype: torch.dtype = torch.float32, device: str = "cpu"
+                ) -> dict[str, Any]:
+    """How a network of the config's ``model`` section (its ``engine``, ``kernels`` and
+    ``recompute``) computes, for a run's record: ``kernels``, the kernels the fast engine
+    uses on tensors of ``dtype`` on ``device`` (``cpp`` or ``torch``), and ``recompute``,
+    environment overrides applied; both None under the reference engine."""
+    if model.engine != "fast":
+        return {"kernels": None, "recompute": None}
+    used = kernels_for(torch.empty(0, dtype=dtype, device=device), model.kernels)
+    return {"kernels": "cpp" if used is cpp else "torch",
+            "recompute": recompute_setting(model.recompute)}
 
 
 def _sparse_form(kernels: ModuleType, inputs: Tensor):
@@ -146,9 +206,10 @@ class _Layer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, readout_weight,
                 dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool,
-                write_spikes: bool, reduction: str | None, write_trace: bool):
+                write_spikes: bool, reduction: str | None, write_trace: bool,
+                choice: KernelChoice):
         ctx.set_materialize_grads(False)
-        kernels = kernels_for(inputs)
+        kernels = kernels_for(inputs, choice)
         ctx.dynamics, ctx.readout, ctx.kernels = dynamics, readout, kernels
         ctx.sparse = _sparse_form(kernels, inputs)
         # with ``recompute`` U is not kept: the backward pass computes it again
@@ -222,13 +283,13 @@ class _Layer(torch.autograd.Function):
         if wants_wo and grad_wo is None:
             grad_wo = torch.zeros_like(wo)
         return (grad_in, grad_w if want_w else None, grad_v if want_v else None,
-                grad_wo if wants_wo else None, None, None, None, None, None, None)
+                grad_wo if wants_wo else None, None, None, None, None, None, None, None)
 
 
 class _Readout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, inputs, weight, dynamics: ReadoutDynamics):
-        kernels = kernels_for(inputs)
+    def forward(ctx, inputs, weight, dynamics: ReadoutDynamics, choice: KernelChoice):
+        kernels = kernels_for(inputs, choice)
         sparse = _sparse_form(kernels, inputs)
         if sparse is None:
             x = _matmul_time_major(inputs, weight.detach().t())
@@ -249,20 +310,14 @@ class _Readout(torch.autograd.Function):
             grad_in = _matmul_time_major(dx, weight)
         if ctx.needs_input_grad[1]:
             grad_w = _weight_grad(kernels, dx, inputs, ctx.sparse)
-        return grad_in, grad_w, None
+        return grad_in, grad_w, None, None
 
 
 def _prepare(inputs: Tensor, recompute: bool | None) -> bool:
     """Before an operation: the thread count for the current load (CPU), and ``recompute``."""
     if inputs.device.type == "cpu":
         GOVERNOR.update()
-    return _recompute(recompute)
-
-
-def _recompute(recompute: bool | None) -> bool:
-    if recompute is None:
-        return os.environ.get("SPIKEGRAD_RECOMPUTE", "0") not in ("", "0")
-    return recompute
+    return recompute_setting(recompute)
 
 
 def lif_layer(
@@ -271,17 +326,19 @@ def lif_layer(
     dynamics: LIFDynamics,
     recurrent_weight: Tensor | None = None,
     recompute: bool | None = None,
+    kernels: KernelChoice = "auto",
 ) -> Tensor:
     """Spikes [B, T, N] of a LIF layer driven by ``inputs`` [B, T, C_in] (spikes or current).
 
     Same values and gradients as :func:`spikegrad.functional.lif_layer`. ``recompute``
-    trades a second forward loop in the backward pass for not keeping U between the two
-    (default: the environment variable ``SPIKEGRAD_RECOMPUTE``). Tensors are checked as by
-    the reference path (:func:`spikegrad.functional.check_layer_tensors`).
+    trades a second forward loop in the backward pass for not keeping U between the two;
+    ``kernels`` chooses the kernels (:func:`kernels_for`); ``SPIKEGRAD_RECOMPUTE`` and
+    ``SPIKEGRAD_ENGINE`` override both when set. Tensors are checked as by the reference
+    path (:func:`spikegrad.functional.check_layer_tensors`).
     """
     check_layer_tensors(inputs, weight, recurrent_weight)
     spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
-                              _prepare(inputs, recompute), True, None, False)
+                              _prepare(inputs, recompute), True, None, False, kernels)
     return spikes
 
 
@@ -305,6 +362,7 @@ def lif_readout(
     spikes: bool = True,
     reduction: str | None = None,
     trace: bool = True,
+    kernels: KernelChoice = "auto",
 ) -> LayerOutput:
     """A LIF layer and the leaky readout reading its spikes, as one operation: the spikes
     [B, T, N] (unless not ``spikes``: they are then never written), the readout trace
@@ -312,16 +370,18 @@ def lif_readout(
     sample [B, N] and, with a ``reduction`` (``max``, ``sum``, ``mean``, ``last``), the logits
     [B, K] that :func:`spikegrad.losses.reduce_readout` would give. Same values and gradients
     as :func:`lif_layer`, :func:`readout_layer`, ``spikes.sum(1)`` and ``reduce_readout``,
-    faster."""
+    faster; ``recompute`` and ``kernels`` as for :func:`lif_layer`."""
     check_layer_tensors(inputs, weight, recurrent_weight, readout_weight)
     s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
                                         dynamics, readout, _prepare(inputs, recompute), spikes,
-                                        reduction, trace)
+                                        reduction, trace, kernels)
     return LayerOutput(s if spikes else None, y if trace else None, counts,
                        logits if reduction else None)
 
 
-def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics) -> Tensor:
-    """Membrane trace U_out[1..T] [B, T, K] of the leaky readout (as the reference path)."""
+def readout_layer(inputs: Tensor, weight: Tensor, dynamics: ReadoutDynamics,
+                  kernels: KernelChoice = "auto") -> Tensor:
+    """Membrane trace U_out[1..T] [B, T, K] of the leaky readout (as the reference path);
+    ``kernels`` as for :func:`lif_layer`."""
     check_layer_tensors(inputs, weight)
-    return _Readout.apply(inputs, weight, dynamics)
+    return _Readout.apply(inputs, weight, dynamics, kernels)

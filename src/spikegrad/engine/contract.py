@@ -5,12 +5,16 @@ this contract; a test holds both to it."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from torch import Tensor
 
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.surrogates import Surrogate
+
+KernelChoice = Literal["auto", "cpp", "torch"]
+"""Which kernel set runs the fast engine: ``cpp`` (compiled, float32/float64 CPU tensors),
+``torch`` (any device) or ``auto`` (``cpp`` where it runs and compiles, else ``torch``)."""
 
 Sparse = tuple[Tensor, Tensor, Tensor, Tensor]
 """The sparse form of a [B, T, C] tensor: rows time-major (row n B + b), row q's entries at

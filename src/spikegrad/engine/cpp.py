@@ -3,8 +3,9 @@
 The source is compiled with ``torch.utils.cpp_extension`` into the torch extensions
 cache (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) the first
 time the engine runs on a CPU tensor (tens of seconds, once per machine and torch
-version). When no compiler is available, or ``SPIKEGRAD_ENGINE=torch`` is set, the engine
-uses the pure-PyTorch kernels of :mod:`spikegrad.engine.torch_kernels` instead.
+version). When no compiler is available, or the config's ``model.kernels`` (or
+``SPIKEGRAD_ENGINE``) is ``torch``, the engine uses the pure-PyTorch kernels of
+:mod:`spikegrad.engine.torch_kernels` instead (:func:`spikegrad.engine.kernels_for`).
 """
 
 from __future__ import annotations
@@ -111,8 +112,6 @@ def _build_lock(build_dir: Path):
 @functools.cache
 def available() -> bool:
     """Compile (or load the cached build of) the kernels; False when that is impossible."""
-    if os.environ.get("SPIKEGRAD_ENGINE", "").lower() == "torch":
-        return False
     keep_freed_memory()
     try:
         from torch.utils.cpp_extension import _get_build_directory, load

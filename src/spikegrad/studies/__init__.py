@@ -2,12 +2,12 @@
 
     from spikegrad.studies import ResultsDB, load_study_spec, run_study
 
-    spec = load_study_spec("randman-surrogates", ["training.epochs=5"])
+    spec = load_study_spec("surrogates.yaml", ["training.epochs=5"])  # or a built-in name
     len(spec.trials())                       # 3 shapes x 8 slopes x 2 seeds = 48
     summary = run_study(spec, "surrogates.sqlite")             # one trial per core
     summary = run_study(spec, "surrogates.sqlite", address="head:6379")   # on Ray
     db = ResultsDB("surrogates.sqlite")
-    db.trials(study="randman-surrogates", status="completed")  # list of dicts
+    db.trials(study=spec.name, status="completed")             # list of dicts
     db.epochs(trial["config_hash"])                            # per-epoch metrics
     db.to_dataframe()                                          # pandas, one row per trial
 

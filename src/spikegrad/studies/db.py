@@ -15,7 +15,7 @@ A trial's result and its epochs are written in one transaction, so a driver kill
 any moment leaves either all of a trial or none of it.
 
     db = ResultsDB("study.sqlite")
-    for trial in db.trials(study="randman-surrogates", status="completed"):
+    for trial in db.trials(study="randman-smoke", status="completed"):
         print(trial["axes"], trial["test_accuracy"])
 """
 

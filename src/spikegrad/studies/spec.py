@@ -37,9 +37,10 @@ from spikegrad.config import (
     ExperimentConfig,
     apply_overrides,
     builtin_names,
+    flatten_paths,
     format_validation_error,
     get_path,
-    load_yaml,
+    parse_overrides,
     read_config_source,
     read_yaml_source,
 )
@@ -247,7 +248,7 @@ class StudySpec(Strict):
                 source = self._folder / self.base
             raw = read_config_source(source)
         try:
-            return apply_overrides(raw, _flatten(self.set))
+            return apply_overrides(raw, flatten_paths(self.set))
         except ConfigError as error:
             raise ConfigError(f"{self._origin}: set: {error}") from None
 
@@ -353,9 +354,9 @@ class StudySpec(Strict):
         except ConfigError as error:
             raise ConfigError(f"{self._origin}: {error} (trial {label})") from None
         except ValidationError as error:
-            message = format_validation_error(error)
             where = f" (trial {label})" if point else ""
-            raise ConfigError(f"{self._origin}: {message}{where}") from None
+            raise ConfigError(format_validation_error(error, source=self._origin) + where
+                              ) from None
         dumped = trial.to_dict()
         trial._study = self.name
         trial._axes = {key: get_path(dumped, key) for key in point}
@@ -404,13 +405,6 @@ def builtin_study_names() -> list[str]:
     return builtin_names("studies")
 
 
-def _read_spec_source(source: str | Path) -> tuple[dict[str, Any], str, Path | None]:
-    raw, origin, folder = read_yaml_source(source, "studies", "study", "study spec")
-    if raw is None:
-        raise ConfigError(f"{origin}: top level must be a mapping, got NoneType")
-    return raw, origin, folder
-
-
 def load_study_spec(
     source: str | Path | dict[str, Any] | StudySpec,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -430,64 +424,18 @@ def load_study_spec(
     elif isinstance(source, dict):
         raw, origin = copy.deepcopy(source), "study spec"
     else:
-        raw, origin, folder = _read_spec_source(source)
+        raw, origin, folder = read_yaml_source(source, "studies", "study", "study spec",
+                                               empty=False)
     if overrides and isinstance(raw.get("set") or {}, dict):  # else validation reports "set"
         raw = dict(raw)
-        raw["set"] = {**_flatten(raw.get("set") or {}), **_parse_overrides(overrides)}
+        raw["set"] = {**flatten_paths(raw.get("set") or {}), **dict(parse_overrides(overrides))}
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{origin}: {_format_spec_error(error)}") from None
+        raise ConfigError(format_validation_error(error, source=origin)) from None
     spec._origin, spec._folder, spec._force = origin, folder, force
     spec.trials()  # validate every trial now: errors surface before anything runs
     return spec
-
-
-def _parse_overrides(overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    parsed = {}
-    for text in overrides:
-        if "=" not in text:
-            raise ConfigError(f"--set {text!r}: expected key=value")
-        key, value = text.split("=", 1)
-        parsed[key.strip()] = load_yaml(value, f"--set {text!r}")
-    return parsed
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
-
-
-_UNION_TAGS = {"list[any]", "AxisRange", "str", "dict[str,any]"}
-
-
-def _format_spec_error(error: ValidationError) -> str:
-    """Like the config's messages, but axis keys (which contain dots) stay readable."""
-    errors = error.errors()
-    # a union (list | range, name | mapping) reports every branch: prefer the branch whose
-    # type matched the input, and name the field, not the branch
-    mismatches = ("list_type", "string_type", "dict_type", "model_type", "model_attributes_type")
-    first = next((e for e in errors if e["type"] not in mismatches), errors[0])
-    loc = [str(p) for p in first["loc"]
-           if str(p) not in _UNION_TAGS and not str(p).startswith("function-")]
-    location = ".".join(loc)
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f"{location}: unknown key"
-    if first["type"] == "missing":
-        return f"{location}: required field is missing"
-    got = first.get("input")
-    if location and not isinstance(got, dict | list):
-        return f"{location}: {message} (got {got!r})"
-    return f"{location}: {message}" if location else message
 
 
 def dump_spec_yaml(spec: StudySpec) -> str:

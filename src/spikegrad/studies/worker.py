@@ -82,11 +82,13 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
         "started_at": started,
     }
     try:
+        from spikegrad.engine import engine_info
         from spikegrad.engine.threads import thread_info
         from spikegrad.training import Trainer, check_memory
 
         outcome["versions"].update({k: str(v) for k, v in thread_info().items()})
         config = ExperimentConfig.model_validate(payload["config"])
+        outcome["versions"].update({k: str(v) for k, v in engine_info(config.model).items()})
         check_memory(config)  # before the data are built
         trainer = Trainer(config, out_dir=payload.get("checkpoint_dir"),
                           data=cached_data(config), progress=False)
