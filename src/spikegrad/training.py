@@ -44,7 +44,6 @@ from spikegrad.config import ConfigError, ExperimentConfig
 from spikegrad.data import DataSplits, build_data, expected_input_width, iterate_batches
 from spikegrad.data.base import SampleDataset
 from spikegrad.engine.threads import thread_info
-from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.io import (
     ExclusiveLock,
     atomic_torch_save,
@@ -58,41 +57,10 @@ from spikegrad.losses import (
     lower_rate_penalty,
     upper_rate_penalty,
 )
-from spikegrad.model import SNN, LeakyReadout, LIFLayer, init_weights
-from spikegrad.surrogates import Surrogate
+from spikegrad.model import SNN
 
 CHECKPOINT = "checkpoint.pt"
 SHUFFLE_SEED_OFFSET = 1_000_003
-
-
-def build_model(
-    config: ExperimentConfig, n_inputs: int, n_classes: int,
-    generator: torch.Generator | None = None,
-) -> SNN:
-    """The network the config describes, initialised from ``generator`` (or ``config.seed``)."""
-    if generator is None:
-        generator = torch.Generator().manual_seed(config.seed)
-    dt = config.time.dt_ms
-    surrogate = Surrogate(config.surrogate.name, config.surrogate.slope, config.surrogate.scale)
-    engine = config.model.engine
-    layers, width = [], n_inputs
-    for spec in config.model.hidden:
-        dynamics = LIFDynamics.from_time_constants(
-            spec.tau_mem_ms, spec.tau_syn_ms, dt, surrogate=surrogate,
-            detach_reset=spec.detach_reset, recurrent_gradient=spec.recurrent_gradient,
-        )
-        layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine))
-        width = spec.size
-    readout_spec = config.model.readout
-    readout = LeakyReadout(
-        width, n_classes,
-        ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms, dt,
-                                            readout_spec.initial_membrane),
-        engine,
-    )
-    model = SNN(layers, readout)
-    init_weights(model, config.model.init.per_matrix(), generator=generator)
-    return model
 
 
 BYTES_PER_VALUE = 4  # float32
@@ -255,7 +223,7 @@ class Trainer:
                 f"{config.time.n_steps}"
             )
         check_splits(self.data)
-        self.model = build_model(config, self.data.n_inputs, self.data.n_classes)
+        self.model = SNN.from_config(config, self.data.n_inputs, self.data.n_classes)
         self.optimizer = self._make_optimizer()
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
         self.state = TrainingState()

@@ -283,7 +283,7 @@ def export_run(source: str | Path, out: str | Path, dt: float | None = None, *,
 def load_run_model(source: str | Path) -> tuple[SNN, float]:
     """The network of a run with its best-validation weights, and the run's step in seconds."""
     from spikegrad.config import load_config
-    from spikegrad.training import CHECKPOINT, build_model
+    from spikegrad.training import CHECKPOINT
 
     source = Path(source)
     if source.is_dir():
@@ -308,7 +308,7 @@ def load_run_model(source: str | Path) -> tuple[SNN, float]:
         raise ConfigError(f"{checkpoint}: no validated weights yet (no epoch has finished)")
     n_inputs = state["hidden.0.weight"].shape[1]
     n_classes = state["readout.weight"].shape[0]
-    model = build_model(config, n_inputs, n_classes)
+    model = SNN.from_config(config, n_inputs, n_classes)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -89,7 +89,7 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
     freshly initialised network on one Randman batch (the same weights for both scales)."""
     from spikegrad.data import build_data
     from spikegrad.diagnostics import membrane_gradient_norms
-    from spikegrad.training import build_model
+    from spikegrad.model import SNN
 
     base = load_config("randman", PROFILES[profile].randman)
     data = build_data(base.data, base.time.n_steps, base.time.dt_ms)
@@ -103,8 +103,8 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
             layer = {**base.model.hidden[0].model_dump(), **condition}
             config = load_config(base, {"model.hidden": [layer], "surrogate.scale": scale,
                                         "model.engine": "reference"})
-            model = build_model(config, data.n_inputs, data.n_classes,
-                                torch.Generator().manual_seed(seed)).double()
+            model = SNN.from_config(config, data.n_inputs, data.n_classes,
+                                    generator=torch.Generator().manual_seed(seed)).double()
             per_layer = membrane_gradient_norms(model, inputs, labels,
                                                 config.model.readout.reduction)
             norms[name][scale] = per_layer[0].tolist()
