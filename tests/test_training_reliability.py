@@ -20,7 +20,7 @@ from spikegrad.config import ConfigError, load_config
 from spikegrad.data import build_data
 from spikegrad.data.base import DataSplits
 from spikegrad.data.files import DataFileError
-from spikegrad.data.shd import write_spike_file
+from spikegrad.data.spike_file import write_spike_file
 from spikegrad.engine import threads as thread_settings
 from spikegrad.engine.threads import ThreadGovernor
 from spikegrad.io import ExclusiveLock

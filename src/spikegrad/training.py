@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spikegrad.config import ConfigError, ExperimentConfig
-from spikegrad.data import DataSplits, build_data, expected_input_width, iterate_batches
+from spikegrad.data import DataSplits, build_data, iterate_batches
 from spikegrad.data.base import SampleDataset
 from spikegrad.engine.threads import thread_info
 from spikegrad.io import (
@@ -72,7 +72,7 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     inputs [B, T, C] and one [B, T, N] state per hidden layer, kept for the backward pass
     unless ``SPIKEGRAD_RECOMPUTE`` is set) and an evaluation batch (dense inputs and the
     spikes of every hidden layer but the last)."""
-    n_inputs = n_inputs or expected_input_width(config.data)
+    n_inputs = n_inputs or config.data.input_width()
     sizes = [layer.size for layer in config.model.hidden]
     widths = [n_inputs, *sizes]
     n_classes = getattr(config.data, "n_classes", None) or 10

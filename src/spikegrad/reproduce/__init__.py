@@ -63,11 +63,11 @@ def readout_data_sets() -> tuple[list[str], dict[str, str]]:
 
 def _files_missing(name: str) -> str | None:
     """None when the data set's files are present and readable, else why not."""
-    from spikegrad.data import get_builder
+    from spikegrad.data import build_data
 
     config = load_config(name)
     try:
-        get_builder(config.data.name)(config.data, config.time.n_steps, config.time.dt_ms)
+        build_data(config.data, config.time.n_steps, config.time.dt_ms)
     except Exception as error:  # noqa: BLE001 - any missing or unreadable file means "absent"
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         return f"files not found or unreadable ({first}); spikegrad data download {name}"
