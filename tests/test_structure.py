@@ -58,3 +58,45 @@ def test_the_data_modules_import_no_cycle():
 
     cycles = [m for m in modules if reaches(m, m, {m})]
     assert cycles == []
+
+
+LAYERS = [
+    ("maths", ["functional", "surrogates", "losses", "engine", "schema"]),
+    ("config", ["config", "data.configs", "io"]),
+    ("models", ["model", "diagnostics"]),
+    ("data", ["data"]),
+    ("training", ["training", "run_files", "interop"]),
+    ("studies", ["studies", "reproduce"]),
+    ("cli", ["cli", "cli_support", "commands_data", "bench", "interop.commands",
+             "studies.commands", "reproduce.commands", "__main__", ""]),
+]
+"""The layers, lowest first; a module belongs to the longest prefix that names it."""
+
+KNOWN_UPWARD = {("spikegrad.surrogates", "spikegrad.config")}
+"""Imports that still look up: a surrogate is checked as the config's surrogate section."""
+
+
+def layer_of(module: str) -> int | None:
+    best, length = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            full = f"spikegrad.{prefix}" if prefix else "spikegrad"
+            if (module == full or module.startswith(full + ".")) and len(full) > length:
+                best, length = index, len(full)
+    return best
+
+
+def test_modules_import_only_their_own_layer_or_below():
+    """maths -> config -> models -> data -> training -> studies -> command line: no module
+    imports one above it (``spikegrad.x`` as a name of the package counts as module x)."""
+    upward = []
+    for module, imports in module_imports().items():
+        here = layer_of(module)
+        for target in imports:
+            if target.startswith("spikegrad.__"):  # __version__
+                continue
+            there = layer_of(target)
+            if there > here and (module, target) not in KNOWN_UPWARD:
+                upward.append(f"{module} ({LAYERS[here][0]}) imports {target} "
+                              f"({LAYERS[there][0]})")
+    assert upward == []
