@@ -16,7 +16,8 @@ from spikegrad.data import build_data
 from spikegrad.data.audio import load_audio
 from spikegrad.data.files import DataFileError, cache_dir, cached_arrays
 from spikegrad.data.images import read_idx
-from spikegrad.data.shd import load_binned, read_spike_file
+from spikegrad.data.shd import load_binned
+from spikegrad.data.spike_file import read_spike_file
 from spikegrad.io import PathError
 from test_data_images import idx_bytes, small_mnist, write_mnist
 from test_data_shd import write_raw_shd

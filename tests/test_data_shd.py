@@ -12,7 +12,8 @@ from spikegrad.config import load_config
 from spikegrad.data import build_data
 from spikegrad.data.configs import SHDConfig, SSCConfig
 from spikegrad.data.files import DataFileError, MissingDataError, cache_dir
-from spikegrad.data.shd import bin_spikes, load_binned, read_spike_file, write_spike_file
+from spikegrad.data.shd import bin_spikes, load_binned
+from spikegrad.data.spike_file import read_spike_file, write_spike_file
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +77,7 @@ def test_binning_to_network_grid_counts_and_binary(tmp_path):
 
 
 def test_bin_edges_are_floor_of_time_over_width():
-    from spikegrad.data.shd import SpikeFile
+    from spikegrad.data.spike_file import SpikeFile
 
     times = np.arange(0, 2048, dtype=np.float64).astype(np.float16) / np.float16(1024)
     times = times.astype(np.float16)

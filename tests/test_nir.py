@@ -58,7 +58,7 @@ from spikegrad.config import ConfigError, load_config
 from spikegrad.data import build_data
 from spikegrad.losses import reduce_readout
 from spikegrad.model import SNN
-from spikegrad.training import Trainer, build_model
+from spikegrad.training import Trainer
 
 nir = pytest.importorskip("nir")
 
@@ -132,7 +132,7 @@ def _untrained(name: str, overrides: list[str], n_samples: int = 32) -> Trained:
     config = load_config(name, [*overrides, *FIRING_INIT])
     data = build_data(config.data, config.time.n_steps, config.time.dt_ms)
     inputs, labels = data.test.batch(torch.arange(min(n_samples, len(data.test))))
-    model = build_model(config, data.n_inputs, data.n_classes).set_engine("reference")
+    model = SNN.from_config(config, data.n_inputs, data.n_classes).set_engine("reference")
     return Trained(model, inputs, labels, config.time.dt_ms / 1000)
 
 
@@ -250,7 +250,8 @@ def test_round_trip_keeps_several_layers_options_and_the_fast_engine(tmp_path):
     model = SNN.build(20, [30, 25], 5, recurrent=[True, False], dt_ms=0.5, tau_mem_ms=7.0,
                       tau_syn_ms=3.0, tau_out_ms=13.0, readout_initial_membrane=-0.01,
                       surrogate=Surrogate("sigmoid", 4.0, 2.0), detach_reset=False,
-                      recurrent_gradient=False, init="gaussian", init_scale=7.0, generator=g)
+                      recurrent_gradient=False, init="gaussian", init_scale=7.0, generator=g,
+                      engine="reference")
     inputs = (torch.rand(6, 80, 20, generator=g) < 0.05).float()
     write_nir(model, tmp_path / "deep.nir", dt=5e-4)
     back = from_nir(tmp_path / "deep.nir")
@@ -475,7 +476,7 @@ def test_cli_exports_the_best_weights_of_a_run(tiny_config, tmp_path):
     back = from_nir(out)
     torch.testing.assert_close(back.hidden[0].weight.detach(), state["hidden.0.weight"],
                                rtol=0, atol=0)
-    model = build_model(tiny_config, 20, 3).set_engine("reference")
+    model = SNN.from_config(tiny_config, 20, 3).set_engine("reference")
     model.load_state_dict(state)
     inputs = (torch.rand(4, 50, 20, generator=torch.Generator().manual_seed(0)) < 0.2).float()
     with torch.no_grad():

@@ -12,7 +12,8 @@ from spikegrad.config import load_config
 from spikegrad.data import build_data
 from spikegrad.functional import ReadoutDynamics
 from spikegrad.losses import classification_loss, reduce_readout
-from spikegrad.training import activity_penalty, build_model
+from spikegrad.model import SNN
+from spikegrad.training import activity_penalty
 
 
 def test_readout_decays_from_its_initial_membrane():
@@ -30,7 +31,7 @@ def test_readout_decays_from_its_initial_membrane():
 def _paper_network_gradients(overrides: list[str]) -> tuple[float, list[torch.Tensor]]:
     config = load_config("randman", ["data.samples_per_class=20", *overrides])
     data = build_data(config.data, config.time.n_steps, config.time.dt_ms)
-    model = build_model(config, data.n_inputs, data.n_classes).double()
+    model = SNN.from_config(config, data.n_inputs, data.n_classes).double()
     inputs, labels = data.train.batch(range(len(data.train)))
     output = model(inputs.double())
     loss = classification_loss(reduce_readout(output.readout, "max"), labels)

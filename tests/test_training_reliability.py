@@ -20,10 +20,11 @@ from spikegrad.config import ConfigError, load_config
 from spikegrad.data import build_data
 from spikegrad.data.base import DataSplits
 from spikegrad.data.files import DataFileError
-from spikegrad.data.shd import write_spike_file
+from spikegrad.data.spike_file import write_spike_file
 from spikegrad.engine import threads as thread_settings
 from spikegrad.engine.threads import ThreadGovernor
 from spikegrad.io import ExclusiveLock
+from spikegrad.run_files import RunFolder
 from spikegrad.studies.worker import run_trial
 from spikegrad.training import Trainer, check_memory, memory_need, train
 
@@ -131,9 +132,8 @@ def test_divergence_writes_strict_json_and_prints_no_warning(tmp_path):
 
 
 def test_metrics_lines_are_strict_json(tmp_path):
-    trainer = Trainer(tiny(), out_dir=tmp_path, progress=False)
-    trainer.state.history = [{"epoch": 1, "valid_loss": float("inf"), "train_loss": float("nan")}]
-    trainer._write_metrics()
+    history = [{"epoch": 1, "valid_loss": float("inf"), "train_loss": float("nan")}]
+    RunFolder(tmp_path).write_metrics(history)
     line = strict_loads((tmp_path / "metrics.jsonl").read_text())
     assert line == {"epoch": 1, "valid_loss": None, "train_loss": None}
 

@@ -10,13 +10,13 @@ from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.interop.nir import from_nir, read_nir, to_nir, write_nir
 from spikegrad.model import SNN, LeakyReadout, LIFLayer
 from spikegrad.surrogates import SURROGATES, Surrogate, register_surrogate, spike
-from spikegrad.training import Trainer, build_model, evaluate, train
+from spikegrad.training import Trainer, evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "LIFDynamics", "LIFLayer", "LeakyReadout",
-    "ReadoutDynamics", "SNN", "SURROGATES", "Surrogate", "Trainer", "build_model", "evaluate",
-    "from_nir", "load_config", "read_nir", "register_surrogate", "spike", "to_nir", "train",
+    "ReadoutDynamics", "SNN", "SURROGATES", "Surrogate", "Trainer", "evaluate", "from_nir",
+    "load_config", "read_nir", "register_surrogate", "spike", "to_nir", "train",
     "write_nir",
 ]

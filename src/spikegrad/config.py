@@ -180,8 +180,10 @@ def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
 
 
 class NetworkConfig(Strict):
-    """What :meth:`spikegrad.model.SNN.build` takes, in the config's terms: it is validated
-    by the same rules, with the same messages, as the network of an experiment config."""
+    """A network without its data and training: what :meth:`spikegrad.model.SNN.build`
+    takes, in the config's terms, and :meth:`spikegrad.model.SNN.from_config` builds. It is
+    validated by the same rules, with the same messages, as the network of an experiment
+    config."""
 
     n_inputs: PositiveInt
     """Input channels."""
@@ -191,6 +193,8 @@ class NetworkConfig(Strict):
     """The simulation grid."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The network."""
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    """The surrogate derivative of every hidden layer."""
 
     @model_validator(mode="after")
     def _time_constants_exceed_dt(self) -> NetworkConfig:

@@ -8,10 +8,16 @@ followed by a leaky non-spiking readout::
     output.readout                  # U_out [batch, time, 10]
     output.hidden_spikes[0]         # S [batch, time, 100]
 
+Every network is built by :meth:`SNN.from_config` from the ``time``, ``model`` and
+``surrogate`` sections of a config (``SNN.build``'s arguments become a
+:class:`~spikegrad.config.NetworkConfig`, training's come from its experiment config), so
+both have the same defaults and checks.
+
 The modules hold parameters and call the functional equations; ``engine`` picks
 the implementation of the time loop: ``"reference"`` (a plain step-by-step
-autograd loop) or ``"fast"`` (fused forward/backward, :mod:`spikegrad.engine`), whose
-``kernels`` and ``recompute`` are the config's ``model.kernels`` and ``model.recompute``.
+autograd loop) or ``"fast"`` (fused forward/backward, :mod:`spikegrad.engine`; the
+config's default), whose ``kernels`` and ``recompute`` are the config's ``model.kernels`` and
+``model.recompute``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from spikegrad import functional
-from spikegrad.config import ConfigError, ModelConfig, NetworkConfig, validate_section
+from spikegrad.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    NetworkConfig,
+    validate_section,
+)
 from spikegrad.engine.contract import KernelChoice
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.losses import ReadoutReduction, reduce_readout
@@ -33,6 +45,18 @@ from spikegrad.surrogates import Surrogate
 
 Engine = Literal["reference", "fast"]
 InitScheme = Literal["uniform", "gaussian"]
+
+
+def _size(config: ExperimentConfig | NetworkConfig, name: str, given: int | None) -> int:
+    """``n_inputs`` or ``n_outputs`` of a network: a :class:`NetworkConfig`'s own (``given``
+    must agree), or ``given`` for an experiment, whose data set decides it."""
+    own = getattr(config, name, None)
+    if given is None and own is None:
+        raise TypeError(f"SNN.from_config: {name} is needed with an experiment config "
+                        "(its data set decides it)")
+    if given is not None and own is not None and given != own:
+        raise ValueError(f"SNN.from_config: {name} {given} differs from the config's {own}")
+    return given if given is not None else own
 
 
 def check_engine(engine: str, kernels: str = "auto", recompute: bool = False) -> None:
@@ -159,7 +183,7 @@ class SNN(nn.Module):
         surrogate: Surrogate | None = None,
         detach_reset: bool = True,
         recurrent_gradient: bool = True,
-        engine: Engine = "reference",
+        engine: Engine = "fast",
         kernels: KernelChoice = "auto",
         recompute: bool = False,
         init: InitScheme = "uniform",
@@ -168,16 +192,18 @@ class SNN(nn.Module):
     ) -> SNN:
         """A network whose hidden layers all share the same dynamics (the common case);
         every weight matrix is initialised by ``init`` at ``init_scale`` (see
-        :func:`init_weights`).
+        :func:`init_weights`). The defaults are the config's (:class:`NetworkConfig`).
 
-        The arguments are checked by the rules of an experiment config, with its messages
-        (a :class:`~spikegrad.config.ConfigError` naming the config field: ``tau_mem_ms`` is
-        ``model.hidden.<i>.tau_mem_ms``, ``tau_out_ms`` is ``model.readout.tau_mem_ms``)."""
+        The arguments become a :class:`NetworkConfig`, checked by the rules of an experiment
+        config, with its messages (a :class:`~spikegrad.config.ConfigError` naming the config
+        field: ``tau_mem_ms`` is ``model.hidden.<i>.tau_mem_ms``, ``tau_out_ms`` is
+        ``model.readout.tau_mem_ms``), and the network is :meth:`from_config`'s."""
         flags = [recurrent] * len(hidden_sizes) if isinstance(recurrent, bool) else list(recurrent)
         if len(flags) != len(hidden_sizes):
             raise ConfigError(f"recurrent: one flag per hidden layer ({len(hidden_sizes)}), "
                               f"got {len(flags)}")
-        validate_section(NetworkConfig, {
+        surrogate = surrogate or Surrogate()
+        config = validate_section(NetworkConfig, {
             "n_inputs": n_inputs, "n_outputs": n_outputs, "time": {"dt_ms": dt_ms},
             "model": {
                 "hidden": [{"size": size, "recurrent": flag, "tau_mem_ms": tau_mem_ms,
@@ -192,23 +218,53 @@ class SNN(nn.Module):
                 "kernels": kernels,
                 "recompute": recompute,
             },
+            "surrogate": {"name": surrogate.name, "slope": surrogate.slope,
+                          "scale": surrogate.scale},
         })
-        dynamics = LIFDynamics.from_time_constants(
-            tau_mem_ms, tau_syn_ms, dt_ms, surrogate=surrogate or Surrogate(),
-            detach_reset=detach_reset, recurrent_gradient=recurrent_gradient,
-        )
-        sizes = [n_inputs, *hidden_sizes]
-        layers = [
-            LIFLayer(sizes[i], sizes[i + 1], dynamics, flags[i], engine, kernels, recompute)
-            for i in range(len(hidden_sizes))
-        ]
+        return cls.from_config(config, generator=generator)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ExperimentConfig | NetworkConfig,
+        n_inputs: int | None = None,
+        n_outputs: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SNN:
+        """The network a config describes (its ``time``, ``model`` and ``surrogate``): the
+        one way a network is built from settings.
+
+        ``n_inputs`` and ``n_outputs`` come from the data set for an
+        :class:`~spikegrad.config.ExperimentConfig` (its input width and classes); a
+        :class:`NetworkConfig` holds its own. The weights are drawn from ``generator``, by
+        default one seeded with the config's ``seed`` (a :class:`NetworkConfig` has none:
+        PyTorch's global generator then, as for ``torch.nn`` layers)."""
+        n_inputs = _size(config, "n_inputs", n_inputs)
+        n_outputs = _size(config, "n_outputs", n_outputs)
+        if generator is None and hasattr(config, "seed"):
+            generator = torch.Generator().manual_seed(config.seed)
+        dt = config.time.dt_ms
+        surrogate = Surrogate(config.surrogate.name, config.surrogate.slope,
+                              config.surrogate.scale)
+        engine = config.model.engine
+        layers, width = [], n_inputs
+        for spec in config.model.hidden:
+            dynamics = LIFDynamics.from_time_constants(
+                spec.tau_mem_ms, spec.tau_syn_ms, dt, surrogate=surrogate,
+                detach_reset=spec.detach_reset, recurrent_gradient=spec.recurrent_gradient,
+            )
+            layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine,
+                                   config.model.kernels, config.model.recompute))
+            width = spec.size
+        readout_spec = config.model.readout
         readout = LeakyReadout(
-            sizes[-1], n_outputs,
-            ReadoutDynamics.from_time_constants(tau_out_ms, tau_syn_ms, dt_ms,
-                                                readout_initial_membrane), engine, kernels,
+            width, n_outputs,
+            ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms,
+                                                dt, readout_spec.initial_membrane),
+            engine, config.model.kernels,
         )
         net = cls(layers, readout)
-        init_weights(net, init, init_scale, generator)
+        init_weights(net, config.model.init.per_matrix(), generator=generator)
         return net
 
     def forward(self, inputs: Tensor, record_spikes: bool = True, record_trace: bool = True,

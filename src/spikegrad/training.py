@@ -7,11 +7,12 @@
 One run: build the data and the network from the config, train with Adam (or
 SGD) on the training split, keep the weights of the epoch with the best
 validation accuracy, and report train/valid/test metrics of those weights.
-After every epoch a checkpoint is written atomically to ``out_dir``, so a
-killed run resumed with ``resume=True`` ends with exactly the metrics of an
-uninterrupted one. A NaN or inf in the loss or the weights ends the run with
-status ``"diverged"`` (and the epoch), not with an exception. One process at a time trains
-into an ``out_dir`` (a lock on ``out_dir/.lock``); a second one is refused before it writes.
+After every epoch a checkpoint is written atomically to ``out_dir`` (the run folder's
+files: :mod:`spikegrad.run_files`), so a killed run resumed with ``resume=True`` ends with
+exactly the metrics of an uninterrupted one. A NaN or inf in the loss or the weights ends
+the run with status ``"diverged"`` (and the epoch), not with an exception. One process at a
+time trains into an ``out_dir`` (a lock on ``out_dir/.lock``); a second one is refused
+before it writes.
 
 Determinism on CPU: the same config and seed give the same bits on the same machine, with
 the same torch build and the same thread count. The fast engine's own loops give identical
@@ -32,70 +33,30 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from spikegrad.config import ConfigError, ExperimentConfig
-from spikegrad.data import DataSplits, build_data, expected_input_width, iterate_batches
+from spikegrad.data import DataSplits, build_data, iterate_batches
 from spikegrad.data.base import SampleDataset
 from spikegrad.engine import engine_info, recompute_setting
 from spikegrad.engine.threads import thread_info
 from spikegrad.errors import RunFolderError
-from spikegrad.functional import LIFDynamics, ReadoutDynamics
-from spikegrad.io import (
-    ExclusiveLock,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    make_folder,
-    strict_json,
-)
 from spikegrad.losses import (
     classification_loss,
     lower_rate_penalty,
     upper_rate_penalty,
 )
-from spikegrad.model import SNN, LeakyReadout, LIFLayer, init_weights
-from spikegrad.surrogates import Surrogate
+from spikegrad.model import SNN
+from spikegrad.run_files import RunFolder
 
-CHECKPOINT = "checkpoint.pt"
 SHUFFLE_SEED_OFFSET = 1_000_003
-
-
-def build_model(
-    config: ExperimentConfig, n_inputs: int, n_classes: int,
-    generator: torch.Generator | None = None,
-) -> SNN:
-    """The network the config describes, initialised from ``generator`` (or ``config.seed``)."""
-    if generator is None:
-        generator = torch.Generator().manual_seed(config.seed)
-    dt = config.time.dt_ms
-    surrogate = Surrogate(config.surrogate.name, config.surrogate.slope, config.surrogate.scale)
-    engine = config.model.engine
-    layers, width = [], n_inputs
-    for spec in config.model.hidden:
-        dynamics = LIFDynamics.from_time_constants(
-            spec.tau_mem_ms, spec.tau_syn_ms, dt, surrogate=surrogate,
-            detach_reset=spec.detach_reset, recurrent_gradient=spec.recurrent_gradient,
-        )
-        layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine,
-                               config.model.kernels, config.model.recompute))
-        width = spec.size
-    readout_spec = config.model.readout
-    readout = LeakyReadout(
-        width, n_classes,
-        ReadoutDynamics.from_time_constants(readout_spec.tau_mem_ms, readout_spec.tau_syn_ms, dt,
-                                            readout_spec.initial_membrane),
-        engine, config.model.kernels,
-    )
-    model = SNN(layers, readout)
-    init_weights(model, config.model.init.per_matrix(), generator=generator)
-    return model
 
 
 BYTES_PER_VALUE = 4  # float32
@@ -107,7 +68,7 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     inputs [B, T, C] and one [B, T, N] state per hidden layer, kept for the backward pass
     unless ``model.recompute``) and an evaluation batch (dense inputs and the
     spikes of every hidden layer but the last)."""
-    n_inputs = n_inputs or expected_input_width(config.data)
+    n_inputs = n_inputs or config.data.input_width()
     sizes = [layer.size for layer in config.model.hidden]
     widths = [n_inputs, *sizes]
     n_classes = getattr(config.data, "n_classes", None) or 10
@@ -169,31 +130,65 @@ def activity_penalty(config: ExperimentConfig, spike_counts: list[torch.Tensor])
     return total
 
 
+class SplitMetrics(TypedDict):
+    """Metrics of a pass over one split: mean loss, accuracy, and each hidden layer's
+    spikes per neuron per sample."""
+
+    loss: float
+    accuracy: float
+    hidden_spikes_per_neuron: list[float]
+
+
+class MetricSums:
+    """Running sums over the batches of one pass (training or evaluation), in batch order;
+    :meth:`means` gives the :class:`SplitMetrics`."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.loss, self.correct, self.n = 0.0, 0, 0
+        self.spikes = [0.0] * n_layers
+
+    def add(self, loss: Tensor, logits: Tensor, labels: Tensor,
+            spike_counts: Iterable[Tensor]) -> None:
+        """One batch: its mean loss, logits [B, K], labels [B] and per-layer spike counts
+        [B, N]."""
+        self.loss += float(loss.detach()) * len(labels)
+        self.correct += int((logits.argmax(dim=1) == labels).sum())
+        self.n += len(labels)
+        for i, counts in enumerate(spike_counts):
+            self.spikes[i] += float(counts.detach().mean(dim=1).sum())
+
+    def means(self) -> SplitMetrics:
+        n = max(self.n, 1)
+        return SplitMetrics(loss=self.loss / n, accuracy=self.correct / n,
+                            hidden_spikes_per_neuron=[s / n for s in self.spikes])
+
+
 @torch.no_grad()
 def evaluate(
     model: SNN, dataset: SampleDataset, reduction: str = "max", batch_size: int = 1000
-) -> dict[str, Any]:
+) -> SplitMetrics:
     """Loss, accuracy and hidden spikes per neuron per sample (one value per layer)."""
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    spike_sums = [0.0] * len(model.hidden)
+    sums = MetricSums(len(model.hidden))
     for inputs, labels in iterate_batches(dataset, batch_size):
         output = model(inputs, record_spikes=False, record_trace=False, reduction=reduction)
-        logits = output.logits
-        loss_sum += float(classification_loss(logits, labels)) * len(labels)
-        correct += int((logits.argmax(dim=1) == labels).sum())
-        n += len(labels)
-        for i, counts in enumerate(output.spike_counts):
-            spike_sums[i] += float(counts.mean(dim=1).sum())
-    return {
-        "loss": loss_sum / max(n, 1),
-        "accuracy": correct / max(n, 1),
-        "hidden_spikes_per_neuron": [s / max(n, 1) for s in spike_sums],
-    }
+        sums.add(classification_loss(output.logits, labels), output.logits, labels,
+                 output.spike_counts)
+    return sums.means()
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Why a training epoch stopped early: the loss or the weights are not finite."""
+
+    reason: str
 
 
 @dataclass
 class EpochRecord:
+    """One finished epoch: the training pass's metrics and the validation split's (a line
+    of ``metrics.jsonl``)."""
+
     epoch: int
     train_loss: float
     train_accuracy: float
@@ -238,7 +233,14 @@ def _weights_finite(model: SNN) -> bool:
 
 
 class Trainer:
-    """Trains the network of one config; ``fit()`` returns the final metrics."""
+    """Trains the network of one config; ``fit()`` returns the final metrics.
+
+    An epoch (:meth:`_train_epoch`) is a pass over the shuffled training split and one over
+    the validation split: an :class:`EpochRecord`, or a :class:`Divergence`. After each,
+    :meth:`_end_epoch` keeps the record, the best weights and the patience count and asks the
+    epoch callback; then the checkpoint and the metrics go to the run folder
+    (:class:`~spikegrad.run_files.RunFolder`), if there is one.
+    """
 
     def __init__(
         self,
@@ -249,6 +251,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run = RunFolder(self.out_dir) if self.out_dir is not None else None
         self.progress = progress
         check_memory(config, data.n_inputs if data is not None else None)
         self.data = data or build_data(config.data, config.time.n_steps, config.time.dt_ms)
@@ -258,7 +261,7 @@ class Trainer:
                 f"{config.time.n_steps}"
             )
         check_splits(self.data)
-        self.model = build_model(config, self.data.n_inputs, self.data.n_classes)
+        self.model = SNN.from_config(config, self.data.n_inputs, self.data.n_classes)
         self.optimizer = self._make_optimizer()
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
         self.state = TrainingState()
@@ -271,37 +274,24 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    @property
-    def checkpoint_path(self) -> Path | None:
-        return self.out_dir / CHECKPOINT if self.out_dir else None
-
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
+        """Write the checkpoint (weights, optimiser, batch order and state) to the run
+        folder; without one, nothing."""
+        if self.run is None:
             return
-        atomic_torch_save(
-            {
-                "config_hash": self.config.config_hash(),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "shuffle_generator": self.shuffle_generator.get_state(),
-                "state": asdict(self.state),
-            },
-            self.checkpoint_path,
-        )
+        self.run.write_checkpoint({
+            "config_hash": self.config.config_hash(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "shuffle_generator": self.shuffle_generator.get_state(),
+            "state": asdict(self.state),
+        })
 
     def load_checkpoint(self) -> bool:
-        path = self.checkpoint_path
-        if path is None or not path.exists():
+        """Continue from the run folder's checkpoint; False when there is none."""
+        saved = self.run.read_checkpoint(self.config.config_hash()) if self.run else None
+        if saved is None:
             return False
-        try:
-            saved = torch.load(path, weights_only=False)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise ConfigError(f"{path}: cannot read checkpoint ({error})") from None
-        if saved.get("config_hash") != self.config.config_hash():
-            raise RunFolderError(
-                path, f"was written by a different config "
-                f"({saved.get('config_hash')} != {self.config.config_hash()})"
-            )
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.shuffle_generator.set_state(saved["shuffle_generator"])
@@ -309,42 +299,6 @@ class Trainer:
         return True
 
     # -- training ----------------------------------------------------------------------
-
-    def _train_epoch(self) -> tuple[float, float, list[float]] | str:
-        """One pass over the training set; returns metrics, or the reason it diverged."""
-        self.model.train()
-        reduction = self.config.model.readout.reduction
-        loss_sum, correct, n = 0.0, 0, 0
-        spike_sums = [0.0] * len(self.model.hidden)
-        for inputs, labels in iterate_batches(
-            self.data.train, self.config.training.batch_size, shuffle=True,
-            generator=self.shuffle_generator,
-        ):
-            output = self.model(inputs, record_spikes=False, record_trace=False,
-                                reduction=reduction)
-            logits = output.logits
-            loss = classification_loss(logits, labels)
-            loss = loss + activity_penalty(self.config, output.spike_counts)
-            if not torch.isfinite(loss):
-                return f"loss is {float(loss.detach())}"
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            try:
-                self.optimizer.step()
-            except RuntimeError as error:  # e.g. a step too large for float32
-                t = self.config.training
-                raise ConfigError(
-                    f"training.learning_rate: the {t.optimizer} step failed in epoch "
-                    f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
-                    f"({str(error).splitlines()[0]})") from None
-            if not _weights_finite(self.model):
-                return "weights are not finite"
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            n += len(labels)
-            for i, counts in enumerate(output.spike_counts):
-                spike_sums[i] += float(counts.detach().mean(dim=1).sum())
-        return loss_sum / n, correct / n, [s / n for s in spike_sums]
 
     def fit(
         self, resume: bool = False, stop_after: int | None = None,
@@ -361,80 +315,121 @@ class Trainer:
         With an ``out_dir``, the folder is locked for the time of the call: a second run into
         it, while this one trains, is a :class:`ConfigError` before it writes anything.
         """
-        if self.out_dir is None:
+        if self.run is None:
             return self._fit(stop_after, epoch_callback)
         self._check_fresh(resume)
-        make_folder(self.out_dir)
-        busy = RunFolderError(self.out_dir, "another run is training into this folder")
-        with ExclusiveLock(self.out_dir / ".lock", busy):
+        with self.run.lock():
             self._check_fresh(resume)
             if resume:
                 self.load_checkpoint()
-            atomic_write_text(self.out_dir / "config.yaml", self.config.to_yaml())
+            self.run.write_config(self.config)
             return self._fit(stop_after, epoch_callback)
 
     def _check_fresh(self, resume: bool) -> None:
-        if not resume and self.checkpoint_path.exists():
+        if not resume and self.run.holds_run():
             raise RunFolderError(self.out_dir, "already holds a run", resumable=True)
 
     def _fit(self, stop_after: int | None,
              epoch_callback: Callable[[TrainingState], bool] | None) -> dict[str, Any]:
         epochs = self.config.training.epochs
-        bar = tqdm(total=epochs, initial=self.state.epoch, desc=self.config.name, unit="epoch",
-                   disable=not self.progress, leave=False)
-        while self.state.status == "running" and self.state.epoch < epochs:
-            started = time.perf_counter()
-            epoch = self.state.epoch + 1
-            outcome = self._train_epoch()
-            if isinstance(outcome, str):
-                self.state.status, self.state.diverged_epoch = "diverged", epoch
-                self.state.divergence_reason = outcome
+        with tqdm(total=epochs, initial=self.state.epoch, desc=self.config.name, unit="epoch",
+                  disable=not self.progress, leave=False) as bar:
+            while self.state.status == "running" and self.state.epoch < epochs:
+                started = time.perf_counter()
+                outcome = self._train_epoch()
+                if isinstance(outcome, Divergence):
+                    self._diverged(outcome)
+                else:
+                    self._end_epoch(outcome, epoch_callback)
                 self.state.elapsed_s += time.perf_counter() - started
-                self.save_checkpoint()
-                break
-            train_loss, train_accuracy, train_spikes = outcome
-            valid = evaluate(self.model, self.data.valid, self.config.model.readout.reduction,
-                             self.config.training.eval_batch_size)
-            record = EpochRecord(
-                epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
-                valid_loss=valid["loss"], valid_accuracy=valid["accuracy"],
-                hidden_spikes_per_neuron=train_spikes,
-                epoch_time_s=time.perf_counter() - started,
-            )
-            self.state.history.append(asdict(record))
-            if valid["accuracy"] > self.state.best_valid_accuracy:
-                self.state.best_valid_accuracy = valid["accuracy"]
-                self.state.best_epoch = epoch
-                self.state.best_model_state = {
-                    k: v.detach().clone() for k, v in self.model.state_dict().items()
-                }
-            self.state.epoch = epoch
-            self._early_stopping(valid["accuracy"])
-            if epoch_callback is not None and self.state.status == "running" and \
-                    epoch_callback(self.state):
-                self.state.status, self.state.stop_reason = "stopped", "callback"
-            self.state.elapsed_s += time.perf_counter() - started
-            self.save_checkpoint()
-            self._write_metrics()
-            bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.3f}", train=f"{train_accuracy:.3f}",
-                            valid=f"{valid['accuracy']:.3f}",
-                            spikes="/".join(f"{s:.2f}" for s in train_spikes))
-            if stop_after is not None and self.state.epoch >= stop_after and \
-                    self.state.status == "running" and self.state.epoch < epochs:
-                bar.close()
-                self._write_metrics()
-                return {**self.final_metrics(evaluate_splits=False), "status": "paused"}
-        bar.close()
+                self._save_progress()
+                if isinstance(outcome, Divergence):
+                    break
+                bar.update(1)
+                bar.set_postfix(loss=f"{outcome.train_loss:.3f}",
+                                train=f"{outcome.train_accuracy:.3f}",
+                                valid=f"{outcome.valid_accuracy:.3f}",
+                                spikes="/".join(f"{s:.2f}"
+                                                for s in outcome.hidden_spikes_per_neuron))
+                if stop_after is not None and self.state.epoch >= stop_after and \
+                        self.state.status == "running" and self.state.epoch < epochs:
+                    return {**self.final_metrics(evaluate_splits=False), "status": "paused"}
         if self.state.status == "running":
             self.state.status = "completed"
             self.state.stop_reason = self.state.stop_reason or "epochs"
             self.save_checkpoint()
         result = self.final_metrics()
-        if self.out_dir is not None:
-            self._write_metrics()
-            atomic_write_json(self.out_dir / "result.json", result)
+        if self.run is not None:
+            self.run.write_metrics(self.state.history)
+            self.run.write_result(result)
         return result
+
+    def _train_epoch(self) -> EpochRecord | Divergence:
+        """One pass over the training set and one over the validation set: the epoch's
+        record, or why training diverged (then the weights are not to be used)."""
+        started = time.perf_counter()
+        self.model.train()
+        reduction = self.config.model.readout.reduction
+        sums = MetricSums(len(self.model.hidden))
+        for inputs, labels in iterate_batches(
+            self.data.train, self.config.training.batch_size, shuffle=True,
+            generator=self.shuffle_generator,
+        ):
+            output = self.model(inputs, record_spikes=False, record_trace=False,
+                                reduction=reduction)
+            loss = classification_loss(output.logits, labels)
+            loss = loss + activity_penalty(self.config, output.spike_counts)
+            if not torch.isfinite(loss):
+                return Divergence(f"loss is {float(loss.detach())}")
+            self._step(loss)
+            if not _weights_finite(self.model):
+                return Divergence("weights are not finite")
+            sums.add(loss, output.logits, labels, output.spike_counts)
+        train = sums.means()
+        valid = evaluate(self.model, self.data.valid, reduction,
+                         self.config.training.eval_batch_size)
+        return EpochRecord(
+            epoch=self.state.epoch + 1, train_loss=train["loss"],
+            train_accuracy=train["accuracy"], valid_loss=valid["loss"],
+            valid_accuracy=valid["accuracy"],
+            hidden_spikes_per_neuron=train["hidden_spikes_per_neuron"],
+            epoch_time_s=time.perf_counter() - started,
+        )
+
+    def _step(self, loss: Tensor) -> None:
+        """One optimiser step on ``loss``; a step that fails (e.g. a step too large for
+        float32) is a :class:`ConfigError` naming the learning rate."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:
+            t = self.config.training
+            raise ConfigError(
+                f"training.learning_rate: the {t.optimizer} step failed in epoch "
+                f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
+                f"({str(error).splitlines()[0]})") from None
+
+    def _diverged(self, divergence: Divergence) -> None:
+        s = self.state
+        s.status, s.diverged_epoch = "diverged", s.epoch + 1
+        s.divergence_reason = divergence.reason
+
+    def _end_epoch(self, record: EpochRecord,
+                   epoch_callback: Callable[[TrainingState], bool] | None) -> None:
+        """Keep the record (and the weights, when validation is the best so far), count
+        patience, then ask the callback whether to stop."""
+        s = self.state
+        s.history.append(asdict(record))
+        if record.valid_accuracy > s.best_valid_accuracy:
+            s.best_valid_accuracy, s.best_epoch = record.valid_accuracy, record.epoch
+            s.best_model_state = {
+                k: v.detach().clone() for k, v in self.model.state_dict().items()
+            }
+        s.epoch = record.epoch
+        self._early_stopping(record.valid_accuracy)
+        if epoch_callback is not None and s.status == "running" and epoch_callback(s):
+            s.status, s.stop_reason = "stopped", "callback"
 
     def _early_stopping(self, valid_accuracy: float) -> None:
         """Keras' rule: an improvement must exceed the reference by min_delta; after
@@ -447,10 +442,11 @@ class Trainer:
         if t.patience is not None and s.epochs_without_improvement >= t.patience:
             s.status, s.stop_reason = "completed", "patience"
 
-    def _write_metrics(self) -> None:
-        if self.out_dir is not None:
-            lines = "".join(strict_json(r) + "\n" for r in self.state.history)
-            atomic_write_text(self.out_dir / "metrics.jsonl", lines)
+    def _save_progress(self) -> None:
+        """The checkpoint and the metrics so far, to the run folder (if any)."""
+        if self.run is not None:
+            self.save_checkpoint()
+            self.run.write_metrics(self.state.history)
 
     def final_metrics(self, evaluate_splits: bool = True) -> dict[str, Any]:
         """Metrics of the best-validation weights on all three splits (with

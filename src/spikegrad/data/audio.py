@@ -40,7 +40,14 @@ import numpy as np
 
 from spikegrad.data.base import CurrentDataset, DataSplits, split_indices
 from spikegrad.data.configs import AudioConfig, MelConfig
-from spikegrad.data.files import DataFileError, MissingDataError, cache_key, cached_arrays
+from spikegrad.data.files import (
+    DataFileError,
+    MissingDataError,
+    cache_key,
+    cached_arrays,
+    data_folder,
+)
+from spikegrad.data.spoken_digits import default_folder, ensure_spoken_digits
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 HEIDELBERG_NAME = re.compile(
@@ -186,12 +193,8 @@ def audio_files(config: AudioConfig, folder: Path) -> AudioFiles:
 
 def build_audio(config: AudioConfig, n_steps: int, dt_ms: float) -> DataSplits:
     """Audio files as Mel-spectrogram input current, split train/valid/test."""
-    from spikegrad.data.shd import data_folder
-
     folder = data_folder(config)
     if config.name == "spoken-digits-audio" and config.path is None:
-        from spikegrad.data.spoken_digits import default_folder, ensure_spoken_digits
-
         folder = default_folder()
         ensure_spoken_digits(folder)
     files = audio_files(config, folder)

@@ -1,13 +1,16 @@
 """Validated configs of every data set, chosen by ``data.name`` in an experiment config.
 
-Each data set has one pydantic model here with a ``name`` literal; ``DataConfig`` is
-their union, discriminated by ``name``. Builders live in the data set's own module
-and are looked up by name in :mod:`spikegrad.data`.
+The registry of data sets: each has one pydantic model here with a ``name`` literal, the
+``builder`` that makes its splits (``"module:function"``, imported when first used, so that
+heavy readers load on demand) and its ``input_width``. :data:`DATA_CONFIGS` lists them once;
+the name -> config table (:data:`DATA_SETS`) and ``DataConfig``, their union discriminated by
+``name``, are made from it. A new data set is a model here (listed in ``DATA_CONFIGS``) and
+its builder in its own module.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -46,6 +49,7 @@ class SplitFractions(Strict):
 class RandmanConfig(Strict):
     """Random manifolds (Zenke & Vogels 2021, section 4). See :mod:`spikegrad.data.randman`."""
 
+    builder: ClassVar[str] = "spikegrad.data.randman:build_randman"
     name: Literal["randman"] = "randman"
     """randman"""
     n_classes: Annotated[Int, Field(ge=2)] = 10
@@ -79,6 +83,9 @@ class RandmanConfig(Strict):
     split: SplitFractions = Field(default_factory=SplitFractions)
     """Train/valid/test fractions after a seeded shuffle (the paper's 0.8/0.1/0.1)."""
 
+    def input_width(self) -> int:
+        return self.n_units
+
 
 class LatencyEncoding(Strict):
     """Pixel -> spike latency t(x) = tau_eff ln(x / (x - theta)), x > theta (protocol 4)."""
@@ -92,6 +99,7 @@ class LatencyEncoding(Strict):
 class DigitsConfig(Strict):
     """scikit-learn's bundled 8x8 handwritten digits (1797 images), latency-coded: offline."""
 
+    builder: ClassVar[str] = "spikegrad.data.images:build_digits"
     name: Literal["digits"] = "digits"
     """digits"""
     encoding: LatencyEncoding = Field(default_factory=LatencyEncoding)
@@ -102,6 +110,9 @@ class DigitsConfig(Strict):
         default_factory=lambda: SplitFractions(train=0.6, valid=0.2, test=0.2))
     """Train/valid/test fractions."""
 
+    def input_width(self) -> int:
+        return 8 * 8
+
 
 class MNISTConfig(Strict):
     """MNIST from the standard IDX files in ``path`` (default: the cache), latency-coded.
@@ -111,6 +122,7 @@ class MNISTConfig(Strict):
     remaining training images (quick runs).
     """
 
+    builder: ClassVar[str] = "spikegrad.data.images:build_mnist"
     name: Literal["mnist"] = "mnist"
     """mnist"""
     path: str | None = None
@@ -125,6 +137,9 @@ class MNISTConfig(Strict):
     """Keep only this many of the other training images (null: all)."""
     seed: Seed = 42
     """Seed of the validation split."""
+
+    def input_width(self) -> int:
+        return 28 * 28  # the standard images
 
 
 class FashionMNISTConfig(MNISTConfig):
@@ -144,6 +159,7 @@ class SHDConfig(Strict):
     shuffle); the official test set is the test split.
     """
 
+    builder: ClassVar[str] = "spikegrad.data.shd:build_shd"
     name: Literal["shd"] = "shd"
     """shd"""
     path: str | None = None
@@ -162,6 +178,9 @@ class SHDConfig(Strict):
     """Part of the training file held out for validation."""
     seed: Seed = 42
     """Seed of the validation split."""
+
+    def input_width(self) -> int:
+        return self.n_units
 
 
 class SSCConfig(SHDConfig):
@@ -209,6 +228,7 @@ class AudioConfig(Strict):
     with one, ``valid_fraction`` of the training files are held out.
     """
 
+    builder: ClassVar[str] = "spikegrad.data.audio:build_audio"
     name: Literal["audio"] = "audio"
     """audio"""
     path: str | None = None
@@ -226,6 +246,9 @@ class AudioConfig(Strict):
     seed: Seed = 42
     """Seed of the splits."""
 
+    def input_width(self) -> int:
+        return self.mel.n_mels
+
 
 class SpokenDigitsAudioConfig(AudioConfig):
     """The synthesised spoken digits as audio, for the current paradigm."""
@@ -238,11 +261,11 @@ class SpokenDigitsAudioConfig(AudioConfig):
 
 DATA_CONFIGS = (RandmanConfig, DigitsConfig, MNISTConfig, FashionMNISTConfig, SHDConfig,
                 SSCConfig, SpokenDigitsConfig, AudioConfig, SpokenDigitsAudioConfig)
-"""Every data set's config, in the order the reference lists them."""
+"""Every data set's config, in the order the reference lists them: the registry."""
 
-# The union of all data set configs, discriminated by ``name``.
-DataConfig = Annotated[
-    RandmanConfig | DigitsConfig | MNISTConfig | FashionMNISTConfig | SHDConfig | SSCConfig
-    | SpokenDigitsConfig | AudioConfig | SpokenDigitsAudioConfig,
-    Field(discriminator="name"),
-]
+DATA_SETS: dict[str, type[Strict]] = {
+    config.model_fields["name"].default: config for config in DATA_CONFIGS}
+"""Data set name -> its config class."""
+
+DataConfig = Annotated[Union[DATA_CONFIGS], Field(discriminator="name")]  # noqa: UP007
+"""The config of any registered data set, chosen by ``name``."""

@@ -48,6 +48,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPIKEGRAD_CACHE") or Path.home() / ".cache" / "spikegrad")
 
 
+def data_folder(config) -> Path:
+    """The folder of a data set: ``data.path``, or its default place in the cache."""
+    return Path(config.path).expanduser() if config.path else cache_dir() / config.name
+
+
 def file_identity(path: str | Path) -> list[Any]:
     """What identifies a source file's content cheaply: its resolved path, size and mtime."""
     stat = Path(path).stat()

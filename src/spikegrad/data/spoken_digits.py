@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from spikegrad.data.files import MissingDataError, cache_dir
+from spikegrad.data.spike_file import write_spike_file
 from spikegrad.io import atomic_write_text
 
 ENGLISH = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -200,8 +201,6 @@ def make_spoken_digits(folder: str | Path, options: SynthesisOptions | None = No
     """
     import soundfile
     from tqdm.auto import tqdm
-
-    from spikegrad.data.shd import write_spike_file
 
     options = options or SynthesisOptions()
     espeak_path()

@@ -284,33 +284,16 @@ def export_run(source: str | Path, out: str | Path, dt: float | None = None, *,
 def load_run_model(source: str | Path) -> tuple[SNN, float]:
     """The network of a run with its best-validation weights, and the run's step in seconds."""
     from spikegrad.config import load_config
-    from spikegrad.training import CHECKPOINT, build_model
+    from spikegrad.run_files import read_best_weights, run_files
 
-    source = Path(source)
-    if source.is_dir():
-        checkpoint, config_path = source / CHECKPOINT, source / "config.yaml"
-    elif source.is_file():
-        checkpoint, config_path = source, source.parent / "config.yaml"
-    else:
-        raise ConfigError(f"{source}: no such run folder or checkpoint")
-    if not checkpoint.is_file():
-        raise ConfigError(f"{checkpoint}: no such checkpoint (a run keeps one when trained "
-                          "with an out_dir)")
-    if not config_path.is_file():
-        raise ConfigError(f"{config_path}: no such file (a run folder holds config.yaml "
-                          "beside checkpoint.pt)")
+    checkpoint, config_path = run_files(source)
     config = load_config(config_path)
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        state = saved["state"]["best_model_state"]
-    except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ConfigError(f"{checkpoint}: cannot read checkpoint "
-                          f"({type(error).__name__}: {error})".splitlines()[0]) from None
+    state = read_best_weights(checkpoint)
     if state is None:
         raise ConfigError(f"{checkpoint}: no validated weights yet (no epoch has finished)")
     n_inputs = state["hidden.0.weight"].shape[1]
     n_classes = state["readout.weight"].shape[0]
-    model = build_model(config, n_inputs, n_classes)
+    model = SNN.from_config(config, n_inputs, n_classes)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -64,11 +64,11 @@ def readout_data_sets() -> tuple[list[str], dict[str, str]]:
 
 def _files_missing(name: str) -> str | None:
     """None when the data set's files are present and readable, else why not."""
-    from spikegrad.data import get_builder
+    from spikegrad.data import build_data
 
     config = load_config(name)
     try:
-        get_builder(config.data.name)(config.data, config.time.n_steps, config.time.dt_ms)
+        build_data(config.data, config.time.n_steps, config.time.dt_ms)
     except Exception as error:  # noqa: BLE001 - any missing or unreadable file means "absent"
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         return f"files not found or unreadable ({first}); spikegrad data download {name}"
@@ -90,7 +90,7 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
     freshly initialised network on one Randman batch (the same weights for both scales)."""
     from spikegrad.data import build_data
     from spikegrad.diagnostics import membrane_gradient_norms
-    from spikegrad.training import build_model
+    from spikegrad.model import SNN
 
     base = load_config("randman", PROFILES[profile].randman)
     data = build_data(base.data, base.time.n_steps, base.time.dt_ms)
@@ -104,8 +104,8 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
             layer = {**base.model.hidden[0].model_dump(), **condition}
             config = load_config(base, {"model.hidden": [layer], "surrogate.scale": scale,
                                         "model.engine": "reference"})
-            model = build_model(config, data.n_inputs, data.n_classes,
-                                torch.Generator().manual_seed(seed)).double()
+            model = SNN.from_config(config, data.n_inputs, data.n_classes,
+                                    generator=torch.Generator().manual_seed(seed)).double()
             per_layer = membrane_gradient_norms(model, inputs, labels,
                                                 config.model.readout.reduction)
             norms[name][scale] = per_layer[0].tolist()

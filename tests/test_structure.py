@@ -1,0 +1,101 @@
+"""How the package is put together: data sets registered once, imports that only look down."""
+
+from __future__ import annotations
+
+import ast
+import typing
+from importlib import import_module
+from pathlib import Path
+
+import spikegrad
+from spikegrad.config import load_config
+from spikegrad.data.configs import DATA_CONFIGS, DATA_SETS, DataConfig
+
+PACKAGE = Path(spikegrad.__file__).parent
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Every module of the package -> the package modules it imports (at the top or inside a
+    function: both are dependencies)."""
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = ["spikegrad", *path.relative_to(PACKAGE).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module == "spikegrad":
+                    imported |= {f"spikegrad.{alias.name}" for alias in node.names}
+                else:
+                    imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        modules[".".join(parts)] = {m for m in imported if m.startswith("spikegrad.")}
+    return modules
+
+
+def test_every_data_set_is_registered_once_with_its_builder():
+    names = [config.model_fields["name"].default for config in DATA_CONFIGS]
+    assert len(set(names)) == len(names) and list(DATA_SETS) == names
+    assert typing.get_args(typing.get_args(DataConfig)[0]) == DATA_CONFIGS
+    for name, config_class in DATA_SETS.items():
+        module, function = config_class.builder.split(":")
+        assert callable(getattr(import_module(module), function)), name
+        config = load_config({"data": {"name": name}}).data
+        assert isinstance(config, config_class) and config.input_width() >= 1
+
+
+def test_the_data_modules_import_no_cycle():
+    modules = {m: {i for i in imports if i.startswith("spikegrad.data")}
+               for m, imports in module_imports().items() if m.startswith("spikegrad.data")}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in modules.get(start, ()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    cycles = [m for m in modules if reaches(m, m, {m})]
+    assert cycles == []
+
+
+LAYERS = [
+    ("maths", ["errors", "functional", "surrogates", "losses", "engine", "schema"]),
+    ("config", ["config", "data.configs", "io"]),
+    ("models", ["model", "diagnostics"]),
+    ("data", ["data"]),
+    ("training", ["training", "run_files", "interop"]),
+    ("studies", ["studies", "reproduce", "bench"]),
+    ("cli", ["cli", "__main__", ""]),
+]
+"""The layers, lowest first; a module belongs to the longest prefix that names it."""
+
+KNOWN_UPWARD = {("spikegrad.surrogates", "spikegrad.config")}
+"""Imports that still look up: a surrogate is checked as the config's surrogate section."""
+
+
+def layer_of(module: str) -> int | None:
+    best, length = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            full = f"spikegrad.{prefix}" if prefix else "spikegrad"
+            if (module == full or module.startswith(full + ".")) and len(full) > length:
+                best, length = index, len(full)
+    return best
+
+
+def test_modules_import_only_their_own_layer_or_below():
+    """maths -> config -> models -> data -> training -> studies -> command line: no module
+    imports one above it (``spikegrad.x`` as a name of the package counts as module x)."""
+    upward = []
+    for module, imports in module_imports().items():
+        here = layer_of(module)
+        for target in imports:
+            if target.startswith("spikegrad.__"):  # __version__
+                continue
+            there = layer_of(target)
+            if there > here and (module, target) not in KNOWN_UPWARD:
+                upward.append(f"{module} ({LAYERS[here][0]}) imports {target} "
+                              f"({LAYERS[there][0]})")
+    assert upward == []
