@@ -108,7 +108,7 @@ def test_duplicate_keys_in_a_study_spec_and_in_set_values(tmp_path):
     path.write_text("name: s\nbase: randman\nseeds: [0]\nseeds: [1]\n")
     with pytest.raises(ConfigError, match=r"study.yaml: invalid YAML: duplicate key 'seeds'"):
         load_study_spec(path)
-    with pytest.raises(ConfigError, match=r"--set .*duplicate key 'a'"):
+    with pytest.raises(ConfigError, match=r"override .*duplicate key 'a'"):
         load_config("randman", ["data={a: 1, a: 2}"])
 
 

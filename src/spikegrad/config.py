@@ -386,9 +386,9 @@ def parse_overrides(overrides: list[str] | dict[str, Any]) -> list[tuple[str, An
     items = []
     for text in overrides:
         if "=" not in text:
-            raise ConfigError(f"--set {text!r}: expected key=value")
+            raise ConfigError(f"override {text!r}: expected key=value")
         key, value = text.split("=", 1)
-        items.append((key.strip(), load_yaml(value, f"--set {text!r}")))
+        items.append((key.strip(), load_yaml(value, f"override {text!r}")))
     return items
 
 
