@@ -33,6 +33,7 @@ from spikegrad.reproduce.studies import (
     PROFILES,
     RC_RESET,
     RC_THROUGH,
+    Profile,
     study_specs,
 )
 from spikegrad.studies.runner import available_cores
@@ -216,22 +217,18 @@ def reproduce(
     seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Run the chosen studies (all by default) and write the report; returns a summary.
-    ``seeds`` replace the profile's (a second run on other seeds)."""
-    from spikegrad.studies import ResultsDB, load_study_spec
+    ``seeds`` replace the profile's (a second run on other seeds).
+
+    The steps: choose the data sets, train every study (one pool of workers for all), read
+    back the trials each claim and figure needs, judge the claims, draw the figures, write
+    the report."""
+    from spikegrad.studies import load_study_spec
     from spikegrad.studies.runner import run_studies
 
     started = time.perf_counter()
     if profile not in PROFILES:
         raise ArgumentError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
-    chosen = PROFILES[profile]
-    if chosen.readout_data is not None:
-        data_sets, skipped = list(chosen.readout_data), {}
-    else:
-        data_sets, skipped = readout_data_sets()
-        for name, reason in chosen.readout_skip.items():
-            if name in data_sets:
-                data_sets.remove(name)
-                skipped[name] = reason
+    data_sets, skipped = _readout_data_sets(PROFILES[profile])
     specs = study_specs(profile, studies, data_sets, seeds)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +239,57 @@ def reproduce(
     summaries = run_studies(list(loaded.values()), db_path, workers=workers, address=address,
                             progress=progress)
     trained = sum(s["ran"] for s in summaries)
+    data, table, curves = _read_back(db_path, loaded)
+
+    seed = (seeds or PROFILES[profile].seeds)[0]
+    norms = gradient_norms(profile, seed) if "scale" in specs else None
+    claims = rules.evaluate(data, norms)
+    figures = _draw_figures(specs, data, norms, curves, out_dir)
+    meta = {
+        "profile": profile,
+        "profile description": PROFILES[profile].description,
+        "seeds": ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds)),
+        "studies": ", ".join(specs),
+        "data sets (readout study)": ", ".join(data_sets),
+        "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
+        "results database": str(db_path),
+        "trials trained by this command": trained,
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+        "run time of this command (s)": f"{time.perf_counter() - started:.0f}",
+        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
+                   f"{available_cores()} cores",
+        "python": platform.python_version(),
+        "packages": _versions(),
+    }
+    paths = write_report(out_dir, claims, figures, meta, specs, table)
+    return {
+        "report": paths,
+        "claims": [c.__dict__ for c in claims],
+        "figures": [f["png"] for f in figures],
+        "trials_trained": trained,
+        "data_sets": data_sets,
+        "skipped_data_sets": skipped,
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def _readout_data_sets(profile: Profile) -> tuple[list[str], dict[str, str]]:
+    """The readout study's data sets under ``profile`` and the skipped ones with the reason."""
+    if profile.readout_data is not None:
+        return list(profile.readout_data), {}
+    data_sets, skipped = readout_data_sets()
+    for name, reason in profile.readout_skip.items():
+        if name in data_sets:
+            data_sets.remove(name)
+            skipped[name] = reason
+    return data_sets, skipped
+
+
+def _read_back(db_path: str | Path, loaded: dict[str, Any]):
+    """From the database: each study's selected trials (by role), the table of studies for
+    the report, and the learning curves of each study's best trial."""
+    from spikegrad.studies import ResultsDB
+
     with ResultsDB(db_path) as db:
         data = {role: selected_trials(db, spec) for role, spec in loaded.items()}
         table = [{"study": spec.name, "trials": len(db.trials(study=spec.name)),
@@ -252,9 +300,13 @@ def reproduce(
                  for spec in loaded.values()]
         best = plots.best_trials_by_study(data)
         curves = {name: db.epochs(t["config_hash"]) for name, t in best.items()}
+    return data, table, curves
 
-    norms = gradient_norms(profile, (seeds or chosen.seeds)[0]) if "scale" in specs else None
-    claims = rules.evaluate(data, norms)
+
+def _draw_figures(specs: dict[str, Any], data: dict[str, Any], norms, curves,
+                  out_dir: Path) -> list[dict[str, str]]:
+    """Every figure of the report: the studies' (:data:`FIGURES`), then the gradient norms,
+    a trained network's activity, Randman's manifolds and the learning curves."""
     figures: list[dict[str, str]] = []
 
     def add_figure(name: str, files: dict[str, str], title: str, caption: str) -> None:
@@ -284,30 +336,4 @@ def reproduce(
     add_figure("learning_curves", plots.learning_curve_figure(curves, out_dir),
                "Learning curves", "Train (dashed) and validation (solid) accuracy per epoch of "
                "the best trial of each study.")
-
-    meta = {
-        "profile": profile,
-        "profile description": PROFILES[profile].description,
-        "seeds": ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds)),
-        "studies": ", ".join(specs),
-        "data sets (readout study)": ", ".join(data_sets),
-        "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
-        "results database": str(db_path),
-        "trials trained by this command": trained,
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
-        "run time of this command (s)": f"{time.perf_counter() - started:.0f}",
-        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, "
-                   f"{available_cores()} cores",
-        "python": platform.python_version(),
-        "packages": _versions(),
-    }
-    paths = write_report(out_dir, claims, figures, meta, specs, table)
-    return {
-        "report": paths,
-        "claims": [c.__dict__ for c in claims],
-        "figures": [f["png"] for f in figures],
-        "trials_trained": trained,
-        "data_sets": data_sets,
-        "skipped_data_sets": skipped,
-        "wall_time_s": time.perf_counter() - started,
-    }
+    return figures
