@@ -63,7 +63,7 @@ def test_the_data_modules_import_no_cycle():
 LAYERS = [
     ("maths", ["errors", "functional", "surrogates", "losses", "engine", "schema"]),
     ("config", ["config", "data.configs", "io"]),
-    ("models", ["model", "diagnostics"]),
+    ("models", ["model", "diagnostics", "fluctuation"]),
     ("data", ["data"]),
     ("training", ["training", "run_files", "interop"]),
     ("studies", ["studies", "reproduce", "bench"]),

@@ -25,7 +25,15 @@ from spikegrad.engine.contract import KernelChoice
 from spikegrad.errors import ConfigError
 from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
-from spikegrad.schema import Float, NonNegativeFloat, PositiveFloat, PositiveInt, Seed, Strict
+from spikegrad.schema import (
+    Float,
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    Strict,
+)
 from spikegrad.surrogates import SURROGATES
 
 
@@ -117,12 +125,40 @@ class MatrixInit(Strict):
     ``uniform``: U(-scale·√k, scale·√k), k = 1/fan_in (PyTorch's default at scale 1, the
     paper's, Sec. 4.2.3). ``gaussian``: N(0, (scale/√fan_in)^2) (the SpyTorch tutorials',
     with scale 7(1 - β_mem) for a membrane without the (1 - β_mem) input factor).
+    ``fluctuation``: fluctuation-driven, from a batch of the data (``model.init.fluctuation``;
+    hidden W and V only).
     """
 
-    scheme: Literal["uniform", "gaussian"] = "uniform"
-    """uniform: U(±scale/√fan_in); gaussian: N(0, (scale/√fan_in)²)."""
+    scheme: Literal["uniform", "gaussian", "fluctuation"] = "uniform"
+    """uniform: U(±scale/√fan_in); gaussian: N(0, (scale/√fan_in)²); fluctuation: N(μ_W, σ_W²)
+    chosen from a batch of the data for the targets of model.init.fluctuation (feedforward and
+    recurrent only; recurrent needs feedforward fluctuation too)."""
     scale: PositiveFloat = 1.0
-    """Scale of the distribution (1: PyTorch's default, the paper's)."""
+    """Scale of the distribution (1: PyTorch's default, the paper's; not used by
+    fluctuation)."""
+
+
+class FluctuationInit(Strict):
+    """Targets of the fluctuation-driven initialisation (Rossbroich, Gygax & Zenke 2022):
+    each hidden layer's weights are drawn from N(μ_W, σ_W²) so that its free membrane
+    potential (threshold 1) has mean ``mu_u`` and standard deviation ``sigma_u`` at init,
+    layer by layer on a batch of training inputs (:mod:`spikegrad.fluctuation`)."""
+
+    mu_u: Float = 0.0
+    """Target mean μ_U of the free membrane potential (threshold 1; 0: the paper's centred
+    version)."""
+    sigma_u: PositiveFloat = 1.0
+    """Target standard deviation σ_U of a neuron's free membrane potential over time and
+    samples."""
+    recurrent_fraction: Fraction = 0.9
+    """α: the share of the membrane variance a recurrent layer takes from its feed-forward
+    input W (1 - α from its recurrent input V)."""
+    moments: Literal["measured", "poisson"] = "measured"
+    """Input moments: poisson (the paper's formulas, inputs taken for Poisson trains of the
+    batch's rate) or measured (the same formulas with the moments of the PSP-filtered inputs
+    measured on the batch; equal for Poisson inputs)."""
+    batch_size: PositiveInt = 256
+    """Training samples (the first ones) used to estimate each layer's input statistics."""
 
 
 class InitConfig(Strict):
@@ -135,12 +171,29 @@ class InitConfig(Strict):
     """Initialisation of every recurrent V."""
     readout: MatrixInit = Field(default_factory=MatrixInit)
     """Initialisation of the readout's weights."""
+    fluctuation: FluctuationInit = Field(default_factory=FluctuationInit)
+    """Targets of the fluctuation scheme (used where a matrix's scheme is fluctuation)."""
+
+    @model_validator(mode="after")
+    def _fluctuation_where_it_applies(self) -> InitConfig:
+        if self.readout.scheme == "fluctuation":
+            raise ValueError("readout.scheme: fluctuation applies to hidden layers (feedforward "
+                             "and recurrent) only")
+        if self.recurrent.scheme == "fluctuation" and self.feedforward.scheme != "fluctuation":
+            raise ValueError("recurrent.scheme: fluctuation needs feedforward.scheme "
+                             "fluctuation too (the variance is split between them)")
+        return self
 
     def per_matrix(self) -> dict[str, tuple[str, float]]:
         """{kind: (scheme, scale)} for :func:`spikegrad.model.init_weights`."""
         return {kind: (m.scheme, m.scale) for kind, m in
                 (("feedforward", self.feedforward), ("recurrent", self.recurrent),
                  ("readout", self.readout))}
+
+    @property
+    def data_dependent(self) -> bool:
+        """Whether a batch of inputs is needed (some matrix uses the fluctuation scheme)."""
+        return self.feedforward.scheme == "fluctuation"
 
 
 class ModelConfig(Strict):
@@ -271,7 +324,10 @@ class ExperimentConfig(Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-HASHED_UNLESS_DEFAULT: dict[str, Any] = {"model.kernels": "auto", "model.recompute": False}
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {
+    "model.kernels": "auto", "model.recompute": False,
+    "model.init.fluctuation": FluctuationInit().model_dump(mode="json"),
+}
 """Config fields (dotted paths) that count in :meth:`ExperimentConfig.config_hash` only when
 they differ from these defaults."""
 

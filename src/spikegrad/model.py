@@ -39,6 +39,7 @@ from spikegrad.config import (
     validate_section,
 )
 from spikegrad.engine.contract import KernelChoice
+from spikegrad.fluctuation import LayerInit, fluctuation_init
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.losses import ReadoutReduction, reduce_readout
 from spikegrad.surrogates import Surrogate
@@ -166,6 +167,8 @@ class SNN(nn.Module):
         super().__init__()
         self.hidden = nn.ModuleList(hidden)
         self.readout = readout
+        # what a fluctuation-driven init chose per hidden layer (None for the other schemes)
+        self.init_report: list[LayerInit] | None = None
 
     @classmethod
     def build(
@@ -230,9 +233,18 @@ class SNN(nn.Module):
         n_inputs: int | None = None,
         n_outputs: int | None = None,
         generator: torch.Generator | None = None,
+        inputs: Tensor | None = None,
+        load_only: bool = False,
     ) -> SNN:
         """The network a config describes (its ``time``, ``model`` and ``surrogate``): the
         one way a network is built from settings.
+
+        The fluctuation-driven scheme (``model.init.*.scheme: fluctuation``) needs
+        ``inputs``, a batch of the data [B, T, C] (training passes the first
+        ``model.init.fluctuation.batch_size`` training samples); its matrices are drawn after
+        all others, layer by layer (:func:`spikegrad.fluctuation.fluctuation_init`). With
+        ``load_only`` (weights that a saved state replaces next) it is skipped and those
+        matrices keep the layers' default uniform init.
 
         ``n_inputs`` and ``n_outputs`` come from the data set for an
         :class:`~spikegrad.config.ExperimentConfig` (its input width and classes); a
@@ -264,7 +276,16 @@ class SNN(nn.Module):
             engine, config.model.kernels,
         )
         net = cls(layers, readout)
-        init_weights(net, config.model.init.per_matrix(), generator=generator)
+        init = config.model.init
+        init_weights(net, init.per_matrix(), generator=generator)
+        if init.data_dependent and not load_only:
+            if inputs is None:
+                raise ConfigError("model.init.feedforward.scheme: fluctuation needs a batch of "
+                                  "inputs (SNN.from_config(..., inputs=batch))")
+            f = init.fluctuation
+            net.init_report = fluctuation_init(
+                net, inputs, f.mu_u, f.sigma_u, f.recurrent_fraction, dt, moments=f.moments,
+                recurrent=init.recurrent.scheme == "fluctuation", generator=generator)
         return net
 
     def forward(self, inputs: Tensor, record_spikes: bool = True, record_trace: bool = True,
@@ -321,6 +342,7 @@ def init_matrix(
 
     ``uniform``: U(-scale/√fan_in, scale/√fan_in), PyTorch's default (and the paper's) at
     scale 1. ``gaussian``: N(0, (scale/√fan_in)^2), as in the SpyTorch tutorials.
+    ``fluctuation`` depends on data: :func:`spikegrad.fluctuation.fluctuation_init`.
     """
     bound = scale / math.sqrt(weight.shape[1])
     with torch.no_grad():
@@ -330,8 +352,12 @@ def init_matrix(
         elif scheme == "gaussian":
             weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
                          * bound)
+        elif scheme == "fluctuation":
+            raise ValueError("the fluctuation scheme needs data: use fluctuation_init(model, "
+                             "inputs) or SNN.from_config(..., inputs=batch)")
         else:
-            raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian)")
+            raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian, "
+                             "fluctuation)")
 
 
 def init_weights(
@@ -341,11 +367,15 @@ def init_weights(
     """Initialise every weight matrix in ``module``, in parameter order, by :func:`init_matrix`.
 
     ``scheme`` and ``scale`` apply to every matrix, or ``scheme`` maps each kind of matrix
-    (``feedforward``, ``recurrent``, ``readout``) to its own (scheme, scale).
+    (``feedforward``, ``recurrent``, ``readout``) to its own (scheme, scale). In a mapping,
+    matrices of the data-dependent ``fluctuation`` scheme are left as they are (and draw
+    nothing from ``generator``): :func:`spikegrad.fluctuation.fluctuation_init` sets them.
     """
     for name, weight in module.named_parameters():
         if not name.endswith("weight"):
             continue
         kind_scheme, kind_scale = (scheme[matrix_kind(name)] if isinstance(scheme, dict)
                                    else (scheme, scale))
+        if isinstance(scheme, dict) and kind_scheme == "fluctuation":
+            continue
         init_matrix(weight, kind_scheme, kind_scale, generator)

@@ -228,6 +228,16 @@ def check_splits(data: DataSplits) -> None:
                           f"the data set is too small for its split settings")
 
 
+def init_batch(config: ExperimentConfig, train: SampleDataset) -> Tensor | None:
+    """The inputs a data-dependent init (``model.init.*.scheme: fluctuation``) estimates its
+    statistics from: the first ``model.init.fluctuation.batch_size`` training samples (None
+    when no matrix needs data)."""
+    if not config.model.init.data_dependent:
+        return None
+    n = min(config.model.init.fluctuation.batch_size, len(train))
+    return train.batch(torch.arange(n))[0]
+
+
 def _weights_finite(model: SNN) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -261,7 +271,8 @@ class Trainer:
                 f"{config.time.n_steps}"
             )
         check_splits(self.data)
-        self.model = SNN.from_config(config, self.data.n_inputs, self.data.n_classes)
+        self.model = SNN.from_config(config, self.data.n_inputs, self.data.n_classes,
+                                     inputs=init_batch(config, self.data.train))
         self.optimizer = self._make_optimizer()
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
         self.state = TrainingState()

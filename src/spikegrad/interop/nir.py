@@ -293,7 +293,7 @@ def load_run_model(source: str | Path) -> tuple[SNN, float]:
         raise ConfigError(f"{checkpoint}: no validated weights yet (no epoch has finished)")
     n_inputs = state["hidden.0.weight"].shape[1]
     n_classes = state["readout.weight"].shape[0]
-    model = SNN.from_config(config, n_inputs, n_classes)
+    model = SNN.from_config(config, n_inputs, n_classes, load_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

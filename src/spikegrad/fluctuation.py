@@ -1,0 +1,266 @@
+"""Fluctuation-driven initialisation (Rossbroich, Gygax & Zenke 2022, "Fluctuation-driven
+initialization for spiking neural network training", Neuromorph. Comput. Eng. 2, 044016).
+
+The weights of each hidden layer are drawn from N(μ_W, σ_W²) with μ_W and σ_W chosen so
+that, at initialisation, the free membrane potential (the membrane without threshold and
+reset, driven by the layer's synaptic input) has a target mean μ_U and standard deviation
+σ_U (the threshold is 1). For a neuron with n inputs firing as Poisson processes of rate ν,
+Campbell's theorem gives the mean and variance of its free membrane potential
+U(t) = Σ_j W_j Σ_k ε(t - t_j^k), and their expectation over the weights is the paper's pair
+of equations for μ_U and σ_U² (its theory section, from Campbell's theorem)::
+
+    μ_U  = n μ_W ν ε̄                    ε̄ = ∫ ε(t) dt
+    σ_U² = n (σ_W² + μ_W²) ν ε̂          ε̂ = ∫ ε(t)² dt
+
+(this is the version with the mean term, as in the authors' stork library), so::
+
+    μ_W  = μ_U / (n ν ε̄)
+    σ_W² = σ_U² / (n ν ε̂) - μ_W²
+
+ε is the discrete PSP kernel of this package's LIF dynamics (:mod:`spikegrad.functional`):
+the free membrane's response to one unit input at step 0 (:func:`psp_kernel`); the
+integrals are the sums ε̄ = Σ_n ε[n] dt and ε̂ = Σ_n ε[n]² dt at the configured dt. The rate
+ν is estimated from a batch of the real data, layer by layer: the batch is propagated through
+the layers already initialised below. For spike inputs ν ε̂ is the mean of S² per unit time,
+which equals the rate for 0/1 spikes; the second moment is used for ε̂ (and the mean for ε̄)
+so that current inputs and multi-spike bins are treated by the same formula.
+
+A recurrent layer splits the variance between its feed-forward input W (a fraction α,
+``recurrent_fraction``, 0.9 by default) and its recurrent input V (1 - α), with one μ_W for
+both, as the paper does; here the split applies to the variance left after the mean
+weight's own part (for Poisson inputs)::
+
+    μ_W         = μ_U / ((n_ff ν_ff + n_rec ν_rec) ε̄)
+    σ_W,ff²     = α (σ_U² - μ_W² (n_ff ν_ff + n_rec ν_rec) ε̂) / (n_ff ν_ff ε̂)
+    σ_W,rec²    = (1 - α) (σ_U² - μ_W² (n_ff ν_ff + n_rec ν_rec) ε̂) / (n_rec ν_rec ε̂)
+
+(stork's ``FluctuationDrivenNormalInitializer`` subtracts μ_W² from each part instead;
+with α of the variance, that part can turn negative for a correlated recurrent input).
+
+``moments="measured"`` (the config's default) keeps these formulas but measures the input
+moments on the batch instead of deriving them from ν under the Poisson assumption: with x_j
+input j filtered by ε, n ν ε̄ becomes Σ_j E[x_j], n ν ε̂ in the σ_W² term Σ_j Var[x_j] and
+in the μ_W² term Var[Σ_j x_j] (moments over samples and time steps). For independent
+Poisson inputs these are the same numbers; for real data (one spike per input and trial in
+Randman, bursty and correlated hidden layers) they are what makes the targets hold
+(:class:`InputStatistics`).
+
+ν_rec is the layer's own output rate, which depends on V: it is found by a few fixed-point
+passes (draw, run the layer, measure its rate, rescale the same draws).
+
+This module depends only on :mod:`spikegrad.functional`; a network is anything with
+``hidden`` layers that have ``weight``, ``recurrent_weight``, ``dynamics`` and a forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from spikegrad.errors import SpikegradError
+
+KERNEL_TOLERANCE = 1e-12
+"""The kernel is simulated until it falls below this fraction of its peak (after its peak)."""
+KERNEL_MAX_STEPS = 1_000_000
+RECURRENT_PASSES = 3
+"""Fixed-point passes for the rate of a recurrent layer's own output."""
+
+
+class FluctuationInitError(SpikegradError, ValueError):
+    """The targets cannot be met for a layer (silent inputs, or a σ_U too small for μ_U)."""
+
+
+def psp_kernel(beta_mem: float, beta_syn: float) -> Tensor:
+    """ε[n], n = 0, 1, ...: the free membrane's response to one unit input at step 0 under
+    ``I[n+1] = β_syn I[n] + x[n]``, ``U[n+1] = β_mem U[n] + (1 - β_mem) I[n]``, from rest
+    (float64; ε[0] = ε[1] = 0, simulated until the tail is below
+    :data:`KERNEL_TOLERANCE` of the peak)."""
+    values = []
+    membrane, current, peak = 0.0, 0.0, 0.0
+    for n in range(KERNEL_MAX_STEPS):
+        values.append(membrane)
+        peak = max(peak, membrane)
+        if n > 2 and membrane < peak * KERNEL_TOLERANCE and current < peak * KERNEL_TOLERANCE:
+            break
+        membrane, current = (beta_mem * membrane + (1.0 - beta_mem) * current,
+                             beta_syn * current + (1.0 if n == 0 else 0.0))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def psp_integrals(beta_mem: float, beta_syn: float, dt_ms: float) -> tuple[float, float]:
+    """(ε̄, ε̂) = (Σ_n ε[n] dt, Σ_n ε[n]² dt) of :func:`psp_kernel`, in ms."""
+    kernel = psp_kernel(beta_mem, beta_syn)
+    return float(kernel.sum()) * dt_ms, float((kernel**2).sum()) * dt_ms
+
+
+Moments = Literal["poisson", "measured"]
+
+
+@dataclass(frozen=True)
+class InputStatistics:
+    """What the initialiser needs of one group of a layer's inputs (feed-forward or
+    recurrent), as sums over its n inputs j of the PSP-filtered input x_j = ε * S_j:
+    ``drive`` = Σ_j E[x_j] (membrane mean per unit weight), ``spread`` = Σ_j Var[x_j]
+    (membrane variance per unit weight variance) and ``common`` = Var[Σ_j x_j] (membrane
+    variance per squared mean weight). ``rate`` is the mean input per ms (spikes/ms)."""
+
+    n: int
+    rate: float
+    drive: float
+    spread: float
+    common: float
+
+    @classmethod
+    def poisson(cls, inputs: Tensor, epsilon_bar: float, epsilon_hat: float,
+                dt_ms: float) -> InputStatistics:
+        """The paper's: inputs taken for independent Poisson trains of the batch's mean rate
+        ν (Campbell's theorem): drive n ν ε̄, spread and common n ν₂ ε̂, where ν₂ is the mean
+        square per ms (ν itself for 0/1 spikes)."""
+        x = inputs.detach().to(torch.float64)
+        n = int(inputs.shape[-1])
+        rate, rate_2 = float(x.mean()) / dt_ms, float((x * x).mean()) / dt_ms
+        return cls(n, rate, n * rate * epsilon_bar, n * rate_2 * epsilon_hat,
+                   n * rate_2 * epsilon_hat)
+
+    @classmethod
+    def measured(cls, inputs: Tensor, beta_mem: float, beta_syn: float,
+                 dt_ms: float) -> InputStatistics:
+        """The same sums measured on the batch: each input filtered by the PSP kernel (the
+        free membrane it alone would drive through a unit weight), moments over batch and
+        time steps."""
+        x = free_membrane(inputs.detach().to(torch.float64), beta_mem, beta_syn)
+        flat = x.reshape(-1, x.shape[-1])
+        return cls(int(inputs.shape[-1]), float(inputs.detach().double().mean()) / dt_ms,
+                   float(flat.mean(dim=0).sum()), float(flat.var(dim=0, correction=0).sum()),
+                   float(flat.sum(dim=1).var(correction=0)))
+
+
+@dataclass(frozen=True)
+class LayerInit:
+    """The fluctuation-driven parameters chosen for one hidden layer (rates in spikes/ms)."""
+
+    layer: int
+    rate: float
+    mu_w: float
+    sigma_w: float
+    recurrent_rate: float | None = None
+    recurrent_sigma_w: float | None = None
+
+
+def weight_moments(
+    mu_u: float, sigma_u: float, feedforward: InputStatistics,
+    recurrent: InputStatistics | None = None, recurrent_fraction: float = 0.9,
+) -> tuple[float, float, float | None]:
+    """(μ_W, σ_W of W, σ_W of V or None) for the targets μ_U, σ_U: μ_W = μ_U / Σ drive, and
+    per group σ_W² = fraction (σ_U² - μ_W² Σ common) / spread, the fraction being 1 without
+    recurrent inputs, else α for W and 1 - α for V (see the module docstring)."""
+    parts = [(feedforward, recurrent_fraction if recurrent is not None else 1.0)]
+    if recurrent is not None:
+        parts.append((recurrent, 1.0 - recurrent_fraction))
+    if feedforward.spread <= 0.0:
+        raise FluctuationInitError("the layer's inputs are silent (or constant) in the batch: "
+                                   "nothing to scale the weights by")
+    mu_w = mu_u / sum(s.drive for s, _ in parts)
+    left = sigma_u**2 - mu_w**2 * sum(s.common for s, _ in parts)
+    if left < 0.0:
+        raise FluctuationInitError(
+            f"sigma_u {sigma_u} is too small for mu_u {mu_u}: the mean weight alone gives "
+            f"more membrane variance than the target")
+    sigmas = [math.sqrt(fraction * left / stats.spread)
+              if stats.spread > 0.0 and fraction > 0.0 else 0.0 for stats, fraction in parts]
+    return mu_w, sigmas[0], (sigmas[1] if recurrent is not None else None)
+
+
+def input_statistics(inputs: Tensor, dynamics, dt_ms: float,
+                     moments: Moments) -> InputStatistics:
+    """:class:`InputStatistics` of ``inputs`` [B, T, C] for a layer of ``dynamics``."""
+    if moments == "poisson":
+        epsilon_bar, epsilon_hat = psp_integrals(dynamics.beta_mem, dynamics.beta_syn, dt_ms)
+        return InputStatistics.poisson(inputs, epsilon_bar, epsilon_hat, dt_ms)
+    if moments == "measured":
+        return InputStatistics.measured(inputs, dynamics.beta_mem, dynamics.beta_syn, dt_ms)
+    raise ValueError(f"unknown moments {moments!r} (known: poisson, measured)")
+
+
+def free_membrane(current_input: Tensor, beta_mem: float, beta_syn: float) -> Tensor:
+    """The free membrane U[0..T-1] [B, T, N] driven by the synaptic input x[n] [B, T, N]
+    (the W S_in[n] (+ V S[n]) term), without threshold and reset, from rest."""
+    batch, steps, width = current_input.shape
+    membrane = current_input.new_zeros(batch, width)
+    current = current_input.new_zeros(batch, width)
+    trace = []
+    for n in range(steps):
+        trace.append(membrane)
+        membrane, current = (beta_mem * membrane + (1.0 - beta_mem) * current,
+                             beta_syn * current + current_input[:, n])
+    return torch.stack(trace, dim=1)
+
+
+def layer_free_membrane(layer, inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """(free membrane [B, T, N], output spikes [B, T, N]) of a hidden layer on ``inputs``:
+    the layer runs as usual (threshold, reset) and the free membrane is the linear response
+    to its total synaptic input, W S_in and, in a recurrent layer, V S of its own spikes."""
+    with torch.no_grad():
+        spikes = layer(inputs)
+        drive = inputs @ layer.weight.t()
+        if layer.recurrent_weight is not None:
+            drive = drive + spikes @ layer.recurrent_weight.t()
+        d = layer.dynamics
+        return free_membrane(drive, d.beta_mem, d.beta_syn), spikes
+
+
+def fluctuation_init(
+    model, inputs: Tensor, mu_u: float = 0.0, sigma_u: float = 1.0,
+    recurrent_fraction: float = 0.9, dt_ms: float = 1.0, *, moments: Moments = "poisson",
+    recurrent: bool = True, generator: torch.Generator | None = None,
+) -> list[LayerInit]:
+    """Initialise every hidden layer's W (and, with ``recurrent``, every recurrent V) of
+    ``model`` in place so that its free membrane has mean ``mu_u`` and standard deviation
+    ``sigma_u`` at init, from a batch of the real data ``inputs`` [B, T, C] propagated
+    through the layers below, which are initialised first. ``dt_ms`` is the time step of
+    the dynamics: it scales the reported rates (spikes/ms) and the kernel integrals (ms),
+    not the weights, in which it cancels (ν ε̄ = mean input per step × Σ ε[n]). ``moments``
+    is ``poisson`` (the paper's formulas from the input rate) or ``measured`` (the input
+    moments measured on the batch).
+    The readout and, without ``recurrent``, the V matrices are left as they are. Returns the
+    parameters chosen per layer."""
+    chosen = []
+    x = inputs.detach()
+    with torch.no_grad():
+        for index, layer in enumerate(model.hidden):
+            try:
+                x, info = _init_layer(layer, x, index, mu_u, sigma_u, recurrent_fraction,
+                                      dt_ms, moments,
+                                      recurrent and layer.recurrent_weight is not None,
+                                      generator)
+            except FluctuationInitError as error:
+                raise FluctuationInitError(f"hidden layer {index}: {error}") from None
+            chosen.append(info)
+    return chosen
+
+
+def _init_layer(layer, x: Tensor, index: int, mu_u: float, sigma_u: float, fraction: float,
+                dt_ms: float, moments: Moments, with_recurrent: bool,
+                generator: torch.Generator | None) -> tuple[Tensor, LayerInit]:
+    weight, d = layer.weight, layer.dynamics
+    ff = input_statistics(x, d, dt_ms, moments)
+    z_ff = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
+    if not with_recurrent:
+        mu_w, sigma_w, _ = weight_moments(mu_u, sigma_u, ff)
+        weight.copy_((mu_w + sigma_w * z_ff).to(weight.dtype))
+        return layer(x), LayerInit(index, ff.rate, mu_w, sigma_w)
+    v = layer.recurrent_weight
+    z_rec = torch.randn(v.shape, generator=generator, dtype=torch.float64)
+    own = InputStatistics(v.shape[1], 0.0, 0.0, 0.0, 0.0)  # first pass: V = 0
+    for _ in range(RECURRENT_PASSES + 1):
+        used = own
+        mu_w, sigma_w, sigma_rec = weight_moments(mu_u, sigma_u, ff, used, fraction)
+        weight.copy_((mu_w + sigma_w * z_ff).to(weight.dtype))
+        v.copy_(((mu_w if used.spread > 0.0 else 0.0) + sigma_rec * z_rec).to(v.dtype))
+        spikes = layer(x)
+        own = input_statistics(spikes, d, dt_ms, moments)
+    return spikes, LayerInit(index, ff.rate, mu_w, sigma_w, used.rate, sigma_rec)
