@@ -150,7 +150,8 @@ def test_an_optimizer_step_beyond_float32_is_a_config_error():
 def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "spikegrad.cli", "train", "randman", "--quiet", "--out",
-            str(out), "--set", "training.epochs=100000", "--set", "time.n_steps=20",
+            str(out), "--set", "training.epochs=100000", "--set", "training.patience=null",
+            "--set", "time.n_steps=20",
             "--set", "data.samples_per_class=30", "--set", "model.hidden.0.size=8"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
