@@ -153,7 +153,10 @@ def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
             str(out), "--set", "training.epochs=100000", "--set", "training.patience=null",
             "--set", "time.n_steps=20",
             "--set", "data.samples_per_class=30", "--set", "model.hidden.0.size=8"]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a test run started in the background (nohup,
+    # `&`) ignores it, and Python keeps an ignored SIGINT ignored
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
