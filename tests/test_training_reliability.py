@@ -157,12 +157,17 @@ def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
     # `&`) ignores it, and Python keeps an ignored SIGINT ignored
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:  # never leave the 100000-epoch run behind
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130
     assert stderr.splitlines() == [
         "spikegrad: interrupted; run the same command with --resume to continue"]
