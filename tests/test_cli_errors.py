@@ -210,6 +210,9 @@ CASES = [
          "model.engine: Input should be 'reference' or 'fast' (got 'gpu')"),
     Case("no hidden layer", ["train", "randman", "--set", "model.hidden=[]"],
          "model.hidden: List should have at least 1 item"),
+    Case("unknown kernels in the environment", ["train", "randman", *TINY],
+         "SPIKEGRAD_ENGINE='gpu': expected one of auto, cpp, torch",
+         env={"SPIKEGRAD_ENGINE": "gpu"}),
 ]
 
 

@@ -22,6 +22,10 @@ class ConfigError(SpikegradError, ValueError):
     """A config that cannot be used; the message is one line naming the field."""
 
 
+class KernelsUnavailableError(SpikegradError, RuntimeError):
+    """Kernels that were insisted on (``model.kernels: cpp``) cannot run here."""
+
+
 class ArgumentError(SpikegradError, ValueError):
     """An argument a function cannot take (a sample index beyond the data, an unknown
     profile or study, too few seeds); the message names the argument and the value."""

@@ -64,6 +64,7 @@ from torch import Tensor
 from spikegrad.engine import cpp, torch_kernels
 from spikegrad.engine.contract import KernelChoice
 from spikegrad.engine.threads import GOVERNOR
+from spikegrad.errors import ConfigError, KernelsUnavailableError
 from spikegrad.functional import LIFDynamics, ReadoutDynamics, check_layer_tensors
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
@@ -83,7 +84,7 @@ def kernel_setting(kernels: KernelChoice = "auto") -> KernelChoice:
     if not override:
         return kernels
     if override not in get_args(KernelChoice):
-        raise ValueError(f"{KERNELS_VARIABLE}={override!r}: expected one of "
+        raise ConfigError(f"{KERNELS_VARIABLE}={override!r}: expected one of "
                          f"{', '.join(get_args(KernelChoice))}")
     return override  # type: ignore[return-value]
 
@@ -110,11 +111,11 @@ def kernels_for(tensor: Tensor, kernels: KernelChoice = "auto") -> ModuleType:
         return torch_kernels
     if choice == "cpp":
         if not _compiled_kernels_run_on(tensor):
-            raise ValueError(f"kernels 'cpp': the compiled kernels take float32 or float64 CPU "
-                             f"tensors, got {tensor.dtype} on {tensor.device.type}")
+            raise ConfigError(f"kernels 'cpp': the compiled kernels take float32 or float64 CPU "
+                              f"tensors, got {tensor.dtype} on {tensor.device.type}")
         if not cpp.available():
-            raise RuntimeError("kernels 'cpp': the compiled kernels are unavailable (the "
-                               "warning above says why); use 'auto' or 'torch'")
+            raise KernelsUnavailableError("kernels 'cpp': the compiled kernels are unavailable "
+                                          "(the warning above says why); use 'auto' or 'torch'")
         return cpp
     if _compiled_kernels_run_on(tensor) and cpp.available():
         return cpp
