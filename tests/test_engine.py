@@ -82,7 +82,8 @@ def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="w
     """Forward values and gradients of the fast engine (layer and readout apart, and fused)
     equal the reference path's. ``spike_loss``: a weighted sum of the spikes (a gradient
     that differs at every step), spike counts squared (one that is the same at every step,
-    as an activity regulariser's; through the trains or the counts output) or none."""
+    as an activity regulariser's; through the trains or the counts output), the counts'
+    total (one gradient value, expanded) or none."""
     readout_dynamics = ReadoutDynamics(0.95, 0.8, initial_membrane=-0.01)
     results = []
     for impl in ("reference", "separate", "fused"):
@@ -99,6 +100,8 @@ def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="w
             loss = loss + spikes.sum(1).pow(2).sum() * 0.1
         elif spike_loss == "fused counts":  # through the counts output
             loss = loss + counts.pow(2).sum() * 0.1
+        elif spike_loss == "fused count total":  # one gradient value expanded to [B, N]
+            loss = loss + counts.sum() * 0.1
         params = leaves[int(not input_grad):] + ([rec] if rec is not None else [])
         results.append((spikes, trace, torch.autograd.grad(loss, params)))
     s_ref, y_ref, g_ref = results[0]
@@ -116,8 +119,8 @@ VARIANTS = list(itertools.product([False, True], [True, False], [True, False]))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("recurrent,detach_reset,recurrent_gradient", VARIANTS)
 def test_variants_match_reference(backend, dtype, recurrent, detach_reset, recurrent_gradient):
-    for seed, spike_loss in zip(range(5), ("weighted", "none", "counts", "weighted",
-                                           "fused counts"), strict=True):
+    for seed, spike_loss in zip(range(6), ("weighted", "none", "counts", "weighted",
+                                           "fused counts", "fused count total"), strict=True):
         inputs, weight, v, readout = random_case(seed, dtype, recurrent)
         dynamics = LIFDynamics(0.9, 0.8, Surrogate("superspike", 10.0, 1.0), detach_reset,
                                recurrent_gradient)

@@ -257,6 +257,8 @@ class _Layer(torch.autograd.Function):
         grad, grad_const = _spike_gradient(grad_s if grad_s is not None and grad_s.numel()
                                            else None)
         if grad_counts is not None:  # a count's gradient reaches S at every step
+            # (contiguous: the gradient of counts.sum() is one value expanded to [B, N])
+            grad_counts = grad_counts.contiguous()
             grad_const = grad_counts if grad_const is None else grad_const + grad_counts
         dy = (_time_major(grad_y) if wo is not None and grad_y is not None and grad_y.numel()
               else None)

@@ -663,30 +663,93 @@ Rows<scalar_t> rows_of(const Tensor& t, int64_t b0) {  // t time-major [B, T, wi
   return {t.data_ptr<scalar_t>() + b0 * width, B * width, width, b0};
 }
 
+// How the readout trace is reduced over time to logits (spikegrad.losses.reduce_readout).
+enum Reduction { NO_REDUCTION = 0, MAX, SUM, MEAN, LAST };
+
+// The leaky readout's constants and weights.
+template <typename scalar_t>
+struct Readout {
+  int64_t K = 0;
+  scalar_t bm = 0, obm = 0, bs = 0, u0 = 0;
+  const scalar_t* wot = nullptr;  // W_out^T [N, K] (forward)
+  const scalar_t* wo = nullptr;   // W_out [K, N] (backward)
+  int64_t reduction = NO_REDUCTION;
+  int64_t T = 0;                  // steps (for the mean and the last step)
+};
+
+// Folds U_out[n+1] (y, K values) of one batch entry into its logits: the running maximum
+// (and the first step that reached it), the running sum, or the last step's value.
+template <typename scalar_t>
+SG_INLINE void reduce_row(int64_t K, int64_t reduction, int64_t n, int64_t T,
+                          const scalar_t* y, scalar_t* logits, int32_t* argmax) {
+  for (int64_t k = 0; k < K; ++k) {
+    if (reduction == MAX) {
+      if (n == 0 || y[k] > logits[k]) {
+        logits[k] = y[k];
+        argmax[k] = static_cast<int32_t>(n);
+      }
+    } else if (reduction == SUM || reduction == MEAN) {
+      logits[k] = n == 0 ? y[k] : logits[k] + y[k];
+      if (reduction == MEAN && n == T - 1) logits[k] /= scalar_t(T);
+    } else if (reduction == LAST && n == T - 1) {
+      logits[k] = y[k];
+    }
+  }
+}
+
+// The reduced logits of one batch entry at step n: folded into in the forward loop, their
+// gradient read in the backward loop (logits == nullptr: no reduction).
+template <typename scalar_t>
+struct Fold {
+  scalar_t* logits = nullptr;       // [K] (forward)
+  int32_t* argmax_out = nullptr;    // [K]: the first step of each maximum (forward, MAX)
+  const scalar_t* grad = nullptr;   // [K]: dL/dlogits (backward)
+  const int32_t* argmax = nullptr;  // [K]: the step of each maximum (backward, MAX)
+  int64_t reduction = NO_REDUCTION, n = 0, T = 0;
+};
+
+// dL/dU_out[n+1][k] that the logits' gradient g gives at step n.
+template <typename scalar_t>
+SG_INLINE scalar_t logits_gradient(const Fold<scalar_t>& F, int64_t k) {
+  const scalar_t g = F.grad[k];
+  switch (F.reduction) {
+    case MAX: return F.argmax[k] == F.n ? g : scalar_t(0);
+    case SUM: return g;
+    case MEAN: return g / scalar_t(F.T);
+    case LAST: return F.n == F.T - 1 ? g : scalar_t(0);
+    default: return scalar_t(0);
+  }
+}
+
 // The leaky readout of one batch entry at one step, from the spiking columns idx[0..m) of
-// the hidden layer's spikes S[n]: U <- β_m U + (1 - β_m) I (recorded in y),
-// I <- β_s I + W_out S[n] (wot = W_out^T [N, K]).
+// the hidden layer's spikes S[n]: U <- β_m U + (1 - β_m) I (recorded in y when given, folded
+// into the logits by F), I <- β_s I + W_out S[n] (wot = W_out^T [N, K]).
 template <typename scalar_t>
 SG_INLINE void readout_row(int64_t K, scalar_t bm, scalar_t obm, scalar_t bs,
                         scalar_t* __restrict__ u, scalar_t* __restrict__ i,
                         const scalar_t* __restrict__ wot, const int32_t* idx, int64_t m,
-                        scalar_t* __restrict__ y) {
+                        scalar_t* __restrict__ y, const Fold<scalar_t>& F) {
   for (int64_t k = 0; k < K; ++k) {
     u[k] = bm * u[k] + obm * i[k];
-    y[k] = u[k];
+    if (y) y[k] = u[k];
     i[k] *= bs;
   }
+  if (F.logits) reduce_row(K, F.reduction, F.n, F.T, u, F.logits, F.argmax_out);
   add_rows<scalar_t>(K, i, wot, idx, nullptr, 0, m);
 }
 
-// The readout's adjoint at one step of one batch entry: with λ_U = lu, λ_I = li,
+// The readout's adjoint at one step of one batch entry: with λ_U = lu, λ_I = li and
+// dy[n] = dL/dU_out[n+1] (given, or nullptr: 0, plus what the logits' gradient gives),
 // u = λ_U + dy[n], dx_out[n] = λ_I, λ_U <- β_m u, λ_I <- (1 - β_m) u + β_s λ_I.
 template <typename scalar_t>
 SG_INLINE void readout_adjoint_row(int64_t K, scalar_t bm, scalar_t obm, scalar_t bs,
                                    scalar_t* __restrict__ lu, scalar_t* __restrict__ li,
-                                   const scalar_t* __restrict__ dy, scalar_t* __restrict__ dxo) {
+                                   const scalar_t* __restrict__ dy, const Fold<scalar_t>& F,
+                                   scalar_t* __restrict__ dxo) {
   for (int64_t k = 0; k < K; ++k) {
-    const scalar_t uo = lu[k] + dy[k];
+    scalar_t d = dy ? dy[k] : scalar_t(0);
+    if (F.grad) d += logits_gradient(F, k);
+    const scalar_t uo = lu[k] + d;
     dxo[k] = li[k];
     lu[k] = bm * uo;
     li[k] = obm * uo + bs * li[k];
@@ -694,10 +757,58 @@ SG_INLINE void readout_adjoint_row(int64_t K, scalar_t bm, scalar_t obm, scalar_
 }
 
 #if defined(__AVX512F__)
+// reduce_row on the vector of columns [k0, k0 + 16) (mask mt) holding y = uk, in registers:
+// the row's values are not stored and read back.
+SG_INLINE void reduce_vector(const Fold<float>& F, int64_t k0, __mmask16 mt, __m512 uk) {
+  float* logits = F.logits + k0;
+  switch (F.reduction) {
+    case MAX: {
+      const __mmask16 up =
+          F.n == 0 ? mt : _mm512_mask_cmp_ps_mask(mt, uk, _mm512_maskz_loadu_ps(mt, logits),
+                                                  _CMP_GT_OQ);
+      _mm512_mask_storeu_ps(logits, up, uk);
+      _mm512_mask_storeu_epi32(F.argmax_out + k0, up, _mm512_set1_epi32(int32_t(F.n)));
+      break;
+    }
+    case SUM:
+    case MEAN: {
+      __m512 total = F.n == 0 ? uk : _mm512_add_ps(_mm512_maskz_loadu_ps(mt, logits), uk);
+      if (F.reduction == MEAN && F.n == F.T - 1) {
+        total = _mm512_div_ps(total, _mm512_set1_ps(float(F.T)));
+      }
+      _mm512_mask_storeu_ps(logits, mt, total);
+      break;
+    }
+    case LAST:
+      if (F.n == F.T - 1) _mm512_mask_storeu_ps(logits, mt, uk);
+      break;
+    default:
+      break;
+  }
+}
+
+// logits_gradient on the vector of columns [k0, k0 + 16) (mask mt).
+SG_INLINE __m512 logits_gradient_vector(const Fold<float>& F, int64_t k0, __mmask16 mt) {
+  const __m512 g = _mm512_maskz_loadu_ps(mt, F.grad + k0);
+  switch (F.reduction) {
+    case MAX: {
+      const __m512i steps = _mm512_maskz_loadu_epi32(mt, F.argmax + k0);
+      const __mmask16 here =
+          _mm512_mask_cmpeq_epi32_mask(mt, steps, _mm512_set1_epi32(int32_t(F.n)));
+      return _mm512_maskz_mov_ps(here, g);
+    }
+    case SUM: return g;
+    case MEAN: return _mm512_div_ps(g, _mm512_set1_ps(float(F.T)));
+    case LAST: return F.n == F.T - 1 ? g : _mm512_setzero_ps();
+    default: return _mm512_setzero_ps();
+  }
+}
+
 template <>
 SG_INLINE void readout_row<float>(int64_t K, float bm, float obm, float bs, float* __restrict__ u,
                                   float* __restrict__ i, const float* __restrict__ wot,
-                                  const int32_t* idx, int64_t m, float* __restrict__ y) {
+                                  const int32_t* idx, int64_t m, float* __restrict__ y,
+                                  const Fold<float>& F) {
   const __m512 vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm), vbs = _mm512_set1_ps(bs);
   for (int64_t k0 = 0; k0 < K; k0 += 16) {
     const __mmask16 mt = tail_mask(K - k0);
@@ -705,7 +816,8 @@ SG_INLINE void readout_row<float>(int64_t K, float bm, float obm, float bs, floa
     const __m512 uk = _mm512_add_ps(_mm512_mul_ps(vbm, _mm512_maskz_loadu_ps(mt, u + k0)),
                                     _mm512_mul_ps(vobm, ik));
     _mm512_mask_storeu_ps(u + k0, mt, uk);
-    _mm512_mask_storeu_ps(y + k0, mt, uk);
+    if (y) _mm512_mask_storeu_ps(y + k0, mt, uk);
+    if (F.logits) reduce_vector(F, k0, mt, uk);
     __m512 in = _mm512_mul_ps(vbs, ik);
     for (int64_t e = 0; e < m; ++e) {
       in = _mm512_add_ps(in, _mm512_maskz_loadu_ps(mt, wot + int64_t(idx[e]) * K + k0));
@@ -717,13 +829,15 @@ SG_INLINE void readout_row<float>(int64_t K, float bm, float obm, float bs, floa
 template <>
 SG_INLINE void readout_adjoint_row<float>(int64_t K, float bm, float obm, float bs,
                                           float* __restrict__ lu, float* __restrict__ li,
-                                          const float* __restrict__ dy, float* __restrict__ dxo) {
+                                          const float* __restrict__ dy, const Fold<float>& F,
+                                          float* __restrict__ dxo) {
   const __m512 vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm), vbs = _mm512_set1_ps(bs);
   for (int64_t k0 = 0; k0 < K; k0 += 16) {
     const __mmask16 mt = tail_mask(K - k0);
     const __m512 lik = _mm512_maskz_loadu_ps(mt, li + k0);
-    const __m512 uo = _mm512_add_ps(_mm512_maskz_loadu_ps(mt, lu + k0),
-                                    _mm512_maskz_loadu_ps(mt, dy + k0));
+    __m512 d = dy ? _mm512_maskz_loadu_ps(mt, dy + k0) : _mm512_setzero_ps();
+    if (F.grad) d = _mm512_add_ps(d, logits_gradient_vector(F, k0, mt));
+    const __m512 uo = _mm512_add_ps(_mm512_maskz_loadu_ps(mt, lu + k0), d);
     _mm512_mask_storeu_ps(dxo + k0, mt, lik);
     _mm512_mask_storeu_ps(lu + k0, mt, _mm512_mul_ps(vbm, uo));
     _mm512_mask_storeu_ps(li + k0, mt,
@@ -748,50 +862,74 @@ void block_times_matrix(int64_t nb, int64_t N, const scalar_t* __restrict__ a,
 }
 
 #if defined(__AVX512F__)
-// Register-blocked: R rows of a and up to 7 vectors (112 columns) of V at a time, so that
-// each vector of V loaded serves R rows.
-template <int R>
-SG_INLINE void rows_times_matrix(int64_t N, int64_t j0, int64_t rows, const float* a,
+// out[r, j0 + 16 c + l] = Σ_k a[r, k] V[k, j0 + 16 c + l] for R rows of a and C vectors of 16
+// columns of V (the last one masked by `last`): R × C accumulators in registers, so that each
+// vector of V loaded serves R rows and each element of a broadcast serves C vectors.
+template <int R, int C>
+SG_INLINE void tile_times_matrix(int64_t N, int64_t j0, __mmask16 last, const float* a,
                                  const float* __restrict__ v, float* __restrict__ out) {
-  constexpr int C = 7;
-  __mmask16 m[C];
-#pragma GCC unroll 7
-  for (int c = 0; c < C; ++c) {
-    const int64_t left = std::clamp<int64_t>(N - j0 - 16 * c, 0, 16);
-    m[c] = static_cast<__mmask16>((1u << left) - 1u);
-  }
   __m512 acc[R][C];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 7
+#pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   }
-  for (int64_t k = 0; k < N; ++k) {
-    __m512 vk[C];
-#pragma GCC unroll 7
-    for (int c = 0; c < C; ++c) vk[c] = _mm512_maskz_loadu_ps(m[c], v + k * N + j0 + 16 * c);
+  const float* vk = v + j0;
+  for (int64_t k = 0; k < N; ++k, vk += N) {
+    __m512 vc[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      vc[c] = c == C - 1 ? _mm512_maskz_loadu_ps(last, vk + 16 * c) : _mm512_loadu_ps(vk + 16 * c);
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m512 ak = _mm512_set1_ps(r < rows ? a[r * N + k] : 0.0f);
-#pragma GCC unroll 7
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(ak, vk[c], acc[r][c]);
+      const __m512 ak = _mm512_set1_ps(a[r * N + k]);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(ak, vc[c], acc[r][c]);
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    if (r >= rows) break;
-#pragma GCC unroll 7
-    for (int c = 0; c < C; ++c) _mm512_mask_storeu_ps(out + r * N + j0 + 16 * c, m[c], acc[r][c]);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      float* o = out + r * N + j0 + 16 * c;
+      if (c == C - 1) {
+        _mm512_mask_storeu_ps(o, last, acc[r][c]);
+      } else {
+        _mm512_storeu_ps(o, acc[r][c]);
+      }
+    }
+  }
+}
+
+// The tiles of R rows: passes of 4 vectors of columns, then the 1 to 3 vectors left.
+template <int R>
+SG_INLINE void rows_times_matrix(int64_t N, const float* a, const float* __restrict__ v,
+                                 float* __restrict__ out) {
+  const int64_t vectors = (N + 15) / 16;
+  const __mmask16 full = 0xFFFF, tail = tail_mask(N - 16 * (vectors - 1));
+  int64_t c0 = 0;
+  for (; c0 + 4 <= vectors; c0 += 4) {
+    tile_times_matrix<R, 4>(N, 16 * c0, c0 + 4 == vectors ? tail : full, a, v, out);
+  }
+  switch (vectors - c0) {
+    case 3: tile_times_matrix<R, 3>(N, 16 * c0, tail, a, v, out); break;
+    case 2: tile_times_matrix<R, 2>(N, 16 * c0, tail, a, v, out); break;
+    case 1: tile_times_matrix<R, 1>(N, 16 * c0, tail, a, v, out); break;
+    default: break;
   }
 }
 
 template <>
 void block_times_matrix<float>(int64_t nb, int64_t N, const float* __restrict__ a,
                                const float* __restrict__ v, float* __restrict__ out) {
-  for (int64_t b = 0; b < nb; b += 3) {
-    for (int64_t j0 = 0; j0 < N; j0 += 112) {
-      rows_times_matrix<3>(N, j0, std::min<int64_t>(3, nb - b), a + b * N, v, out + b * N);
-    }
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) rows_times_matrix<4>(N, a + b * N, v, out + b * N);
+  switch (nb - b) {
+    case 3: rows_times_matrix<3>(N, a + b * N, v, out + b * N); break;
+    case 2: rows_times_matrix<2>(N, a + b * N, v, out + b * N); break;
+    case 1: rows_times_matrix<1>(N, a + b * N, v, out + b * N); break;
+    default: break;
   }
 }
 #endif
@@ -829,59 +967,6 @@ Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& 
   return L;
 }
 
-// How the readout trace is reduced over time to logits (spikegrad.losses.reduce_readout).
-enum Reduction { NO_REDUCTION = 0, MAX, SUM, MEAN, LAST };
-
-// The leaky readout's constants and weights.
-template <typename scalar_t>
-struct Readout {
-  int64_t K = 0;
-  scalar_t bm = 0, obm = 0, bs = 0, u0 = 0;
-  const scalar_t* wot = nullptr;  // W_out^T [N, K] (forward)
-  const scalar_t* wo = nullptr;   // W_out [K, N] (backward)
-  int64_t reduction = NO_REDUCTION;
-  int64_t T = 0;                  // steps (for the mean and the last step)
-};
-
-// Folds U_out[n+1] (y, K values) of one batch entry into its logits: the running maximum
-// (and the first step that reached it), the running sum, or the last step's value.
-template <typename scalar_t>
-SG_INLINE void reduce_row(int64_t K, int64_t reduction, int64_t n, int64_t T,
-                          const scalar_t* y, scalar_t* logits, int32_t* argmax) {
-  for (int64_t k = 0; k < K; ++k) {
-    if (reduction == MAX) {
-      if (n == 0 || y[k] > logits[k]) {
-        logits[k] = y[k];
-        argmax[k] = static_cast<int32_t>(n);
-      }
-    } else if (reduction == SUM || reduction == MEAN) {
-      logits[k] = n == 0 ? y[k] : logits[k] + y[k];
-      if (reduction == MEAN && n == T - 1) logits[k] /= scalar_t(T);
-    } else if (reduction == LAST && n == T - 1) {
-      logits[k] = y[k];
-    }
-  }
-}
-
-// dL/dU_out[n+1] of one batch entry from the gradient of its logits (g, K values).
-template <typename scalar_t>
-SG_INLINE void logits_gradient_row(int64_t K, int64_t reduction, int64_t n, int64_t T,
-                                   const scalar_t* g, const int32_t* argmax, scalar_t* dy) {
-  for (int64_t k = 0; k < K; ++k) {
-    scalar_t d = 0;
-    if (reduction == MAX) {
-      d = argmax[k] == n ? g[k] : scalar_t(0);
-    } else if (reduction == SUM) {
-      d = g[k];
-    } else if (reduction == MEAN) {
-      d = g[k] / scalar_t(T);
-    } else if (reduction == LAST) {
-      d = n == T - 1 ? g[k] : scalar_t(0);
-    }
-    dy[k] += d;
-  }
-}
-
 // The forward loop of the batch entries [b0, b1) over steps [0, steps): records the rows
 // asked for (S, U, P; the readout trace Y when R.K > 0), and adds the spikes' columns to
 // `sparse` (block c) when given.
@@ -893,7 +978,7 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
                      scalar_t* logits = nullptr, int32_t* argmax = nullptr) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
   std::vector<scalar_t> state_u(nb * N, scalar_t(0)), state_i(nb * N, scalar_t(0));
-  std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0)), y_row(K);
+  std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0));
   std::vector<int32_t> idx(N + 16);
   for (int64_t n = 0; n < steps; ++n) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -909,12 +994,16 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
         for (int64_t e = 0; e < m; ++e) row[idx[e]] += scalar_t(1);
       }
       if (K > 0) {
-        scalar_t* y = Y.base ? Y(n, b) : y_row.data();
-        readout_row(K, R.bm, R.obm, R.bs, out_u.data() + (b - b0) * K,
-                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, y);
+        Fold<scalar_t> fold;
         if (logits) {
-          reduce_row(K, R.reduction, n, R.T, y, logits + b * K, argmax + b * K);
+          fold.logits = logits + b * K;
+          fold.argmax_out = argmax + b * K;
+          fold.reduction = R.reduction;
+          fold.n = n;
+          fold.T = R.T;
         }
+        readout_row(K, R.bm, R.obm, R.bs, out_u.data() + (b - b0) * K,
+                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, Y(n, b), fold);
       }
     }
   }
@@ -1102,7 +1191,7 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       if (step >= t0) last[j] = std::max(last[j], std::min(t1, step + 1));
     }
   }
-  std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), dyv(K), di_next(A.dvt ? N : 0);
+  std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), di_next(A.dvt ? N : 0);
   std::vector<scalar_t> rec(A.v ? nb * N : 0);
   std::vector<int32_t> idx(N + 16), out_cols(K);
   for (int64_t k = 0; k < K; ++k) out_cols[k] = static_cast<int32_t>(k);
@@ -1134,20 +1223,19 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       } else {
         std::fill_n(gbuf.data(), N, scalar_t(0));
       }
-      if (K > 0) {  // the readout's adjoint, and the gradient it sends to S[n]
-        const scalar_t* dy = A.dy(n, b);
+      if (K > 0) {  // the readout's adjoint, and the gradient dx_out[n] W_out it sends to S[n]
+        scalar_t* li_row = li + j * K;  // dx_out[n] = λ_I, before this step updates it
+        add_rows(N, gbuf.data(), R.wo, out_cols.data(), li_row, 0, K);
+        Fold<scalar_t> fold;
         if (A.grad_logits) {
-          if (dy) {
-            std::copy_n(dy, K, dyv.data());
-          } else {
-            std::fill_n(dyv.data(), K, scalar_t(0));
-          }
-          logits_gradient_row(K, R.reduction, n, R.T, A.grad_logits + b * K, A.argmax + b * K,
-                              dyv.data());
-          dy = dyv.data();
+          fold.grad = A.grad_logits + b * K;
+          fold.argmax = A.argmax ? A.argmax + b * K : nullptr;
+          fold.reduction = R.reduction;
+          fold.n = n;
+          fold.T = R.T;
         }
-        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, dy, dxo.data());
-        add_rows(N, gbuf.data(), R.wo, out_cols.data(), dxo.data(), 0, K);
+        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li_row, A.dy(n, b), fold,
+                            dxo.data());
       }
       if (A.dx.base) std::copy_n(dir, N, A.dx(n, b));
       if (A.dwt) scatter_rows(N, A.dwt, dir, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
