@@ -86,6 +86,30 @@ class ActivityConfig(Strict):
     """ν_lower: spikes per neuron per sample below which the lower bound acts (the paper's 1e-3)."""
 
 
+class DaleConfig(Strict):
+    """Dale's law for a hidden layer: each neuron is excitatory or inhibitory, and every weight
+    leaving it carries its sign (the layer's recurrent V, the next layer's W, the readout's
+    W_out); weights from the data into the layer are excitatory (non-negative), as sensory
+    afferents are (Cornford et al. 2021, "Learning to live with Dale's principle", ICLR).
+    Weights are drawn by the init scheme, then given their neuron's sign (the magnitude kept),
+    and every optimiser step is followed by a projection that sets weights of the wrong sign
+    to 0 (projected gradient descent: the magnitudes stay non-negative)."""
+
+    excitatory_fraction: Fraction = 0.8
+    """Share of the layer's neurons that are excitatory (the first ones); the cortex's
+    4:1 ratio by default."""
+    balance: bool = True
+    """Scale the inhibitory neurons' outgoing weights at init by n_exc / n_inh, so that at
+    equal rates the mean input from the two populations cancels."""
+
+    @field_validator("excitatory_fraction")
+    @classmethod
+    def _both_populations(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"must be in (0, 1] (some neurons excitatory), got {value}")
+        return value
+
+
 class HiddenLayerConfig(Strict):
     size: PositiveInt = 100
     """Neurons in the layer."""
@@ -102,6 +126,9 @@ class HiddenLayerConfig(Strict):
     """Gradients flow through the recurrent term V S[n] (false: detached)."""
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     """Activity regularisation of the layer."""
+    dale: DaleConfig | None = None
+    """Dale's law: excitatory and inhibitory neurons, sign-constrained weights (null: no
+    constraint, the paper's)."""
 
 
 class ReadoutConfig(Strict):
@@ -217,6 +244,15 @@ class ModelConfig(Strict):
     (less memory, one more forward loop, same results). SPIKEGRAD_RECOMPUTE (1 or 0), when
     set, overrides it; every run records it (recompute in its result)."""
 
+    @model_validator(mode="after")
+    def _dale_with_signed_init(self) -> ModelConfig:
+        for index, layer in enumerate(self.hidden):
+            if layer.dale is not None and self.init.feedforward.scheme == "fluctuation":
+                raise ValueError(f"hidden.{index}.dale: Dale's law takes the magnitudes of the "
+                                 "uniform or gaussian init; the fluctuation scheme "
+                                 "(init.feedforward.scheme) is not supported with it")
+        return self
+
 
 def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
     """Every time constant must exceed the time step (else β = exp(-dt/τ) makes no sense)."""
@@ -317,19 +353,31 @@ class ExperimentConfig(Strict):
         values = self.to_dict()
         for path, default in HASHED_UNLESS_DEFAULT.items():
             *sections, name = path.split(".")
-            section = get_path(values, ".".join(sections))
-            if section.get(name) == default:
-                del section[name]
+            for section in _sections(values, sections):
+                if section.get(name) == default:
+                    del section[name]
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _sections(values: dict[str, Any], path: list[str]) -> list[dict[str, Any]]:
+    """The sections of ``values`` at ``path``, where ``*`` stands for every list item."""
+    found: list[Any] = [values]
+    for key in path:
+        if key == "*":
+            found = [item for items in found for item in items]
+        else:
+            found = [section[key] for section in found]
+    return found
 
 
 HASHED_UNLESS_DEFAULT: dict[str, Any] = {
     "model.kernels": "auto", "model.recompute": False,
     "model.init.fluctuation": FluctuationInit().model_dump(mode="json"),
+    "model.hidden.*.dale": None,
 }
-"""Config fields (dotted paths) that count in :meth:`ExperimentConfig.config_hash` only when
-they differ from these defaults."""
+"""Config fields (dotted paths; ``*``: every item of a list) that count in
+:meth:`ExperimentConfig.config_hash` only when they differ from these defaults."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -640,4 +688,8 @@ def _field_rows(model: type, prefix: str, skip: frozenset | set = frozenset()) -
         default = field.get_default(call_default_factory=True)
         shown = "—" if field.is_required() else json.dumps(default)
         rows.append(f"| `{path}` | `{shown}` | {' '.join((field.description or '').split())} |")
+        optional = [arg for arg in getattr(annotation, "__args__", ())
+                    if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        if optional:  # a section that is off (null) by default: its fields when it is set
+            rows += _field_rows(optional[0], f"{path}.")
     return rows

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,8 @@ class LIFLayer(nn.Module):
         engine: Engine = "reference",
         kernels: KernelChoice = "auto",
         recompute: bool = False,
+        excitatory_fraction: float | None = None,
+        balance: bool = True,
     ) -> None:
         super().__init__()
         check_engine(engine, kernels, recompute)
@@ -95,6 +97,12 @@ class LIFLayer(nn.Module):
         self.recurrent_weight = (
             nn.Parameter(torch.empty(out_features, out_features)) if recurrent else None
         )
+        # Dale's law: +1 for the excitatory neurons, -1 for the inhibitory ones (None: no
+        # constraint); derived from the config, so not part of the saved state
+        self.neuron_sign: Tensor | None
+        self.register_buffer("neuron_sign", None if excitatory_fraction is None else
+                             neuron_signs(out_features, excitatory_fraction), persistent=False)
+        self.balance = balance
         init_weights(self, "uniform", 1.0)
 
     @property
@@ -112,11 +120,30 @@ class LIFLayer(nn.Module):
 
     def extra_repr(self) -> str:
         d = self.dynamics
+        dale = ("" if self.neuron_sign is None else
+                f", excitatory={int((self.neuron_sign > 0).sum())}/{self.out_features}")
         return (
             f"{self.in_features} -> {self.out_features}, recurrent={self.recurrent}, "
             f"beta_mem={d.beta_mem:.4f}, beta_syn={d.beta_syn:.4f}, surrogate={d.surrogate}, "
-            f"detach_reset={d.detach_reset}, recurrent_gradient={d.recurrent_gradient}"
+            f"detach_reset={d.detach_reset}, recurrent_gradient={d.recurrent_gradient}{dale}"
         )
+
+
+def neuron_signs(size: int, excitatory_fraction: float) -> Tensor:
+    """Dale's law: +1 for the first round(excitatory_fraction · size) neurons (excitatory, at
+    least one), -1 for the others (inhibitory)."""
+    excitatory = min(size, max(1, round(excitatory_fraction * size)))
+    return torch.cat([torch.ones(excitatory), -torch.ones(size - excitatory)])
+
+
+class SignConstraint(NamedTuple):
+    """A weight matrix [out, in] whose column j must have the sign ``sign[j]`` (Dale's law:
+    the sign of presynaptic neuron j); ``balance``: scale the inhibitory columns at init by
+    n_exc / n_inh."""
+
+    weight: nn.Parameter
+    sign: Tensor
+    balance: bool
 
 
 class LeakyReadout(nn.Module):
@@ -265,8 +292,11 @@ class SNN(nn.Module):
                 spec.tau_mem_ms, spec.tau_syn_ms, dt, surrogate=surrogate,
                 detach_reset=spec.detach_reset, recurrent_gradient=spec.recurrent_gradient,
             )
+            dale = spec.dale
             layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine,
-                                   config.model.kernels, config.model.recompute))
+                                   config.model.kernels, config.model.recompute,
+                                   dale.excitatory_fraction if dale else None,
+                                   dale.balance if dale else True))
             width = spec.size
         readout_spec = config.model.readout
         readout = LeakyReadout(
@@ -278,6 +308,7 @@ class SNN(nn.Module):
         net = cls(layers, readout)
         init = config.model.init
         init_weights(net, init.per_matrix(), generator=generator)
+        sign_weights(net)
         if init.data_dependent and not load_only:
             if inputs is None:
                 raise ConfigError("model.init.feedforward.scheme: fluctuation needs a batch of "
@@ -315,6 +346,32 @@ class SNN(nn.Module):
         trace = readout(x)
         logits = reduce_readout(trace, reduction) if reduction is not None else None
         return SNNOutput(trace, [*hidden_spikes, x], [*counts, x.sum(dim=1)], logits)
+
+    def sign_constraints(self) -> list[SignConstraint]:
+        """The weight matrices under Dale's law: those leaving a layer with excitatory and
+        inhibitory neurons (the next layer's W, its own V, the readout's W_out: the signs of
+        that layer's neurons) and the data's weights into such a first layer (excitatory
+        afferents: non-negative). Empty without Dale's law."""
+        constraints = []
+        first = self.hidden[0]
+        if first.neuron_sign is not None:
+            constraints.append(SignConstraint(first.weight, torch.ones(first.in_features),
+                                              False))
+        for layer, after in zip(self.hidden, [*self.hidden[1:], self.readout], strict=True):
+            if layer.neuron_sign is None:
+                continue
+            constraints.append(SignConstraint(after.weight, layer.neuron_sign, layer.balance))
+            if layer.recurrent_weight is not None:
+                constraints.append(SignConstraint(layer.recurrent_weight, layer.neuron_sign,
+                                                  layer.balance))
+        return constraints
+
+    @torch.no_grad()
+    def enforce_signs(self) -> None:
+        """Dale's law after an optimiser step: weights of the wrong sign become 0 (the
+        projection of projected gradient descent). Nothing without Dale's law."""
+        for weight, sign, _ in self.sign_constraints():
+            weight.copy_(torch.where(weight * sign.to(weight) < 0, 0.0, weight))
 
     def set_engine(self, engine: Engine) -> SNN:
         check_engine(engine)
@@ -379,3 +436,18 @@ def init_weights(
         if isinstance(scheme, dict) and kind_scheme == "fluctuation":
             continue
         init_matrix(weight, kind_scheme, kind_scale, generator)
+
+
+@torch.no_grad()
+def sign_weights(net: SNN) -> None:
+    """Dale's law at init: each sign-constrained matrix (:meth:`SNN.sign_constraints`) keeps
+    the magnitudes its scheme drew and takes its columns' signs; with ``balance`` the
+    inhibitory columns are scaled by n_exc / n_inh, so that at equal rates the mean input
+    from the two populations cancels."""
+    for weight, sign, balance in net.sign_constraints():
+        sign = sign.to(weight)
+        magnitude = weight.abs()
+        inhibitory = sign < 0
+        if balance and bool(inhibitory.any()):
+            magnitude[:, inhibitory] *= float((~inhibitory).sum()) / float(inhibitory.sum())
+        weight.copy_(magnitude * sign)

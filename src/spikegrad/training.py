@@ -414,6 +414,7 @@ class Trainer:
         loss.backward()
         try:
             self.optimizer.step()
+            self.model.enforce_signs()  # Dale's law, where configured
         except RuntimeError as error:
             t = self.config.training
             raise ConfigError(
