@@ -12,8 +12,8 @@ from test_engine import assert_close
 
 
 def network(recurrent: bool, engine: str = "fast", layers: int = 2, balance: bool = True,
-            seed: int = 0) -> SNN:
-    dale = {"excitatory_fraction": 0.75, "balance": balance}
+            afferents: bool = True, seed: int = 0) -> SNN:
+    dale = {"excitatory_fraction": 0.75, "balance": balance, "excitatory_afferents": afferents}
     config = validate_section(NetworkConfig, {
         "n_inputs": 12, "n_outputs": 3,
         "model": {"hidden": [{"size": 8, "recurrent": recurrent, "dale": dale}] * layers,
@@ -43,6 +43,9 @@ def test_weights_take_their_neurons_signs_at_init(recurrent):
         # balance: the 2 inhibitory columns carry 6/2 times the excitatory magnitudes
         ratio = (weight[:, sign < 0].abs().mean() / weight[:, sign > 0].abs().mean()).detach()
         assert 1.5 < float(ratio) < 6.0
+    free = network(recurrent, afferents=False)
+    assert len(free.sign_constraints()) == 2 + 2 * recurrent
+    assert bool((free.hidden[0].weight < 0).any())
     unbalanced = network(recurrent, balance=False).readout.weight
     plain = network(recurrent).readout.weight
     assert torch.equal(unbalanced[:, 6:] * 3, plain[:, 6:])

@@ -90,7 +90,8 @@ class DaleConfig(Strict):
     """Dale's law for a hidden layer: each neuron is excitatory or inhibitory, and every weight
     leaving it carries its sign (the layer's recurrent V, the next layer's W, the readout's
     W_out); weights from the data into the layer are excitatory (non-negative), as sensory
-    afferents are (Cornford et al. 2021, "Learning to live with Dale's principle", ICLR).
+    afferents are (Cornford et al. 2021, "Learning to live with Dale's principle", ICLR),
+    unless ``excitatory_afferents`` is false.
     Weights are drawn by the init scheme, then given their neuron's sign (the magnitude kept),
     and every optimiser step is followed by a projection that sets weights of the wrong sign
     to 0 (projected gradient descent: the magnitudes stay non-negative)."""
@@ -101,6 +102,10 @@ class DaleConfig(Strict):
     balance: bool = True
     """Scale the inhibitory neurons' outgoing weights at init by n_exc / n_inh, so that at
     equal rates the mean input from the two populations cancels."""
+    excitatory_afferents: bool = True
+    """The data's weights into a first Dale layer are excitatory (non-negative), as sensory
+    afferents are; false: left unconstrained (the data are not neurons of the model), so that
+    a feed-forward layer can respond selectively without an inhibitory path."""
 
     @field_validator("excitatory_fraction")
     @classmethod

@@ -87,6 +87,7 @@ class LIFLayer(nn.Module):
         recompute: bool = False,
         excitatory_fraction: float | None = None,
         balance: bool = True,
+        excitatory_afferents: bool = True,
     ) -> None:
         super().__init__()
         check_engine(engine, kernels, recompute)
@@ -102,7 +103,7 @@ class LIFLayer(nn.Module):
         self.neuron_sign: Tensor | None
         self.register_buffer("neuron_sign", None if excitatory_fraction is None else
                              neuron_signs(out_features, excitatory_fraction), persistent=False)
-        self.balance = balance
+        self.balance, self.excitatory_afferents = balance, excitatory_afferents
         init_weights(self, "uniform", 1.0)
 
     @property
@@ -296,7 +297,8 @@ class SNN(nn.Module):
             layers.append(LIFLayer(width, spec.size, dynamics, spec.recurrent, engine,
                                    config.model.kernels, config.model.recompute,
                                    dale.excitatory_fraction if dale else None,
-                                   dale.balance if dale else True))
+                                   dale.balance if dale else True,
+                                   dale.excitatory_afferents if dale else True))
             width = spec.size
         readout_spec = config.model.readout
         readout = LeakyReadout(
@@ -351,10 +353,10 @@ class SNN(nn.Module):
         """The weight matrices under Dale's law: those leaving a layer with excitatory and
         inhibitory neurons (the next layer's W, its own V, the readout's W_out: the signs of
         that layer's neurons) and the data's weights into such a first layer (excitatory
-        afferents: non-negative). Empty without Dale's law."""
+        afferents, non-negative, unless it says otherwise). Empty without Dale's law."""
         constraints = []
         first = self.hidden[0]
-        if first.neuron_sign is not None:
+        if first.neuron_sign is not None and first.excitatory_afferents:
             constraints.append(SignConstraint(first.weight, torch.ones(first.in_features),
                                               False))
         for layer, after in zip(self.hidden, [*self.hidden[1:], self.readout], strict=True):
