@@ -61,7 +61,8 @@ What NIR cannot carry
 - *Reset.* The factor (1 - S[n]) multiplies the whole update: after a spike the membrane stays
   at 0 for one step and that step's current is not integrated. NIR (and both peers' importers)
   reset v and go on integrating. (spikegrad's reset is snnTorch's ``reset_delay=True`` with
-  ``reset_mechanism="zero"``.)
+  ``reset_mechanism="zero"``; :mod:`spikegrad.interop.peers` imports into snnTorch and Norse
+  with each peer's switch for it, which makes a feed-forward export run identically there.)
 - *Initial readout membrane* (``initial_membrane``, default -1e-3): NIR has no initial state;
   other simulators start at 0. The offset u_0 β_out^(n+1) is the same for every readout unit.
 - *Time step*: a NIR graph has none. spikegrad keeps dt in the graph's metadata; a reader must
@@ -211,7 +212,8 @@ def to_nir(model: SNN, dt: float = 1e-3, *, discretisation: Discretisation = "ex
     warnings.warn(
         "NIR has no counterpart of spikegrad's update order (each layer answers 2 steps after "
         "its input, the readout 1 step after the last layer) nor of its reset (no integration "
-        "for a step after a spike): other simulators' spike times differ (docs/nir.md)",
+        "for a step after a spike): other simulators' spike times differ unless run as in "
+        "docs/nir.md (spikegrad.interop.peers)",
         NIRApproximationWarning, stacklevel=2)
     n_inputs = model.hidden[0].in_features
     nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array([n_inputs]))}
