@@ -8,6 +8,10 @@ For a hidden leaky integrate-and-fire (LIF) layer with current-based synapses::
     I[n+1] = β_syn I[n] + W S_in[n] (+ V S[n] if recurrent)
     β      = exp(-dt / τ)
 
+β_mem and β_syn are one number for the whole layer, or one per neuron ([N] tensors:
+heterogeneous time constants, Perez-Nieves et al. 2021, Nat. Commun. 12:5791), which may be
+trained: the gradient reaches τ through β = exp(-dt / τ) (:func:`decay_factor`).
+
 The layer's output is the spike train S[0..T-1]. In the backward pass Θ' is
 replaced by a surrogate (``spikegrad.surrogates``); the reset factor (1 - S[n])
 is detached from the graph unless ``detach_reset`` is False, and the recurrent
@@ -35,7 +39,7 @@ of the weight's floating-point dtype and on its device; anything else is an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -89,26 +93,65 @@ def check_layer_tensors(
             raise InputError(f"{name}: expected {expected}, got {describe_tensor(matrix)}")
 
 
-def decay_factor(tau_ms: float, dt_ms: float) -> float:
-    """β = exp(-dt / τ): the per-step decay of a leaky variable with time constant τ."""
+def decay_factor(tau_ms: float | Tensor, dt_ms: float) -> float | Tensor:
+    """β = exp(-dt / τ): the per-step decay of a leaky variable with time constant τ (a
+    number, or a tensor of one τ per neuron, through which gradients reach τ)."""
+    if isinstance(tau_ms, Tensor):
+        return torch.exp(-dt_ms / tau_ms)
     return math.exp(-dt_ms / tau_ms)
+
+
+Decay = float | Tensor
+"""β of a layer: one number, or one per neuron (an [N] tensor)."""
 
 
 @dataclass(frozen=True)
 class LIFDynamics:
-    """Everything, besides weights, that defines how a hidden LIF layer evolves."""
+    """Everything, besides weights, that defines how a hidden LIF layer evolves. ``beta_mem``
+    and ``beta_syn`` are numbers, or [N] tensors (one per neuron; see
+    :func:`per_neuron_decays`)."""
 
-    beta_mem: float
-    beta_syn: float
+    beta_mem: Decay
+    beta_syn: Decay
     surrogate: Surrogate = field(default_factory=Surrogate)
     detach_reset: bool = True
     recurrent_gradient: bool = True
 
     @classmethod
     def from_time_constants(
-        cls, tau_mem_ms: float, tau_syn_ms: float, dt_ms: float, **kwargs
+        cls, tau_mem_ms: float | Tensor, tau_syn_ms: float | Tensor, dt_ms: float, **kwargs
     ) -> LIFDynamics:
         return cls(decay_factor(tau_mem_ms, dt_ms), decay_factor(tau_syn_ms, dt_ms), **kwargs)
+
+    def with_time_constants(self, tau_mem_ms: float | Tensor, tau_syn_ms: float | Tensor,
+                            dt_ms: float) -> LIFDynamics:
+        """The same dynamics with the decays of these time constants (per neuron: [N]
+        tensors, through which gradients reach τ)."""
+        return replace(self, beta_mem=decay_factor(tau_mem_ms, dt_ms),
+                       beta_syn=decay_factor(tau_syn_ms, dt_ms))
+
+    @property
+    def per_neuron(self) -> bool:
+        """Whether the decays are per neuron (tensors) rather than one for the layer."""
+        return isinstance(self.beta_mem, Tensor) or isinstance(self.beta_syn, Tensor)
+
+
+def per_neuron_decays(dynamics: LIFDynamics, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(β_mem, β_syn) of a layer of ``n`` neurons as [n] tensors of ``like``'s dtype and
+    device (a number becomes n equal entries); an :class:`InputError` for tensors of another
+    shape, dtype or device."""
+    decays = []
+    for name in ("beta_mem", "beta_syn"):
+        beta = getattr(dynamics, name)
+        if not isinstance(beta, Tensor):
+            decays.append(like.new_full((n,), beta))
+            continue
+        if beta.shape != (n,) or beta.dtype != like.dtype or beta.device != like.device:
+            kind = f"{str(like.dtype).removeprefix('torch.')} on {like.device}"
+            raise InputError(f"dynamics.{name}: expected a number or [{n}] {kind}, got "
+                             f"{describe_tensor(beta)}")
+        decays.append(beta)
+    return decays[0], decays[1]
 
 
 @dataclass(frozen=True)
@@ -164,6 +207,8 @@ def lif_layer(
     gradient diagnostics: ``retain_grad()`` on them gives dL/dU[n]).
     """
     check_layer_tensors(inputs, weight, recurrent_weight)
+    if dynamics.per_neuron:
+        per_neuron_decays(dynamics, weight.shape[0], weight)  # checked, as by the fast engine
     batch, steps, _ = inputs.shape
     feedforward = inputs @ weight.t()
     membrane = feedforward.new_zeros(batch, weight.shape[0])

@@ -20,6 +20,15 @@ surrogate σ'[n] = σ'(U[n] - 1)::
     dI[n]  = (1 - β_m) a[n] + β_s dI[n+1]
     dx[n]  = dI[n+1],   dW = Σ_n dx[n]^T S_in[n],   dV = Σ_n dx[n]^T S[n],   dS_in = dx W
 
+β_m and β_s are numbers, or one per neuron ([N] tensors: heterogeneous time constants),
+whose gradients, when they are trained, are summed over the batch and the steps from the
+adjoint a[n] = dU[n+1] (1 - S[n]) that reaches P[n] and the adjoint dI[n+1]::
+
+    dL/dβ_m = Σ_n a[n] (U[n] - I[n]),   dL/dβ_s = Σ_n dI[n+1] I[n]
+
+I is then kept with U (or recomputed with it); autograd carries the gradient on to τ through
+β = exp(-dt / τ).
+
 The readout is the linear filter U[n+1] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] +
 x_out[n] with x_out[n] = W_out S[n], from U[0] = u_0, I[0] = 0; its adjoint runs the same
 filter backwards in time: with λ_U, λ_I the adjoints of U[n+1], I[n+1] and dy = dL/dU[1..T],
@@ -55,6 +64,7 @@ wherever they are given; :func:`engine_info` says what a run used, for its recor
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from types import ModuleType
 from typing import Any, NamedTuple, get_args
 
@@ -65,7 +75,12 @@ from spikegrad.engine import cpp, torch_kernels
 from spikegrad.engine.contract import KernelChoice
 from spikegrad.engine.threads import GOVERNOR
 from spikegrad.errors import ConfigError, KernelsUnavailableError
-from spikegrad.functional import LIFDynamics, ReadoutDynamics, check_layer_tensors
+from spikegrad.functional import (
+    LIFDynamics,
+    ReadoutDynamics,
+    check_layer_tensors,
+    per_neuron_decays,
+)
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
            "recompute_setting", "engine_info", "KernelChoice", "LayerOutput",
@@ -199,27 +214,41 @@ def _spike_gradient(grad_s: Tensor | None) -> tuple[Tensor | None, Tensor | None
     return _time_major(grad_s), None
 
 
+def _decay_inputs(dynamics: LIFDynamics, weight: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """The per-neuron decays (β_m, β_s) as inputs of the autograd operation ([N] tensors, so
+    that gradients reach them), or (None, None) for decays that are numbers."""
+    if not dynamics.per_neuron:
+        return None, None
+    return per_neuron_decays(dynamics, weight.shape[0], weight)
+
+
 class _Layer(torch.autograd.Function):
     """A LIF layer, and with a readout weight the leaky readout that reads it:
     (S, U_out, spike counts [B, N], logits [B, K]); S, U_out and the logits are empty
-    tensors where not asked for."""
+    tensors where not asked for. ``beta_mem`` and ``beta_syn`` are the per-neuron decays
+    ([N]), or None for the numbers of ``dynamics``."""
 
     @staticmethod
-    def forward(ctx, inputs, weight, recurrent_weight, readout_weight,
+    def forward(ctx, inputs, weight, recurrent_weight, readout_weight, beta_mem, beta_syn,
                 dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool,
                 write_spikes: bool, reduction: str | None, write_trace: bool,
                 choice: KernelChoice):
         ctx.set_materialize_grads(False)
         kernels = kernels_for(inputs, choice)
+        if beta_mem is not None:
+            dynamics = replace(dynamics, beta_mem=beta_mem.detach(), beta_syn=beta_syn.detach())
         ctx.dynamics, ctx.readout, ctx.kernels = dynamics, readout, kernels
         ctx.sparse = _sparse_form(kernels, inputs)
         # with ``recompute`` U is not kept: the backward pass computes it again
-        keep_state = any(ctx.needs_input_grad[:4]) and not recompute
+        keep_state = any(ctx.needs_input_grad[:6]) and not recompute
+        ctx.want_decays = beta_mem is not None and any(ctx.needs_input_grad[4:6])
         x = _Layer.projected_input(ctx, inputs, weight)
         result = kernels.lif_forward(
             x, ctx.sparse, weight, recurrent_weight, readout_weight, dynamics, readout,
-            keep_state, *inputs.shape[:2], write_spikes, reduction, write_trace)
-        ctx.state = (result.membrane, result.pre_reset) if keep_state else None
+            keep_state, *inputs.shape[:2], write_spikes, reduction, write_trace,
+            keep_current=ctx.want_decays)
+        ctx.state = ((result.membrane, result.pre_reset, result.current) if keep_state
+                     else None)
         ctx.shape = (*inputs.shape[:2], weight.shape[0])
         ctx.reduction, ctx.argmax = reduction, result.argmax
         ctx.save_for_backward(inputs, weight, recurrent_weight, readout_weight)
@@ -246,14 +275,14 @@ class _Layer(torch.autograd.Function):
         batch, time_steps, _ = ctx.shape
         x = _Layer.projected_input(ctx, inputs, weight)
         if ctx.state is not None:
-            u, p = ctx.state
+            u, p, current = ctx.state
             ctx.state = None
         elif kernels.recomputes_state(d.surrogate):  # in cache-sized groups of batch entries
-            u = p = None
+            u = p = current = None
         else:  # one more forward pass, keeping U this time
             again = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True, batch,
-                                        time_steps)
-            u, p = again.membrane, again.pre_reset
+                                        time_steps, keep_current=ctx.want_decays)
+            u, p, current = again.membrane, again.pre_reset, again.current
         grad, grad_const = _spike_gradient(grad_s if grad_s is not None and grad_s.numel()
                                            else None)
         if grad_counts is not None:  # a count's gradient reaches S at every step
@@ -273,12 +302,13 @@ class _Layer(torch.autograd.Function):
         want_wo = ctx.needs_input_grad[3] and to_readout
         want_dx = ctx.needs_input_grad[0] or (want_w and ctx.sparse is None)
         through_recurrence = v if (v is not None and d.recurrent_gradient) else None
-        dx, grad_w, grad_v, grad_wo = kernels.lif_backward(
+        dx, grad_w, grad_v, grad_wo, grad_beta_mem, grad_beta_syn = kernels.lif_backward(
             x, ctx.sparse, weight, v, grad, grad_const, dy, wo, u, p, through_recurrence, d,
             ctx.readout, batch, time_steps, steps, want_w, want_v, want_wo, want_dx,
-            grad_logits, ctx.argmax, ctx.reduction,
+            grad_logits, ctx.argmax, ctx.reduction, current=current,
+            want_decays=ctx.want_decays,
         )
-        del u, p, x
+        del u, p, x, current
         grad_in = _matmul_time_major(dx, weight) if ctx.needs_input_grad[0] else None
         if want_w and grad_w is None:  # no sparse form: the kernels left it to a dense product
             grad_w = _weight_grad(kernels, dx, inputs, None)
@@ -286,7 +316,10 @@ class _Layer(torch.autograd.Function):
         if wants_wo and grad_wo is None:
             grad_wo = torch.zeros_like(wo)
         return (grad_in, grad_w if want_w else None, grad_v if want_v else None,
-                grad_wo if wants_wo else None, None, None, None, None, None, None, None)
+                grad_wo if wants_wo else None,
+                grad_beta_mem if ctx.needs_input_grad[4] else None,
+                grad_beta_syn if ctx.needs_input_grad[5] else None,
+                None, None, None, None, None, None, None)
 
 
 class _Readout(torch.autograd.Function):
@@ -340,7 +373,8 @@ def lif_layer(
     path (:func:`spikegrad.functional.check_layer_tensors`).
     """
     check_layer_tensors(inputs, weight, recurrent_weight)
-    spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None, dynamics, None,
+    spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None,
+                              *_decay_inputs(dynamics, weight), dynamics, None,
                               _prepare(inputs, recompute), True, None, False, kernels)
     return spikes
 
@@ -376,8 +410,9 @@ def lif_readout(
     faster; ``recompute`` and ``kernels`` as for :func:`lif_layer`."""
     check_layer_tensors(inputs, weight, recurrent_weight, readout_weight)
     s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
-                                        dynamics, readout, _prepare(inputs, recompute), spikes,
-                                        reduction, trace, kernels)
+                                        *_decay_inputs(dynamics, weight), dynamics, readout,
+                                        _prepare(inputs, recompute), spikes, reduction, trace,
+                                        kernels)
     return LayerOutput(s if spikes else None, y if trace else None, counts,
                        logits if reduction else None)
 

@@ -30,6 +30,7 @@ class Forward(NamedTuple):
     spikes: Tensor | None
     membrane: Tensor | None    # U, kept for the backward pass
     pre_reset: Tensor | None   # P, for a differentiable reset
+    current: Tensor | None     # I, for the gradients of per-neuron decays
     counts: Tensor             # spikes per neuron and sample [B, N]
     sparse: Sparse | None      # the spikes' sparse form (a layer without readout)
     trace: Tensor | None       # the readout's U_out[1..T] [B, T, K]
@@ -49,7 +50,7 @@ class Kernels(Protocol):
         recurrent_weight: Tensor | None, readout_weight: Tensor | None,
         dynamics: LIFDynamics, readout: ReadoutDynamics | None, keep_state: bool, batch: int,
         steps: int, write_spikes: bool = True, reduction: str | None = None,
-        write_trace: bool = True,
+        write_trace: bool = True, keep_current: bool = False,
     ) -> Forward: ...
 
     def lif_backward(
@@ -60,8 +61,8 @@ class Kernels(Protocol):
         readout: ReadoutDynamics | None, batch: int, time_steps: int, steps: int,
         want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
         grad_logits: Tensor | None = None, argmax: Tensor | None = None,
-        reduction: str | None = None,
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]: ...
+        reduction: str | None = None, current: Tensor | None = None, want_decays: bool = False,
+    ) -> tuple[Tensor | None, ...]: ...
 
     def last_active_step(self, t: Tensor) -> int: ...
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine.contract import REDUCTIONS, Forward, Sparse
-from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
+from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics, per_neuron_decays
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 DTYPES = (torch.float32, torch.float64)  # what the kernels are compiled for
@@ -164,6 +164,18 @@ def _sparse_args(sparse: Sparse | None, like: Tensor) -> Sparse:
     return sparse if sparse is not None else (like.new_empty(0),) * 4
 
 
+def _decay_args(dynamics: LIFDynamics, like: Tensor) -> tuple:
+    """The layer's decays as the kernels take them: β_m, 1 - β_m, β_s as numbers (0 when per
+    neuron), then as [N] tensors (empty when one for the layer)."""
+    if not dynamics.per_neuron:
+        empty = like.new_empty(0)
+        return (dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn,
+                empty, empty, empty)
+    beta_mem, beta_syn = (b.detach().contiguous() for b in
+                          per_neuron_decays(dynamics, like.shape[0], like))
+    return 0.0, 0.0, 0.0, beta_mem, (1.0 - beta_mem).contiguous(), beta_syn
+
+
 def _readout_args(readout: ReadoutDynamics | None) -> tuple[float, float, float]:
     if readout is None:
         return 0.0, 0.0, 0.0
@@ -175,31 +187,33 @@ def lif_forward(
     recurrent_weight: Tensor | None, readout_weight: Tensor | None, dynamics: LIFDynamics,
     readout: ReadoutDynamics | None, keep_state: bool, batch: int, steps: int,
     write_spikes: bool = True, reduction: str | None = None, write_trace: bool = True,
+    keep_current: bool = False,
 ) -> Forward:
     """A layer driven by x = W S_in ([B, T, N], time-major) or by the sparse form of S_in:
     S unless not ``write_spikes`` (with a readout only); U and P only with ``keep_state`` (P
-    only for a differentiable reset); the sparse form only without a readout; with one its
-    trace (when ``write_trace``) and its logits reduced by ``reduction``."""
+    only for a differentiable reset), and I too with ``keep_current``; the sparse form only
+    without a readout; with one its trace (when ``write_trace``) and its logits reduced by
+    ``reduction``. The decays are the dynamics' numbers, or [N] tensors (per neuron)."""
     w = weight.detach()
     empty = w.new_empty(0)
     vt = empty if recurrent_weight is None else recurrent_weight.detach().t().contiguous()
     wt = empty if x is not None else w.t().contiguous()
     wot = empty if readout_weight is None else readout_weight.detach().t().contiguous()
     keep_pre_reset = not dynamics.detach_reset
-    s, u, p, counts, *rest = _ops().lif_forward(
+    s, u, p, i, counts, *rest = _ops().lif_forward(
         empty if x is None else x, *_sparse_args(sparse_input, w), wt, vt, wot, batch, steps,
-        dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn, keep_state,
-        keep_pre_reset, write_spikes, *_readout_args(readout),
-        readout.initial_membrane if readout is not None else 0.0, REDUCTIONS[reduction],
-        write_trace,
+        *_decay_args(dynamics, w), keep_state, keep_pre_reset, keep_current, write_spikes,
+        *_readout_args(readout), readout.initial_membrane if readout is not None else 0.0,
+        REDUCTIONS[reduction], write_trace,
     )
     s = s if write_spikes else None
     u = u if keep_state else None
     p = p if keep_state and keep_pre_reset else None
+    i = i if keep_state and keep_current else None
     if readout_weight is None:
-        return Forward(s, u, p, counts, tuple(rest), None, None, None)
+        return Forward(s, u, p, i, counts, tuple(rest), None, None, None)
     trace, logits, argmax = rest
-    return Forward(s, u, p, counts, None, trace if write_trace else None,
+    return Forward(s, u, p, i, counts, None, trace if write_trace else None,
                    logits if reduction else None, argmax if reduction == "max" else None)
 
 
@@ -220,18 +234,21 @@ def lif_backward(
     v: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int,
     time_steps: int, steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
     grad_logits: Tensor | None = None, argmax: Tensor | None = None,
-    reduction: str | None = None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """(dL/dx, dW, dV, dW_out) of a layer (and its readout, when ``dy`` is given).
+    reduction: str | None = None, current: Tensor | None = None, want_decays: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """(dL/dx, dW, dV, dW_out, dL/dβ_m, dL/dβ_s) of a layer (and its readout, when ``dy`` is
+    given).
 
     The layer is driven as in :func:`lif_forward` (x, or the sparse input form with
-    ``weight``; ``recurrent_weight``); U and P are ``u``, ``p`` kept by the forward pass, or
-    recomputed when ``u`` is None. dL/dx only with ``want_dx``; dW only from a sparse input
-    form (else None: a dense product is the caller's); dV with ``want_v``; dW_out with
-    ``want_wo``. The gradient reaching S is ``grad`` (time-major) plus ``grad_const``
-    ([B, N], the same at every step), either may be None; the readout's is ``dy`` (its
-    trace's) plus what ``grad_logits`` of its ``reduction`` gives; nothing reaches the layer
-    after step ``steps``. ``v`` is V when gradients flow through the recurrence."""
+    ``weight``; ``recurrent_weight``); U, P and I are ``u``, ``p``, ``current`` kept by the
+    forward pass, or recomputed when ``u`` is None. dL/dx only with ``want_dx``; dW only from
+    a sparse input form (else None: a dense product is the caller's); dV with ``want_v``;
+    dW_out with ``want_wo``; the gradients of the per-neuron decays ([N] each) with
+    ``want_decays`` (I is then needed with U). The gradient reaching S is ``grad``
+    (time-major) plus ``grad_const`` ([B, N], the same at every step), either may be None;
+    the readout's is ``dy`` (its trace's) plus what ``grad_logits`` of its ``reduction``
+    gives; nothing reaches the layer after step ``steps``. ``v`` is V when gradients flow
+    through the recurrence."""
     n = weight.shape[0]
     w = weight.detach()
     empty = w.new_empty(0)
@@ -251,6 +268,7 @@ def lif_backward(
     vt = (empty if recurrent_weight is None or stored
           else recurrent_weight.detach().t().contiguous())
     want_w = want_w and sparse_input is not None
+    decays = _decay_args(dynamics, w)
     common = (
         empty if grad is None else grad, empty if grad_const is None else grad_const,
         empty if dy is None else dy, empty if grad_logits is None else grad_logits.contiguous(),
@@ -261,12 +279,15 @@ def lif_backward(
     )
     tail = (empty if v is None else v.detach().contiguous(), du, di, lu, li, dx,
             weight.shape[1], time_steps, reset_grad, want_w, want_v, want_wo)
-    betas = (dynamics.beta_mem, 1.0 - dynamics.beta_mem, dynamics.beta_syn,
-             *_readout_args(readout))
+    betas = (*decays[:3], *_readout_args(readout))
     if not stored:
         parts = _ops().lif_backward(*common, empty, empty, empty, shape, surrogate.slope,
-                                    surrogate.scale, *tail, 0, steps, *betas)
-        return _results(parts, want_dx, dx, want_w, want_v, want_wo)
+                                    surrogate.scale, *tail, 0, steps, *betas, *decays[3:],
+                                    empty, want_decays)
+        return _results(parts, want_dx, dx, want_w, want_v, want_wo, want_decays)
+    if want_decays and current is None:
+        raise ValueError("lif_backward: the decays' gradients need the current I kept with U")
+    cur = current if want_decays else empty
     block = (max(1, steps) if shape else
              max(1, BLOCK_BYTES // max(1, batch * n * w.element_size())))
     total = None
@@ -276,19 +297,21 @@ def lif_backward(
             u.transpose(0, 1)[start:stop] - THRESHOLD).contiguous()
         parts = _ops().lif_backward(*common, u, empty if p is None else p, sg, shape,
                                     surrogate.slope, surrogate.scale, *tail, start, stop,
-                                    *betas)
+                                    *betas, *decays[3:], cur, want_decays)
         total = parts if total is None else [a.add_(b) for a, b in zip(total, parts, strict=True)]
     if total is None:  # no gradient reaches the layer at all
         total = [w.new_zeros(weight.shape[1], n) if want_w else empty,
                  w.new_zeros(n, n) if want_v else empty,
-                 w.new_zeros(n, k) if want_wo else empty]
-    return _results(total, want_dx, dx, want_w, want_v, want_wo)
+                 w.new_zeros(n, k) if want_wo else empty,
+                 *([w.new_zeros(n), w.new_zeros(n)] if want_decays else [empty, empty])]
+    return _results(total, want_dx, dx, want_w, want_v, want_wo, want_decays)
 
 
-def _results(parts, want_dx, dx, want_w, want_v, want_wo):
-    grad_w, grad_v, grad_wo = parts
+def _results(parts, want_dx, dx, want_w, want_v, want_wo, want_decays):
+    grad_w, grad_v, grad_wo, grad_beta_mem, grad_beta_syn = parts
     return (dx if want_dx else None, grad_w.t() if want_w else None,
-            grad_v.t() if want_v else None, grad_wo.t() if want_wo else None)
+            grad_v.t() if want_v else None, grad_wo.t() if want_wo else None,
+            grad_beta_mem if want_decays else None, grad_beta_syn if want_decays else None)
 
 
 def last_active_step(t: Tensor) -> int:

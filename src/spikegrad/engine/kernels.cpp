@@ -490,24 +490,39 @@ Tensor sparse_tmm(const Tensor& begin, const Tensor& end, const Tensor& cols, co
 // ---------------------------------------------------------------------------------------
 // One step of one batch entry of a LIF layer, forward and backward
 
-// Forward: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S), I <- β_s I (+ x when
-// given; the caller then adds sparse and recurrent input). Records S (when sr), U (when ur)
-// and P (when pr); writes the columns of the neurons that spiked to idx (room for N + 16)
-// and returns how many.
+// The decays of a layer: β_m, 1 - β_m and β_s, the same for every neuron (bm, obm, bs), or
+// one per neuron (bmv, obmv, bsv, N entries each: heterogeneous time constants). The loops
+// take which as a compile-time flag PN, so that a layer of one time constant runs the code
+// of scalar constants.
 template <typename scalar_t>
-SG_INLINE int64_t forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
+struct Decays {
+  scalar_t bm = 0, obm = 0, bs = 0;
+  const scalar_t *bmv = nullptr, *obmv = nullptr, *bsv = nullptr;
+
+  bool per_neuron() const { return bmv != nullptr; }
+};
+
+// Forward: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S), I <- β_s I (+ x when
+// given; the caller then adds sparse and recurrent input). Records S (when sr), U (when ur),
+// P (when pr) and I (when ir); writes the columns of the neurons that spiked to idx (room
+// for N + 16) and returns how many.
+template <bool PN, typename scalar_t>
+SG_INLINE int64_t forward_row(int64_t N, const Decays<scalar_t>& d,
                            scalar_t* __restrict__ u, scalar_t* __restrict__ i,
                            const scalar_t* __restrict__ x, scalar_t* __restrict__ ur,
                            scalar_t* __restrict__ sr, scalar_t* __restrict__ pr,
-                           int32_t* __restrict__ idx) {
+                           scalar_t* __restrict__ ir, int32_t* __restrict__ idx) {
   const scalar_t one = 1;
   int64_t m = 0;
   for (int64_t k = 0; k < N; ++k) {
+    const scalar_t bm = PN ? d.bmv[k] : d.bm, obm = PN ? d.obmv[k] : d.obm;
+    const scalar_t bs = PN ? d.bsv[k] : d.bs;
     const scalar_t uk = u[k], s = uk > one ? one : scalar_t(0);
     const scalar_t p = bm * uk + obm * i[k];
     if (sr) sr[k] = s;
     if (ur) ur[k] = uk;
     if (pr) pr[k] = p;
+    if (ir) ir[k] = i[k];
     u[k] = p * (one - s);
     i[k] = x ? bs * i[k] + x[k] : bs * i[k];
     idx[m] = static_cast<int32_t>(k);
@@ -519,21 +534,31 @@ SG_INLINE int64_t forward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
 // Backward, for the built-in surrogates and those given as sg (see lif_backward):
 //   g = grad + r - du P  (r: the recurrence term, when given; P: differentiable reset only)
 //   a = du (1 - S),  du <- β_m a + g σ',  di <- (1 - β_m) a + β_s di,
-// with S = Θ(U - 1) taken from U. Writes the columns where S = 1 to idx; returns how many.
-template <typename scalar_t>
-SG_INLINE int64_t backward_row(int64_t N, scalar_t bm, scalar_t obm, scalar_t bs,
+// with S = Θ(U - 1) taken from U. With the row I[n] (ir) it also adds the step's terms of
+// the decays' gradients, dβ_m += a (U - I) and dβ_s += di I (di = dI[n+1], before its
+// update). Writes the columns where S = 1 to idx; returns how many.
+template <bool PN, typename scalar_t>
+SG_INLINE int64_t backward_row(int64_t N, const Decays<scalar_t>& d,
                             const scalar_t* __restrict__ grad, const scalar_t* __restrict__ r,
                             const scalar_t* __restrict__ p, const scalar_t* __restrict__ u,
-                            const scalar_t* __restrict__ sg, scalar_t* __restrict__ du,
-                            scalar_t* __restrict__ di, int32_t* __restrict__ idx) {
+                            const scalar_t* __restrict__ ir, const scalar_t* __restrict__ sg,
+                            scalar_t* __restrict__ du, scalar_t* __restrict__ di,
+                            scalar_t* __restrict__ dbm, scalar_t* __restrict__ dbs,
+                            int32_t* __restrict__ idx) {
   const scalar_t one = 1;
   int64_t m = 0;
   for (int64_t k = 0; k < N; ++k) {
+    const scalar_t bm = PN ? d.bmv[k] : d.bm, obm = PN ? d.obmv[k] : d.obm;
+    const scalar_t bs = PN ? d.bsv[k] : d.bs;
     const scalar_t s = u[k] > one ? one : scalar_t(0);
     scalar_t g = grad[k];
     if (r) g += r[k];
     if (p) g -= du[k] * p[k];
     const scalar_t a = du[k] * (one - s);
+    if (ir) {
+      dbm[k] += a * (u[k] - ir[k]);
+      dbs[k] += di[k] * ir[k];
+    }
     du[k] = bm * a + g * sg[k];
     di[k] = obm * a + bs * di[k];
     idx[m] = static_cast<int32_t>(k);
@@ -582,17 +607,30 @@ SG_INLINE void for_vectors(int64_t N, const F& f) {
   if (k0 < N) f(std::true_type{}, k0, tail_mask(N - k0));
 }
 
-template <>
-SG_INLINE int64_t forward_row<float>(int64_t N, float bm, float obm, float bs,
-                                     float* __restrict__ u, float* __restrict__ i,
-                                     const float* __restrict__ x, float* __restrict__ ur,
-                                     float* __restrict__ sr, float* __restrict__ pr,
-                                     int32_t* __restrict__ idx) {
-  const __m512 one = _mm512_set1_ps(1.0f), vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm);
-  const __m512 vbs = _mm512_set1_ps(bs);
+// The decay of the 16 neurons from k0 on: `same` (PN false), or loaded from v (PN true).
+template <bool PN, bool masked>
+SG_INLINE __m512 decay16(const float* v, __m512 same, int64_t k0, __mmask16 m) {
+  if constexpr (PN) {
+    return load16<masked>(v + k0, m);
+  } else {
+    return same;
+  }
+}
+
+template <bool PN>
+SG_INLINE int64_t forward_row(int64_t N, const Decays<float>& d,
+                              float* __restrict__ u, float* __restrict__ i,
+                              const float* __restrict__ x, float* __restrict__ ur,
+                              float* __restrict__ sr, float* __restrict__ pr,
+                              float* __restrict__ ir, int32_t* __restrict__ idx) {
+  const __m512 one = _mm512_set1_ps(1.0f), sbm = _mm512_set1_ps(d.bm);
+  const __m512 sobm = _mm512_set1_ps(d.obm), sbs = _mm512_set1_ps(d.bs);
   int64_t m = 0;
   for_vectors(N, [&](auto masked, int64_t k0, __mmask16 mt) {
     constexpr bool M = decltype(masked)::value;
+    const __m512 vbm = decay16<PN, M>(d.bmv, sbm, k0, mt);
+    const __m512 vobm = decay16<PN, M>(d.obmv, sobm, k0, mt);
+    const __m512 vbs = decay16<PN, M>(d.bsv, sbs, k0, mt);
     const __m512 uk = load16<M>(u + k0, mt), ik = load16<M>(i + k0, mt);
     const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, uk, one, _CMP_GT_OQ);
     const __m512 s = _mm512_maskz_mov_ps(spike, one);
@@ -600,6 +638,7 @@ SG_INLINE int64_t forward_row<float>(int64_t N, float bm, float obm, float bs,
     if (sr) store16<M>(sr + k0, mt, s);
     if (ur) store16<M>(ur + k0, mt, uk);
     if (pr) store16<M>(pr + k0, mt, p);
+    if (ir) store16<M>(ir + k0, mt, ik);
     store16<M>(u + k0, mt, _mm512_mul_ps(p, _mm512_sub_ps(one, s)));
     __m512 in = _mm512_mul_ps(vbs, ik);
     if (x) in = _mm512_add_ps(in, load16<M>(x + k0, mt));
@@ -609,18 +648,24 @@ SG_INLINE int64_t forward_row<float>(int64_t N, float bm, float obm, float bs,
   return m;
 }
 
-template <>
-SG_INLINE int64_t backward_row<float>(int64_t N, float bm, float obm, float bs,
-                                      const float* __restrict__ grad, const float* __restrict__ r,
-                                      const float* __restrict__ p, const float* __restrict__ u,
-                                      const float* __restrict__ sg, float* __restrict__ du,
-                                      float* __restrict__ di, int32_t* __restrict__ idx) {
-  const __m512 one = _mm512_set1_ps(1.0f), vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm);
-  const __m512 vbs = _mm512_set1_ps(bs);
+template <bool PN>
+SG_INLINE int64_t backward_row(int64_t N, const Decays<float>& dc,
+                               const float* __restrict__ grad, const float* __restrict__ r,
+                               const float* __restrict__ p, const float* __restrict__ u,
+                               const float* __restrict__ ir, const float* __restrict__ sg,
+                               float* __restrict__ du, float* __restrict__ di,
+                               float* __restrict__ dbm, float* __restrict__ dbs,
+                               int32_t* __restrict__ idx) {
+  const __m512 one = _mm512_set1_ps(1.0f), sbm = _mm512_set1_ps(dc.bm);
+  const __m512 sobm = _mm512_set1_ps(dc.obm), sbs = _mm512_set1_ps(dc.bs);
   int64_t m = 0;
   for_vectors(N, [&](auto masked, int64_t k0, __mmask16 mt) {
     constexpr bool M = decltype(masked)::value;
-    const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, load16<M>(u + k0, mt), one, _CMP_GT_OQ);
+    const __m512 vbm = decay16<PN, M>(dc.bmv, sbm, k0, mt);
+    const __m512 vobm = decay16<PN, M>(dc.obmv, sobm, k0, mt);
+    const __m512 vbs = decay16<PN, M>(dc.bsv, sbs, k0, mt);
+    const __m512 uk = load16<M>(u + k0, mt);
+    const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, uk, one, _CMP_GT_OQ);
     const __m512 d = load16<M>(du + k0, mt);
     __m512 g = load16<M>(grad + k0, mt);
     if (r) g = _mm512_add_ps(g, load16<M>(r + k0, mt));
@@ -629,6 +674,12 @@ SG_INLINE int64_t backward_row<float>(int64_t N, float bm, float obm, float bs,
     const __m512 gs = _mm512_mul_ps(g, load16<M>(sg + k0, mt));
     store16<M>(du + k0, mt, _mm512_add_ps(_mm512_mul_ps(vbm, a), gs));
     const __m512 dik = load16<M>(di + k0, mt);
+    if (ir) {  // dβ_m += a (U - I), dβ_s += dI[n+1] I
+      const __m512 ik = load16<M>(ir + k0, mt);
+      store16<M>(dbm + k0, mt, _mm512_add_ps(load16<M>(dbm + k0, mt),
+                                             _mm512_mul_ps(a, _mm512_sub_ps(uk, ik))));
+      store16<M>(dbs + k0, mt, _mm512_add_ps(load16<M>(dbs + k0, mt), _mm512_mul_ps(dik, ik)));
+    }
     store16<M>(di + k0, mt, _mm512_add_ps(_mm512_mul_ps(vobm, a), _mm512_mul_ps(vbs, dik)));
     m = append_bits(spike, k0, idx, m);
   });
@@ -938,7 +989,7 @@ void block_times_matrix<float>(int64_t nb, int64_t N, const float* __restrict__ 
 template <typename scalar_t>
 struct Layer {
   int64_t B, N;
-  scalar_t bm, obm, bs;
+  Decays<scalar_t> decay;
   const scalar_t* x = nullptr;  // the projected input W S_in [B, T, N] time-major, or
   SparseView<scalar_t> in;      // the sparse form of S_in, projected in the loop by
   const scalar_t* wt = nullptr; // W^T [C, N]
@@ -946,17 +997,30 @@ struct Layer {
 };
 
 // The layer of N neurons driven by x (time-major [B, T, N]) or by the sparse input form and
-// wt (either may be absent where only the shapes and constants are needed).
+// wt (either may be absent where only the shapes and constants are needed); its decays are
+// the numbers beta_mem, one_minus_beta_mem, beta_syn, or, when bm_v is not empty, the
+// per-neuron [N] vectors bm_v, obm_v, bs_v.
 template <typename scalar_t>
 Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& in_end,
                          const Tensor& in_cols, const Tensor& in_vals, const Tensor& wt,
                          const Tensor& vt, int64_t B, int64_t N, double beta_mem,
-                         double one_minus_beta_mem, double beta_syn) {
+                         double one_minus_beta_mem, double beta_syn, const Tensor& bm_v,
+                         const Tensor& obm_v, const Tensor& bs_v) {
   TORCH_CHECK(x.numel() == 0 || (is_time_major(x) && x.size(2) == N),
               "time-major [B, T, N] x expected");
   TORCH_CHECK(wt.numel() == 0 || (wt.dim() == 2 && wt.is_contiguous() && wt.size(1) == N),
               "contiguous W^T [C, N] expected");
-  Layer<scalar_t> L{B, N, scalar_t(beta_mem), scalar_t(one_minus_beta_mem), scalar_t(beta_syn)};
+  Layer<scalar_t> L{B, N, {scalar_t(beta_mem), scalar_t(one_minus_beta_mem), scalar_t(beta_syn)}};
+  if (bm_v.numel() > 0) {
+    for (const Tensor* t : {&bm_v, &obm_v, &bs_v}) {
+      TORCH_CHECK(t->dim() == 1 && t->size(0) == N && t->is_contiguous() &&
+                      t->scalar_type() == bm_v.scalar_type(),
+                  "contiguous per-neuron decays [N] expected");
+    }
+    L.decay.bmv = bm_v.data_ptr<scalar_t>();
+    L.decay.obmv = obm_v.data_ptr<scalar_t>();
+    L.decay.bsv = bs_v.data_ptr<scalar_t>();
+  }
   L.in = SparseView<scalar_t>(in_begin, in_end, in_cols, in_vals);
   if (x.numel() > 0) {
     L.x = x.data_ptr<scalar_t>();
@@ -968,12 +1032,12 @@ Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& 
 }
 
 // The forward loop of the batch entries [b0, b1) over steps [0, steps): records the rows
-// asked for (S, U, P; the readout trace Y when R.K > 0), and adds the spikes' columns to
-// `sparse` (block c) when given.
-template <typename scalar_t>
+// asked for (S, U, P, I; the readout trace Y when R.K > 0), and adds the spikes' columns to
+// `sparse` (block c) when given. PN: per-neuron decays.
+template <bool PN, typename scalar_t>
 void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64_t b0,
                      int64_t b1, int64_t steps, const Rows<scalar_t>& S, const Rows<scalar_t>& U,
-                     const Rows<scalar_t>& P, const Rows<scalar_t>& Y,
+                     const Rows<scalar_t>& P, const Rows<scalar_t>& I, const Rows<scalar_t>& Y,
                      SparseBuilder<scalar_t>* sparse, int64_t c, scalar_t* counts = nullptr,
                      scalar_t* logits = nullptr, int32_t* argmax = nullptr) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
@@ -984,8 +1048,8 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t q = n * L.B + b;
       scalar_t *u = state_u.data() + (b - b0) * N, *i = state_i.data() + (b - b0) * N;
-      const int64_t m = forward_row(N, L.bm, L.obm, L.bs, u, i, L.x ? L.x + q * N : nullptr,
-                                    U(n, b), S(n, b), P(n, b), idx.data());
+      const int64_t m = forward_row<PN>(N, L.decay, u, i, L.x ? L.x + q * N : nullptr,
+                                        U(n, b), S(n, b), P(n, b), I(n, b), idx.data());
       if (L.wt) add_rows(N, i, L.wt, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
       if (L.vt) add_rows<scalar_t>(N, i, L.vt, idx.data(), nullptr, 0, m);
       if (sparse) sparse->add_spikes(c, q, idx.data(), m);
@@ -1011,9 +1075,11 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
 
 // Forward of a LIF layer (and, when wot is given, of the leaky readout that reads it).
 // Driven by x = W S_in ([B, T, N], time-major) or, when x is empty, by the sparse form of
-// S_in and wt = W^T [C, N], projected in the loop; vt is V^T [N, N] or empty. Returns S (an
-// empty tensor when not write_spikes; only with a readout), U and P = β_m U + (1 - β_m) I
-// (when keep_state; P with keep_pre_reset), [B, T, N] stored time-major, and the spike count
+// S_in and wt = W^T [C, N], projected in the loop; vt is V^T [N, N] or empty. The decays are
+// beta_mem, one_minus_beta_mem, beta_syn, or per neuron bm_v, obm_v, bs_v ([N] each; empty:
+// none). Returns S (an empty tensor when not write_spikes; only with a readout), U, P = β_m U
+// + (1 - β_m) I and I (when keep_state; P with keep_pre_reset, I with keep_current), [B, T,
+// N] stored time-major, and the spike count
 // of each neuron on each batch entry ([B, N]); then either the sparse form of S (four
 // tensors), or, with a readout, its trace U_out[1..T] ([B, T, K], time-major, from
 // U_out[0] = out_u0; empty when not write_trace), its logits reduced over time by
@@ -1023,11 +1089,14 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
                                 const Tensor& in_cols, const Tensor& in_vals, const Tensor& wt,
                                 const Tensor& vt, const Tensor& wot, int64_t B, int64_t T,
                                 double beta_mem, double one_minus_beta_mem, double beta_syn,
-                                bool keep_state, bool keep_pre_reset, bool write_spikes,
+                                const Tensor& bm_v, const Tensor& obm_v, const Tensor& bs_v,
+                                bool keep_state, bool keep_pre_reset, bool keep_current,
+                                bool write_spikes,
                                 double out_beta_mem, double out_one_minus_beta_mem,
                                 double out_beta_syn, double out_u0, int64_t reduction,
                                 bool write_trace) {
   const bool readout = wot.numel() > 0, keep_p = keep_state && keep_pre_reset;
+  const bool keep_i = keep_state && keep_current;
   TORCH_CHECK(!readout || write_trace || reduction != NO_REDUCTION,
               "lif_forward: a readout writes its trace, its logits or both");
   TORCH_CHECK(write_spikes || readout, "lif_forward: a layer without readout writes spikes");
@@ -1038,17 +1107,19 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
   Tensor S = write_spikes ? empty_time_major(B, T, N, options) : none;
   Tensor U = keep_state ? empty_time_major(B, T, N, options) : none;
   Tensor P = keep_p ? empty_time_major(B, T, N, options) : none;
+  Tensor I = keep_i ? empty_time_major(B, T, N, options) : none;
   Tensor Y = readout && write_trace ? empty_time_major(B, T, K, options) : none;
   const bool reduce = readout && reduction != NO_REDUCTION;
   Tensor logits = reduce ? at::empty({B, K}, options) : none;
   Tensor argmax = reduce ? at::zeros({B, K}, options.dtype(at::kInt)) : none;
   Tensor counts = at::zeros({B, N}, options);
-  std::vector<Tensor> result = {S, U, P, counts};
+  std::vector<Tensor> result = {S, U, P, I, counts};
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "lif_forward", [&] {
     TORCH_CHECK(x.numel() > 0 || in_begin.numel() == B * T,
                 "lif_forward: projected input x, or the sparse form of B * T input rows");
     const Layer<scalar_t> L = layer_of<scalar_t>(x, in_begin, in_end, in_cols, in_vals, wt, vt,
-                                                 B, N, beta_mem, one_minus_beta_mem, beta_syn);
+                                                 B, N, beta_mem, one_minus_beta_mem, beta_syn,
+                                                 bm_v, obm_v, bs_v);
     Readout<scalar_t> R;
     if (readout) {
       R = {K, scalar_t(out_beta_mem), scalar_t(out_one_minus_beta_mem), scalar_t(out_beta_syn),
@@ -1059,10 +1130,13 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
     // without a readout the spikes' sparse form is kept for the next layer and the gradients
     SparseBuilder<scalar_t> sparse(readout ? 0 : B * T, readout ? 0 : blocks);
     scalar_t* cp = counts.data_ptr<scalar_t>();
-    for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
-      forward_entries(L, R, b0, b1, T, rows_of<scalar_t>(S, b0), rows_of<scalar_t>(U, b0),
-                      rows_of<scalar_t>(P, b0), rows_of<scalar_t>(Y, b0),
-                      readout ? nullptr : &sparse, c, cp, lp, ap);
+    with_flag(L.decay.per_neuron(), [&](auto per_neuron) {
+      for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
+        forward_entries<decltype(per_neuron)::value>(
+            L, R, b0, b1, T, rows_of<scalar_t>(S, b0), rows_of<scalar_t>(U, b0),
+            rows_of<scalar_t>(P, b0), rows_of<scalar_t>(I, b0), rows_of<scalar_t>(Y, b0),
+            readout ? nullptr : &sparse, c, cp, lp, ap);
+      });
     });
     if (readout) {
       result.push_back(Y);
@@ -1157,15 +1231,18 @@ struct Adjoint {
   scalar_t* dwt = nullptr;              // this block's share of dW^T [C, N] (sparse input)
   scalar_t* dvt = nullptr;              // of dV^T [N, N]
   scalar_t* dwot = nullptr;             // of dW_out^T [N, K]
+  scalar_t* dbm = nullptr;              // of dL/dβ_m [N] (per-neuron decays, learned)
+  scalar_t* dbs = nullptr;              // of dL/dβ_s [N]
 };
 
 // The backward loop of the batch entries [b0, b1) over steps t1 - 1 down to t0, from the
-// layer's U (and P) rows; carries du, di ([nb, N]) and lu, li ([nb, K]) in place.
-template <typename scalar_t>
+// layer's U (and P; I when the decays' gradients are asked for, A.dbm) rows; carries du, di
+// ([nb, N]) and lu, li ([nb, K]) in place. PN: per-neuron decays.
+template <bool PN, typename scalar_t>
 void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
                       const Adjoint<scalar_t>& A, int64_t b0, int64_t b1, int64_t t0, int64_t t1,
-                      const Rows<scalar_t>& U, const Rows<scalar_t>& P, scalar_t* du,
-                      scalar_t* di, scalar_t* lu, scalar_t* li) {
+                      const Rows<scalar_t>& U, const Rows<scalar_t>& P, const Rows<scalar_t>& I,
+                      scalar_t* du, scalar_t* di, scalar_t* lu, scalar_t* li) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
   // Entry b receives no gradient after step last[b] - 1: its adjoints stay exactly zero
   // until then, and those steps are skipped.
@@ -1208,6 +1285,7 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       if (n > t0) {  // the rows of the previous step are read next: fetch them now
         prefetch_row(U(n - 1, b), N);
         prefetch_row(P(n - 1, b), N);
+        prefetch_row(I(n - 1, b), N);
         prefetch_row(A.grad(n - 1, b), N);
       }
       // the gradient reaching S[n] from outside the recurrence and the reset
@@ -1252,8 +1330,9 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       }
       // dV and dW_out take dI[n+1] and dx_out[n] at the neurons that spiked at step n
       if (A.dvt) std::copy_n(dir, N, di_next.data());  // backward_row moves dI on to dI[n]
-      const int64_t m = backward_row(N, L.bm, L.obm, L.bs, g, A.v ? rec.data() + j * N : nullptr,
-                                     P(n, b), ur, sgr, dur, dir, idx.data());
+      const int64_t m = backward_row<PN>(N, L.decay, g, A.v ? rec.data() + j * N : nullptr,
+                                         P(n, b), ur, A.dbm ? I(n, b) : nullptr, sgr, dur, dir,
+                                         A.dbm, A.dbs, idx.data());
       if (A.dvt) scatter_rows<scalar_t>(N, A.dvt, di_next.data(), idx.data(), nullptr, 0, m);
       if (A.dwot) scatter_rows<scalar_t>(K, A.dwot, dxo.data(), idx.data(), nullptr, 0, m);
     }
@@ -1287,8 +1366,11 @@ constexpr int64_t kRecomputeBytes = 512 << 10;
 // dx (when not empty) receives dL/dx[n] = dI[n+1]; v = V [N, N] when gradients flow through
 // the recurrence (else empty). Returns dW^T = Σ_n S_in[n]^T dx[n] ([C, N], from the sparse
 // input form, when want_w), dV^T = Σ_n S[n]^T dx[n] ([N, N], when want_v) and dW_out^T =
-// Σ_n S[n]^T dx_out[n] ([N, K], when want_wo), each summed over blocks in block order;
-// empty tensors for the others.
+// Σ_n S[n]^T dx_out[n] ([N, K], when want_wo) and, when want_decays, the gradients of the
+// per-neuron decays (bm_v, obm_v, bs_v as in lif_forward; the numbers beta_mem, ... when
+// they are empty) dL/dβ_m = Σ_n a[n] (U[n] - I[n]) and dL/dβ_s = Σ_n dI[n+1] I[n] ([N]
+// each, summed over the batch; I[n] from cur, stored by the forward pass with U, or
+// recomputed with it), each summed over blocks in block order; empty tensors for the others.
 std::vector<Tensor> lif_backward(
     const Tensor& grad, const Tensor& grad_const, const Tensor& dy, const Tensor& grad_logits,
     const Tensor& argmax, int64_t reduction, const Tensor& wo,
@@ -1299,7 +1381,8 @@ std::vector<Tensor> lif_backward(
     bool want_w,
     bool want_v, bool want_wo, int64_t t0, int64_t t1, double beta_mem,
     double one_minus_beta_mem, double beta_syn, double out_beta_mem,
-    double out_one_minus_beta_mem, double out_beta_syn) {
+    double out_one_minus_beta_mem, double out_beta_syn, const Tensor& bm_v, const Tensor& obm_v,
+    const Tensor& bs_v, const Tensor& cur, bool want_decays) {
   const bool stored = u.numel() > 0, readout = wo.numel() > 0;
   const bool has_logits = grad_logits.numel() > 0;
   TORCH_CHECK(!has_logits || (grad_logits.is_contiguous() && argmax.is_contiguous() &&
@@ -1318,6 +1401,8 @@ std::vector<Tensor> lif_backward(
               "lif_backward: time-major [B, T, N] and contiguous tensors expected");
   TORCH_CHECK(!want_w || in_begin.numel() > 0, "lif_backward: dW needs the sparse input form");
   TORCH_CHECK(!want_wo || readout, "lif_backward: dW_out needs the readout");
+  TORCH_CHECK(!want_decays || !stored || is_time_major(cur),
+              "lif_backward: the decays' gradients need the stored current I with U");
   const int64_t B = du.size(0), N = du.size(1), K = readout ? wo.size(0) : 0;
   const int64_t blocks = n_blocks(B);
   const auto options = du.options();
@@ -1325,63 +1410,79 @@ std::vector<Tensor> lif_backward(
   Tensor dwt = want_w ? at::zeros({blocks, C, N}, options) : none;
   Tensor dvt = want_v ? at::zeros({blocks, N, N}, options) : none;
   Tensor dwot = want_wo ? at::zeros({blocks, N, K}, options) : none;
+  Tensor dbm = want_decays ? at::zeros({blocks, N}, options) : none;
+  Tensor dbs = want_decays ? at::zeros({blocks, N}, options) : none;
   AT_DISPATCH_FLOATING_TYPES(du.scalar_type(), "lif_backward", [&] {
     TORCH_CHECK(stored || x.numel() > 0 || in_begin.numel() > 0,
                 "lif_backward: recomputing needs the layer's input");
     const Layer<scalar_t> L = layer_of<scalar_t>(x, in_begin, in_end, in_cols, in_vals, wt, vt,
-                                                 B, N, beta_mem, one_minus_beta_mem, beta_syn);
+                                                 B, N, beta_mem, one_minus_beta_mem, beta_syn,
+                                                 bm_v, obm_v, bs_v);
     Readout<scalar_t> R;
     if (readout) {
       R = {K, scalar_t(out_beta_mem), scalar_t(out_one_minus_beta_mem), scalar_t(out_beta_syn),
            scalar_t(0), nullptr, wo.data_ptr<scalar_t>(), reduction, T_total};
     }
     const Readout<scalar_t> no_readout;
-    for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
-      Adjoint<scalar_t> A;
-      A.grad = rows_of<scalar_t>(grad, b0);
-      A.grad_const = grad_const.numel() > 0 ? grad_const.data_ptr<scalar_t>() : nullptr;
-      A.dy = rows_of<scalar_t>(dy, b0);
-      if (has_logits) {
-        A.grad_logits = grad_logits.data_ptr<scalar_t>();
-        A.argmax = argmax.numel() ? argmax.data_ptr<int32_t>() : nullptr;
-      }
-      A.dx = rows_of<scalar_t>(dx, b0);
-      if (v.numel() > 0) A.v = v.data_ptr<scalar_t>();
-      A.shape = shape;
-      A.slope = scalar_t(slope);
-      A.scale = scalar_t(scale);
-      A.sg = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
-      if (want_w) A.dwt = dwt.data_ptr<scalar_t>() + c * C * N;
-      if (want_v) A.dvt = dvt.data_ptr<scalar_t>() + c * N * N;
-      if (want_wo) A.dwot = dwot.data_ptr<scalar_t>() + c * N * K;
-      scalar_t *dup = du.data_ptr<scalar_t>(), *dip = di.data_ptr<scalar_t>();
-      scalar_t *lup = lu.data_ptr<scalar_t>(), *lip = li.data_ptr<scalar_t>();
-      if (stored) {
-        backward_entries(L, R, A, b0, b1, t0, t1, rows_of<scalar_t>(u, b0),
-                         reset_grad ? rows_of<scalar_t>(p, b0) : Rows<scalar_t>{},
-                         dup + b0 * N, dip + b0 * N, lup + b0 * K, lip + b0 * K);
-        return;
-      }
-      const int64_t per_entry = std::max<int64_t>(1, t1 * N * int64_t(sizeof(scalar_t)) *
-                                                         (reset_grad ? 2 : 1));
-      const int64_t group = L.vt || A.v ? b1 - b0
-                                        : std::clamp<int64_t>(kRecomputeBytes / per_entry, 1,
-                                                              b1 - b0);
-      std::vector<scalar_t> u_local(group * t1 * N), p_local(reset_grad ? group * t1 * N : 0);
-      for (int64_t s0 = b0; s0 < b1; s0 += group) {
-        const int64_t s1 = std::min(b1, s0 + group), ns = s1 - s0;
-        const Rows<scalar_t> U{u_local.data(), ns * N, N, s0};
-        const Rows<scalar_t> P = reset_grad ? Rows<scalar_t>{p_local.data(), ns * N, N, s0}
-                                            : Rows<scalar_t>{};
-        forward_entries(L, no_readout, s0, s1, t1, Rows<scalar_t>{}, U, P, Rows<scalar_t>{},
-                        static_cast<SparseBuilder<scalar_t>*>(nullptr), 0);
-        backward_entries(L, R, A, s0, s1, 0, t1, U, P, dup + s0 * N, dip + s0 * N,
-                         lup + s0 * K, lip + s0 * K);
-      }
+    with_flag(L.decay.per_neuron(), [&](auto per_neuron) {
+      constexpr bool PN = decltype(per_neuron)::value;
+      for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
+        Adjoint<scalar_t> A;
+        A.grad = rows_of<scalar_t>(grad, b0);
+        A.grad_const = grad_const.numel() > 0 ? grad_const.data_ptr<scalar_t>() : nullptr;
+        A.dy = rows_of<scalar_t>(dy, b0);
+        if (has_logits) {
+          A.grad_logits = grad_logits.data_ptr<scalar_t>();
+          A.argmax = argmax.numel() ? argmax.data_ptr<int32_t>() : nullptr;
+        }
+        A.dx = rows_of<scalar_t>(dx, b0);
+        if (v.numel() > 0) A.v = v.data_ptr<scalar_t>();
+        A.shape = shape;
+        A.slope = scalar_t(slope);
+        A.scale = scalar_t(scale);
+        A.sg = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
+        if (want_w) A.dwt = dwt.data_ptr<scalar_t>() + c * C * N;
+        if (want_v) A.dvt = dvt.data_ptr<scalar_t>() + c * N * N;
+        if (want_wo) A.dwot = dwot.data_ptr<scalar_t>() + c * N * K;
+        if (want_decays) {
+          A.dbm = dbm.data_ptr<scalar_t>() + c * N;
+          A.dbs = dbs.data_ptr<scalar_t>() + c * N;
+        }
+        scalar_t *dup = du.data_ptr<scalar_t>(), *dip = di.data_ptr<scalar_t>();
+        scalar_t *lup = lu.data_ptr<scalar_t>(), *lip = li.data_ptr<scalar_t>();
+        if (stored) {
+          backward_entries<PN>(L, R, A, b0, b1, t0, t1, rows_of<scalar_t>(u, b0),
+                               reset_grad ? rows_of<scalar_t>(p, b0) : Rows<scalar_t>{},
+                               want_decays ? rows_of<scalar_t>(cur, b0) : Rows<scalar_t>{},
+                               dup + b0 * N, dip + b0 * N, lup + b0 * K, lip + b0 * K);
+          return;
+        }
+        const int64_t rows_kept = 1 + (reset_grad ? 1 : 0) + (want_decays ? 1 : 0);  // U, P, I
+        const int64_t per_entry = std::max<int64_t>(1, t1 * N * int64_t(sizeof(scalar_t)) *
+                                                           rows_kept);
+        const int64_t group = L.vt || A.v ? b1 - b0
+                                          : std::clamp<int64_t>(kRecomputeBytes / per_entry, 1,
+                                                                b1 - b0);
+        std::vector<scalar_t> u_local(group * t1 * N), p_local(reset_grad ? group * t1 * N : 0);
+        std::vector<scalar_t> i_local(want_decays ? group * t1 * N : 0);
+        for (int64_t s0 = b0; s0 < b1; s0 += group) {
+          const int64_t s1 = std::min(b1, s0 + group), ns = s1 - s0;
+          const Rows<scalar_t> U{u_local.data(), ns * N, N, s0};
+          const Rows<scalar_t> P = reset_grad ? Rows<scalar_t>{p_local.data(), ns * N, N, s0}
+                                              : Rows<scalar_t>{};
+          const Rows<scalar_t> I = want_decays ? Rows<scalar_t>{i_local.data(), ns * N, N, s0}
+                                               : Rows<scalar_t>{};
+          forward_entries<PN>(L, no_readout, s0, s1, t1, Rows<scalar_t>{}, U, P, I,
+                              Rows<scalar_t>{}, static_cast<SparseBuilder<scalar_t>*>(nullptr), 0);
+          backward_entries<PN>(L, R, A, s0, s1, 0, t1, U, P, I, dup + s0 * N, dip + s0 * N,
+                               lup + s0 * K, lip + s0 * K);
+        }
+      });
     });
   });
   return {want_w ? sum_blocks(dwt) : dwt, want_v ? sum_blocks(dvt) : dvt,
-          want_wo ? sum_blocks(dwot) : dwot};
+          want_wo ? sum_blocks(dwot) : dwot, want_decays ? sum_blocks(dbm) : dbm,
+          want_decays ? sum_blocks(dbs) : dbs};
 }
 
 // 1 + the last step n at which t ([B, T, M], time-major) is non-zero for some batch entry
@@ -1472,7 +1573,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
         "-> Tensor", &sparse_tmm);
   m.def("lif_forward(Tensor x, Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, "
         "Tensor wt, Tensor vt, Tensor wot, int B, int T, float beta_mem, "
-        "float one_minus_beta_mem, float beta_syn, bool keep_state, bool keep_pre_reset, "
+        "float one_minus_beta_mem, float beta_syn, Tensor bm_v, Tensor obm_v, Tensor bs_v, "
+        "bool keep_state, bool keep_pre_reset, bool keep_current, "
         "bool write_spikes, float out_beta_mem, float out_one_minus_beta_mem, "
         "float out_beta_syn, float out_u0, int reduction, bool write_trace) "
         "-> Tensor[]", &lif_forward);
@@ -1483,7 +1585,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
         "Tensor(a!) du, Tensor(b!) di, Tensor(c!) lu, Tensor(d!) li, Tensor(e!) dx, int C, "
         "int T, bool reset_grad, bool want_w, bool want_v, bool want_wo, int t0, int t1, "
         "float beta_mem, float one_minus_beta_mem, float beta_syn, float out_beta_mem, "
-        "float out_one_minus_beta_mem, float out_beta_syn) -> Tensor[]", &lif_backward);
+        "float out_one_minus_beta_mem, float out_beta_syn, Tensor bm_v, Tensor obm_v, "
+        "Tensor bs_v, Tensor cur, bool want_decays) -> Tensor[]", &lif_backward);
   m.def("last_active_step(Tensor t) -> int", &last_active_step);
   m.def("leaky_filter(Tensor x, float beta_mem, float one_minus_beta_mem, float beta_syn, "
         "float u0) -> Tensor", &leaky_filter);

@@ -30,24 +30,28 @@ def lif_forward(
     x: Tensor, sparse_input: None, weight: Tensor, recurrent_weight: Tensor | None,
     readout_weight: Tensor | None, dynamics: LIFDynamics, readout: ReadoutDynamics | None,
     keep_state: bool, batch: int, steps: int, write_spikes: bool = True,
-    reduction: str | None = None, write_trace: bool = True,
+    reduction: str | None = None, write_trace: bool = True, keep_current: bool = False,
 ) -> Forward:
-    """S, U, P[n] = β_m U[n] + (1 - β_m) I[n] (for a differentiable reset), the spike counts
-    [B, N] and, with a readout weight, the readout trace and its logits, from x = W S_in
-    [B, T, N]; stored time-major like the compiled kernels' results (S and the trace are
-    always computed here)."""
+    """S, U, P[n] = β_m U[n] + (1 - β_m) I[n] (for a differentiable reset), I (with
+    ``keep_current``), the spike counts [B, N] and, with a readout weight, the readout trace
+    and its logits, from x = W S_in [B, T, N]; stored time-major like the compiled kernels'
+    results (S and the trace are always computed here). The decays are numbers or [N]
+    tensors (per neuron)."""
     n = x.shape[-1]
-    beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
+    beta_mem, beta_syn = _decays(dynamics)
     s_all = empty_time_major(batch, steps, n, x)
     u_all = empty_time_major(batch, steps, n, x) if keep_state else None
     keep_p = keep_state and not dynamics.detach_reset
     p_all = empty_time_major(batch, steps, n, x) if keep_p else None
+    i_all = empty_time_major(batch, steps, n, x) if keep_state and keep_current else None
     u, i = x.new_zeros(batch, n), x.new_zeros(batch, n)
     for t in range(steps):
         s = (u > THRESHOLD).to(x.dtype)
         s_all[:, t] = s
         if u_all is not None:
             u_all[:, t] = u
+        if i_all is not None:
+            i_all[:, t] = i
         p = beta_mem * u + (1.0 - beta_mem) * i
         if p_all is not None:
             p_all[:, t] = p
@@ -57,7 +61,7 @@ def lif_forward(
             i = i + s @ recurrent_weight.detach().t()
     counts = s_all.transpose(0, 1).sum(0)
     if readout_weight is None:
-        return Forward(s_all, u_all, p_all, counts, None, None, None, None)
+        return Forward(s_all, u_all, p_all, i_all, counts, None, None, None, None)
     x_out = (s_all.transpose(0, 1) @ readout_weight.detach().t()).transpose(0, 1)
     trace = leaky_filter(x_out, readout)
     logits = argmax = None
@@ -65,7 +69,14 @@ def lif_forward(
         logits, argmax = trace.max(dim=1)
     elif reduction is not None:
         logits = reduce_readout(trace, reduction)
-    return Forward(s_all, u_all, p_all, counts, None, trace, logits, argmax)
+    return Forward(s_all, u_all, p_all, i_all, counts, None, trace, logits, argmax)
+
+
+def _decays(dynamics: LIFDynamics) -> tuple[float | Tensor, float | Tensor]:
+    """β_m and β_s of a layer: numbers, or [N] tensors (detached: the kernels' gradients
+    are their own)."""
+    return tuple(b.detach() if isinstance(b, Tensor) else b
+                 for b in (dynamics.beta_mem, dynamics.beta_syn))
 
 
 def logits_gradient(grad_logits: Tensor, argmax: Tensor | None, reduction: str,
@@ -95,15 +106,20 @@ def lif_backward(
     dynamics: LIFDynamics, readout: ReadoutDynamics | None, batch: int, time_steps: int,
     steps: int, want_w: bool, want_v: bool, want_wo: bool, want_dx: bool,
     grad_logits: Tensor | None = None, argmax: Tensor | None = None,
-    reduction: str | None = None,
-) -> tuple[Tensor, None, Tensor | None, Tensor | None]:
-    """dL/dx (dx[n] = dI[n+1]), dV and dW_out by the adjoint recursions, backwards in time.
+    reduction: str | None = None, current: Tensor | None = None, want_decays: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """dL/dx (dx[n] = dI[n+1]), dV, dW_out and, with ``want_decays``, dL/dβ_m and dL/dβ_s
+    ([N] each; from I, ``current``) by the adjoint recursions, backwards in time.
 
     dL/dS is ``grad`` plus ``grad_const`` plus, with a readout, dx_out W_out; it is zero from
     step ``steps`` on. dW is left to the caller (no sparse forms here)."""
     n = weight.shape[0]
     s = (u > THRESHOLD).to(u.dtype)
-    beta_mem, beta_syn = dynamics.beta_mem, dynamics.beta_syn
+    beta_mem, beta_syn = _decays(dynamics)
+    if want_decays and current is None:
+        raise ValueError("lif_backward: the decays' gradients need the current I kept with U")
+    grad_beta_mem = u.new_zeros(n) if want_decays else None
+    grad_beta_syn = u.new_zeros(n) if want_decays else None
     grad_s = u.new_zeros(batch, time_steps, n) if grad is None else grad
     if grad_const is not None:
         grad_s = grad_s + grad_const[:, None]
@@ -128,12 +144,15 @@ def lif_backward(
         if p is not None:
             g = g - du * p[:, t]
         a = du * (1.0 - s[:, t])
+        if want_decays:  # P[n] = β_m U[n] + (1 - β_m) I[n], I[n+1] = β_s I[n] + ...
+            grad_beta_mem += (a * (u[:, t] - current[:, t])).sum(0)
+            grad_beta_syn += (di * current[:, t]).sum(0)
         du = beta_mem * a + g * dynamics.surrogate.derivative(u[:, t] - THRESHOLD)
         di = (1.0 - beta_mem) * a + beta_syn * di
     grad_v = None
     if want_v:  # Σ_n dx[n]^T S[n], dx[n] = dI[n+1] (V S[n] enters I[n+1])
         grad_v = torch.einsum("btn,btk->nk", dx, s)
-    return dx, None, grad_v, grad_wo
+    return dx, None, grad_v, grad_wo, grad_beta_mem, grad_beta_syn
 
 
 def last_active_step(t: Tensor) -> int:
