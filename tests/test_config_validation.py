@@ -191,3 +191,17 @@ def test_python_api_sizes_without_a_config_field():
         "n_inputs: Input should be greater than or equal to 1 (got 0)"
     assert api_message(lambda: SNN.build(5, [10], 3, recurrent=[True, False])) == \
         "recurrent: one flag per hidden layer (1), got 2"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.time_constants.gamma_shape=0",
+     "model.time_constants.gamma_shape: Input should be greater than 0 (got 0)"),
+    ("model.time_constants.distribution=lognormal",
+     "model.time_constants.distribution: Input should be 'homogeneous' or 'gamma' "
+     "(got 'lognormal')"),
+    ("model.time_constants.learn=3", "model.time_constants.learn: Input should be a valid "
+     "boolean"),
+])
+def test_time_constant_settings_are_checked(override, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        load_config("randman", [override])

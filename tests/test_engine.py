@@ -1,8 +1,9 @@
 """The fast engine against the reference path: same forward values, same gradients.
 
 Every variant of the core (feed-forward / recurrent, detached / differentiable reset,
-gradient through the recurrence or not, every registered surrogate, the readout) on both
-kernel sets (compiled CPU kernels and pure PyTorch), in float64 and float32.
+gradient through the recurrence or not, every registered surrogate, the readout, per-neuron
+time constants fixed or learned) on both kernel sets (compiled CPU kernels and pure
+PyTorch), in float64 and float32.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from spikegrad import engine, functional
-from spikegrad.config import ConfigError, load_config
+from spikegrad.config import ConfigError, NetworkConfig, load_config
 from spikegrad.engine import cpp, torch_kernels
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.model import SNN
@@ -78,20 +79,27 @@ def _run(impl: str, leaves, rec, dynamics, readout_dynamics, **engine_kwargs):
 
 
 def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="weighted",
-            **engine_kwargs):
+            taus=None, learn_taus=False, **engine_kwargs):
     """Forward values and gradients of the fast engine (layer and readout apart, and fused)
     equal the reference path's. ``spike_loss``: a weighted sum of the spikes (a gradient
     that differs at every step), spike counts squared (one that is the same at every step,
     as an activity regulariser's; through the trains or the counts output), the counts'
-    total (one gradient value, expanded) or none."""
+    total (one gradient value, expanded) or none. ``taus``: per-neuron (τ_mem, τ_syn) ([N]
+    each, dt = 1) replacing the decays of ``dynamics``; with ``learn_taus`` their gradients
+    (through β = exp(-dt/τ)) are compared too."""
     readout_dynamics = ReadoutDynamics(0.95, 0.8, initial_membrane=-0.01)
     results = []
     for impl in ("reference", "separate", "fused"):
         leaves = [t.detach().clone().requires_grad_() for t in (inputs, weight, readout)]
         leaves[0].requires_grad_(input_grad)
         rec = None if v is None else v.detach().clone().requires_grad_()
+        tau_leaves, layer_dynamics = [], dynamics
+        if taus is not None:
+            tau_leaves = [t.detach().clone().requires_grad_(learn_taus) for t in taus]
+            layer_dynamics = dynamics.with_time_constants(*tau_leaves, dt_ms=1.0)
         kwargs = engine_kwargs if impl != "reference" else {}
-        spikes, trace, counts = _run(impl, leaves, rec, dynamics, readout_dynamics, **kwargs)
+        spikes, trace, counts = _run(impl, leaves, rec, layer_dynamics, readout_dynamics,
+                                     **kwargs)
         loss = trace.max(1).values.pow(2).sum() + trace.sum()
         if spike_loss == "weighted":
             loss = loss + (spikes * torch.linspace(-1, 1, spikes.shape[-1],
@@ -103,6 +111,7 @@ def compare(inputs, weight, v, readout, dynamics, input_grad=True, spike_loss="w
         elif spike_loss == "fused count total":  # one gradient value expanded to [B, N]
             loss = loss + counts.sum() * 0.1
         params = leaves[int(not input_grad):] + ([rec] if rec is not None else [])
+        params += tau_leaves if learn_taus else []
         results.append((spikes, trace, torch.autograd.grad(loss, params)))
     s_ref, y_ref, g_ref = results[0]
     for name, (s_fast, y_fast, g_fast) in zip(("separate", "fused"), results[1:], strict=True):
@@ -126,6 +135,78 @@ def test_variants_match_reference(backend, dtype, recurrent, detach_reset, recur
                                recurrent_gradient)
         compare(inputs, weight, v, readout, dynamics, input_grad=seed != 0,
                 spike_loss=spike_loss)
+
+
+def random_time_constants(seed, n, dtype):
+    """Per-neuron (τ_mem, τ_syn) in ms for dt = 1: spread over [2, 40) and [1.5, 20)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    return (2.0 + 38.0 * torch.rand(n, generator=g, dtype=dtype),
+            1.5 + 18.5 * torch.rand(n, generator=g, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("learn", [False, True])
+@pytest.mark.parametrize("recurrent,detach_reset", [(False, True), (True, True), (False, False),
+                                                    (True, False)])
+def test_per_neuron_time_constants_match_reference(backend, dtype, learn, recurrent,
+                                                   detach_reset):
+    """Heterogeneous τ, fixed or learned: same spikes, traces and gradients (weights, inputs
+    and, when learned, every neuron's τ_mem and τ_syn), on random shapes and seeds."""
+    for seed, spike_loss in zip(range(4), ("weighted", "counts", "none", "fused counts"),
+                                strict=True):
+        inputs, weight, v, readout = random_case(20 + seed, dtype, recurrent)
+        taus = random_time_constants(seed, weight.shape[0], dtype)
+        dynamics = LIFDynamics(0.9, 0.8, Surrogate("superspike", 10.0, 1.0), detach_reset)
+        compare(inputs, weight, v, readout, dynamics, input_grad=seed != 1,
+                spike_loss=spike_loss, taus=taus, learn_taus=learn)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("surrogate", ["superspike", "test_triangle_squared"])
+def test_learned_time_constants_with_recompute(backend, recurrent, surrogate):
+    """Recomputing U (and I) in the backward pass gives the same τ gradients, for a built-in
+    surrogate (recomputed inside the kernels) and a registered one (one more forward pass)."""
+    for seed in range(2):
+        inputs, weight, v, readout = random_case(30 + seed, torch.float64, recurrent)
+        taus = random_time_constants(seed, weight.shape[0], torch.float64)
+        dynamics = LIFDynamics(0.9, 0.8, Surrogate(surrogate, 5.0, 1.0), detach_reset=False)
+        compare(inputs, weight, v, readout, dynamics, taus=taus, learn_taus=True,
+                recompute=True)
+
+
+def test_learned_time_constants_on_real_valued_input(backend):
+    """The current paradigm (dense input, projected outside the loop) with learned τ."""
+    inputs, weight, v, readout = random_case(5, torch.float64, True, density=0.5)
+    noisy = inputs * torch.rand(inputs.shape, generator=torch.Generator().manual_seed(0),
+                                dtype=inputs.dtype) * 3
+    taus = random_time_constants(5, weight.shape[0], torch.float64)
+    compare(noisy, weight, v, readout, LIFDynamics(0.9, 0.8), taus=taus, learn_taus=True)
+
+
+def test_only_the_time_constants_learn(backend):
+    """Fixed weights, learned τ: the decays' gradients alone are asked for and are right."""
+    inputs, weight, v, readout = random_case(13, torch.float64, True)
+    taus = [t.requires_grad_() for t in random_time_constants(13, weight.shape[0],
+                                                              torch.float64)]
+    grads = []
+    for run in (functional.lif_layer, engine.lif_layer):
+        spikes = run(inputs, weight * 3, LIFDynamics(0.9, 0.8).with_time_constants(*taus, 1.0),
+                     v)
+        loss = (spikes * torch.linspace(-1, 1, spikes.shape[-1], dtype=spikes.dtype)).sum()
+        grads.append(torch.autograd.grad(loss, taus))
+    for a, b in zip(*grads, strict=True):
+        assert b.abs().max() > 0
+        assert_close(b, a, "τ gradient")
+
+
+@pytest.mark.parametrize("bad", [torch.full((3,), 0.9), torch.full((4,), 0.9, dtype=torch.float64),
+                                 torch.full((4, 1), 0.9)])
+@pytest.mark.parametrize("run", [functional.lif_layer, engine.lif_layer])
+def test_per_neuron_decays_of_the_wrong_shape_or_dtype(run, bad):
+    inputs, weight = torch.zeros(2, 5, 3), torch.zeros(4, 3)
+    with pytest.raises(functional.InputError, match=r"dynamics.beta_mem: expected a number or "
+                       r"\[4\] float32 on cpu, got"):
+        run(inputs, weight, LIFDynamics(bad, 0.8))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -187,6 +268,35 @@ def test_two_layer_network(backend, dtype):
         assert_close(b, a, "network gradient")
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_network_with_heterogeneous_learned_time_constants(backend, dtype, recompute):
+    """A two-layer network of gamma-distributed, learned τ built from its config: the fast
+    engine's gradients of every parameter (τ as log τ included) equal the reference's."""
+    inputs = (torch.rand(6, 50, 40, generator=torch.Generator().manual_seed(11)) < 0.1)
+    grads = []
+    for engine_name in ("reference", "fast"):
+        config = NetworkConfig.model_validate({
+            "n_inputs": 40, "n_outputs": 5,
+            "model": {"hidden": [{"size": 30, "recurrent": True, "detach_reset": False},
+                                 {"size": 20}],
+                      "init": {kind: {"scale": 6.0} for kind in ("feedforward", "recurrent",
+                                                                 "readout")},
+                      "time_constants": {"distribution": "gamma", "learn": True},
+                      "engine": engine_name, "recompute": recompute}})
+        net = SNN.from_config(config, generator=torch.Generator().manual_seed(1)).to(dtype)
+        out = net(inputs.to(dtype), reduction="max")
+        loss = out.logits.logsumexp(-1).sum() + 0.01 * sum(c.pow(2).sum() for c in out.spike_counts)
+        loss.backward()
+        grads.append(dict(net.named_parameters()))
+        assert out.hidden_spikes[0].sum() > 0
+    assert {name for name in grads[0] if "tau" in name} == {
+        f"hidden.{i}.log_tau_{kind}" for i in (0, 1) for kind in ("mem", "syn")}
+    for name, reference in grads[0].items():
+        assert grads[1][name].grad.abs().max() > 0, name
+        assert_close(grads[1][name].grad, reference.grad, name)
+
+
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_no_gradient_reaches_the_layer(backend, recurrent):
     """A loss that does not depend on the spikes gives zero gradients, not an error."""
@@ -221,9 +331,11 @@ def test_no_gradient_reaches_the_fused_layer(backend, recurrent):
     assert all(g is not None and not g.any() for g in grads)
 
 
-def test_same_bits_for_any_thread_count():
+@pytest.mark.parametrize("learned_taus", [False, True])
+def test_same_bits_for_any_thread_count(learned_taus):
     """Work is split into blocks set by the batch size alone and partial sums are added in
-    block order: one thread and two give identical spikes, traces and gradients."""
+    block order: one thread and two give identical spikes, traces and gradients (of learned
+    per-neuron time constants too)."""
     if not cpp.available():
         pytest.skip("compiled kernels unavailable")
     g = torch.Generator().manual_seed(5)
@@ -235,6 +347,11 @@ def test_same_bits_for_any_thread_count():
             torch.set_num_threads(threads)
             net = SNN.build(50, [40, 30], 7, recurrent=[True, False], engine="fast",
                             init_scale=6.0, generator=torch.Generator().manual_seed(2))
+            if learned_taus:
+                for i, layer in enumerate(net.hidden):
+                    layer.set_time_constants(*random_time_constants(i, layer.out_features,
+                                                                    torch.float32),
+                                             1.0, learn=True)
             out = net(inputs)
             loss = out.readout.max(1).values.logsumexp(-1).sum() + out.hidden_spikes[0].sum()
             loss.backward()

@@ -66,3 +66,59 @@ def test_sizes_come_from_the_data_or_the_network_config(tiny_config):
     assert SNN.from_config(network, 4, 3).readout.weight.shape == (3, 100)
     with pytest.raises(ValueError, match="n_outputs 2 differs from the config's 3"):
         SNN.from_config(network, n_outputs=2)
+
+
+def test_one_time_constant_per_layer_by_default():
+    """The default network holds no per-neuron τ: the same parameters and buffers as before
+    model.time_constants existed, and its config hash leaves the section out."""
+    config = load_config("randman")
+    net = SNN.from_config(config, 20, 10)
+    assert set(net.state_dict()) == {"hidden.0.weight", "readout.weight"}
+    assert net.hidden[0].time_constants() is None
+    assert net.hidden[0].neuron_dynamics() is net.hidden[0].dynamics
+    explicit = load_config("randman", {"model.time_constants": {"distribution": "homogeneous",
+                                                                "learn": False}})
+    assert explicit.config_hash() == config.config_hash()
+    assert load_config("randman", {"model.time_constants.learn": True}).config_hash() != \
+        config.config_hash()
+
+
+def test_gamma_time_constants_around_the_layer_mean():
+    """Gamma-distributed τ: mean the layer's τ, coefficient of variation 1/√k, drawn after the
+    weights (which stay those of the homogeneous network), the same for the same seed."""
+    hidden = [{"size": 4000, "tau_mem_ms": 20.0, "tau_syn_ms": 8.0}, {"size": 3000}]
+    plain = load_config("randman", {"model.hidden": hidden})
+    config = load_config(plain, {"model.time_constants": {"distribution": "gamma",
+                                                          "gamma_shape": 4.0}})
+    net, again = SNN.from_config(config, 20, 10), SNN.from_config(config, 20, 10)
+    homogeneous = SNN.from_config(plain, 20, 10)
+    for layer, mean_mem, mean_syn in zip(net.hidden, (20.0, 10.0), (8.0, 5.0), strict=True):
+        for tau, mean in zip(layer.time_constants(), (mean_mem, mean_syn), strict=True):
+            assert abs(tau.mean().item() / mean - 1) < 0.05
+            assert abs(tau.std().item() / tau.mean().item() - 0.5) < 0.05
+    state, weights = net.state_dict(), homogeneous.state_dict()
+    assert all(torch.equal(state[name], value) for name, value in weights.items())
+    assert set(state) - set(weights) == {f"hidden.{i}.log_tau_{kind}" for i in (0, 1)
+                                         for kind in ("mem", "syn")}  # buffers: not trained
+    assert dict(net.named_parameters()).keys() == dict(homogeneous.named_parameters()).keys()
+    assert all(torch.equal(value, again.state_dict()[name]) for name, value in state.items())
+    other = SNN.from_config(load_config(config, {"seed": 1}), 20, 10)
+    assert not torch.equal(other.hidden[0].log_tau_mem, net.hidden[0].log_tau_mem)
+
+
+def test_learned_time_constants_are_trained(tiny_config):
+    """With learn, every hidden neuron's log τ_mem and log τ_syn are parameters the optimiser
+    moves (from a homogeneous start too), and a saved state restores them."""
+    config = load_config(tiny_config, {"model.time_constants.learn": True,
+                                       "training.epochs": 1})
+    trainer = Trainer(config, progress=False)
+    layer = trainer.model.hidden[0]
+    start = [t.detach().clone() for t in layer.time_constants()]
+    assert all(torch.equal(t, t[:1].expand_as(t)) for t in start)  # homogeneous start
+    trainer.fit()
+    moved = layer.time_constants()
+    assert all(not torch.equal(a, b) for a, b in zip(start, moved, strict=True))
+    rebuilt = SNN.from_config(config, trainer.data.n_inputs, trainer.data.n_classes,
+                              load_only=True)
+    rebuilt.load_state_dict(trainer.model.state_dict())
+    assert torch.equal(rebuilt.hidden[0].time_constants()[0], moved[0])

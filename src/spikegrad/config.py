@@ -228,6 +228,33 @@ class InitConfig(Strict):
         return self.feedforward.scheme == "fluctuation"
 
 
+class TimeConstantsConfig(Strict):
+    """Per-neuron time constants of the hidden layers, after Perez-Nieves, Leung, Dragotti &
+    Goodman (2021, "Neural heterogeneity promotes robust learning", Nat. Commun. 12:5791):
+    each neuron's τ_mem and τ_syn drawn around its layer's ``tau_mem_ms`` and ``tau_syn_ms``
+    (heterogeneous initialisation) and, optionally, trained with the weights. The default
+    (homogeneous, not learned) is one τ per layer. The readout keeps ``model.readout``'s.
+
+    A learned τ is held as log τ, so that τ > 0 and β = exp(-dt/τ) stays in (0, 1) whatever
+    the optimiser does; it is trained at the weights' learning rate. The draws come after
+    every weight is initialised (the weights are those of the homogeneous network), from the
+    same generator; a fluctuation-driven init uses the layers' configured τ."""
+
+    distribution: Literal["homogeneous", "gamma"] = "homogeneous"
+    """homogeneous: every neuron has its layer's τ; gamma: each neuron's τ_mem and τ_syn drawn
+    from a gamma distribution whose mean is the layer's τ (Perez-Nieves et al. 2021)."""
+    gamma_shape: PositiveFloat = 3.0
+    """Shape k of the gamma distribution (coefficient of variation 1/√k: 0.58 for k = 3)."""
+    learn: bool = False
+    """Train each hidden neuron's τ_mem and τ_syn with the weights (from either
+    distribution)."""
+
+    @property
+    def per_neuron(self) -> bool:
+        """Whether hidden neurons get time constants of their own."""
+        return self.distribution != "homogeneous" or self.learn
+
+
 class ModelConfig(Strict):
     hidden: list[HiddenLayerConfig] = Field(default_factory=lambda: [HiddenLayerConfig()],
                                             min_length=1)
@@ -236,6 +263,8 @@ class ModelConfig(Strict):
     """The leaky readout."""
     init: InitConfig = Field(default_factory=InitConfig)
     """Weight initialisation per kind of matrix."""
+    time_constants: TimeConstantsConfig = Field(default_factory=TimeConstantsConfig)
+    """Per-neuron (heterogeneous, learnable) time constants of the hidden layers."""
     engine: Literal["reference", "fast"] = "fast"
     """fast: the fused BPTT engine; reference: the step-by-step autograd loop (the tests'
     oracle)."""
@@ -380,6 +409,7 @@ HASHED_UNLESS_DEFAULT: dict[str, Any] = {
     "model.kernels": "auto", "model.recompute": False,
     "model.init.fluctuation": FluctuationInit().model_dump(mode="json"),
     "model.hidden.*.dale": None,
+    "model.time_constants": TimeConstantsConfig().model_dump(mode="json"),
 }
 """Config fields (dotted paths; ``*``: every item of a list) that count in
 :meth:`ExperimentConfig.config_hash` only when they differ from these defaults."""

@@ -27,8 +27,8 @@ def membrane_gradient_norms(
     x = inputs
     for layer in model.hidden:
         steps: list[Tensor] = []
-        x = functional.lif_layer(x, layer.weight, layer.dynamics, layer.recurrent_weight,
-                                 membrane_steps=steps)
+        x = functional.lif_layer(x, layer.weight, layer.neuron_dynamics(),
+                                 layer.recurrent_weight, membrane_steps=steps)
         for membrane in steps:
             if membrane.requires_grad:
                 membrane.retain_grad()

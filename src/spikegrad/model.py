@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,6 +37,7 @@ from spikegrad.config import (
     ExperimentConfig,
     ModelConfig,
     NetworkConfig,
+    TimeConstantsConfig,
     validate_section,
 )
 from spikegrad.engine.contract import KernelChoice
@@ -104,28 +106,69 @@ class LIFLayer(nn.Module):
         self.register_buffer("neuron_sign", None if excitatory_fraction is None else
                              neuron_signs(out_features, excitatory_fraction), persistent=False)
         self.balance, self.excitatory_afferents = balance, excitatory_afferents
+        # per-neuron time constants, as log τ (ms): None until set_time_constants
+        self.register_buffer("log_tau_mem", None)
+        self.register_buffer("log_tau_syn", None)
+        self.dt_ms: float | None = None
         init_weights(self, "uniform", 1.0)
 
     @property
     def recurrent(self) -> bool:
         return self.recurrent_weight is not None
 
+    def set_time_constants(self, tau_mem_ms: Tensor, tau_syn_ms: Tensor, dt_ms: float,
+                           learn: bool = False) -> None:
+        """Give every neuron its own τ_mem and τ_syn ([out] tensors, ms; positive) at time
+        step ``dt_ms``: the layer then runs with per-neuron decays β = exp(-dt/τ) instead of
+        those of ``dynamics``. They are held as log τ, a parameter with ``learn`` (so that
+        τ > 0 whatever the optimiser does), else a buffer."""
+        for name, tau in (("tau_mem_ms", tau_mem_ms), ("tau_syn_ms", tau_syn_ms)):
+            if tau.shape != (self.out_features,) or not bool((tau > 0).all()):
+                raise ValueError(f"{name}: expected {self.out_features} positive time "
+                                 f"constants, got {functional.describe_tensor(tau)}")
+        for name, tau in (("log_tau_mem", tau_mem_ms), ("log_tau_syn", tau_syn_ms)):
+            value = tau.detach().to(self.weight).log()
+            delattr(self, name)  # a parameter or a buffer, whichever it was
+            if learn:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
+        self.dt_ms = dt_ms
+
+    def time_constants(self) -> tuple[Tensor, Tensor] | None:
+        """(τ_mem, τ_syn) per neuron ([out] tensors, ms), or None for the layer's one τ."""
+        if self.log_tau_mem is None:
+            return None
+        return self.log_tau_mem.exp(), self.log_tau_syn.exp()
+
+    def neuron_dynamics(self) -> LIFDynamics:
+        """The dynamics the layer runs: ``dynamics``, with per-neuron decays when it has
+        time constants of its own (differentiable when they are learned)."""
+        taus = self.time_constants()
+        if taus is None:
+            return self.dynamics
+        return self.dynamics.with_time_constants(*taus, self.dt_ms)
+
     def forward(self, inputs: Tensor) -> Tensor:
         """Input spikes (or current) [B, T, in] -> output spikes [B, T, out]."""
+        dynamics = self.neuron_dynamics()
         if self.engine == "fast":
             return _fast_engine().lif_layer(
-                inputs, self.weight, self.dynamics, self.recurrent_weight, self.recompute,
+                inputs, self.weight, dynamics, self.recurrent_weight, self.recompute,
                 self.kernels,
             )
-        return functional.lif_layer(inputs, self.weight, self.dynamics, self.recurrent_weight)
+        return functional.lif_layer(inputs, self.weight, dynamics, self.recurrent_weight)
 
     def extra_repr(self) -> str:
         d = self.dynamics
         dale = ("" if self.neuron_sign is None else
                 f", excitatory={int((self.neuron_sign > 0).sum())}/{self.out_features}")
+        decays = (f"beta_mem={d.beta_mem:.4f}, beta_syn={d.beta_syn:.4f}"
+                  if self.log_tau_mem is None else
+                  f"per-neuron time constants (learned={self.log_tau_mem.requires_grad})")
         return (
             f"{self.in_features} -> {self.out_features}, recurrent={self.recurrent}, "
-            f"beta_mem={d.beta_mem:.4f}, beta_syn={d.beta_syn:.4f}, surrogate={d.surrogate}, "
+            f"{decays}, surrogate={d.surrogate}, "
             f"detach_reset={d.detach_reset}, recurrent_gradient={d.recurrent_gradient}{dale}"
         )
 
@@ -319,6 +362,13 @@ class SNN(nn.Module):
             net.init_report = fluctuation_init(
                 net, inputs, f.mu_u, f.sigma_u, f.recurrent_fraction, dt, moments=f.moments,
                 recurrent=init.recurrent.scheme == "fluctuation", generator=generator)
+        time_constants = config.model.time_constants
+        if time_constants.per_neuron:
+            for layer, spec in zip(net.hidden, config.model.hidden, strict=True):
+                layer.set_time_constants(
+                    draw_time_constants(spec.tau_mem_ms, spec.size, time_constants, generator),
+                    draw_time_constants(spec.tau_syn_ms, spec.size, time_constants, generator),
+                    dt, learn=time_constants.learn)
         return net
 
     def forward(self, inputs: Tensor, record_spikes: bool = True, record_trace: bool = True,
@@ -337,7 +387,7 @@ class SNN(nn.Module):
         last, readout = self.hidden[-1], self.readout
         if last.engine == "fast" and readout.engine == "fast":  # one fused operation
             out = _fast_engine().lif_readout(
-                x, last.weight, last.dynamics, readout.weight, readout.dynamics,
+                x, last.weight, last.neuron_dynamics(), readout.weight, readout.dynamics,
                 last.recurrent_weight, last.recompute, spikes=record_spikes,
                 reduction=reduction, trace=record_trace or reduction is None,
                 kernels=last.kernels)
@@ -417,6 +467,24 @@ def init_matrix(
         else:
             raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian, "
                              "fluctuation)")
+
+
+def draw_time_constants(mean_ms: float, n: int, config: TimeConstantsConfig,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """``n`` time constants (ms, float64) for the neurons of a layer whose τ is ``mean_ms``,
+    by ``config.distribution``: all equal (homogeneous), or drawn from a gamma distribution
+    of mean ``mean_ms`` and shape k = ``config.gamma_shape`` (scale mean/k), as in
+    Perez-Nieves et al. 2021. The gamma draws take one seed from ``generator`` (PyTorch's
+    global generator when None) for NumPy's gamma sampler."""
+    if config.distribution == "homogeneous":
+        return torch.full((n,), float(mean_ms), dtype=torch.float64)
+    if config.distribution == "gamma":
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        shape = config.gamma_shape
+        draws = np.random.default_rng(seed).gamma(shape, mean_ms / shape, size=n)
+        return torch.from_numpy(draws)
+    raise ValueError(f"unknown time-constant distribution {config.distribution!r} (known: "
+                     "homogeneous, gamma)")
 
 
 def init_weights(

@@ -209,6 +209,10 @@ def to_nir(model: SNN, dt: float = 1e-3, *, discretisation: Discretisation = "ex
         raise ArgumentError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
     if readout_node not in ("CubaLI", "CubaLIF"):
         raise ArgumentError(f"unknown readout node {readout_node!r} (known: CubaLI, CubaLIF)")
+    for i, layer in enumerate(model.hidden):
+        if layer.time_constants() is not None:
+            raise ArgumentError(f"hidden layer {i} has per-neuron time constants "
+                                "(model.time_constants): the NIR export writes one τ per layer")
     warnings.warn(
         "NIR has no counterpart of spikegrad's update order (each layer answers 2 steps after "
         "its input, the readout 1 step after the last layer) nor of its reset (no integration "
