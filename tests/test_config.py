@@ -91,6 +91,7 @@ def test_kernels_and_recompute_are_config_fields_hashed_only_when_set():
     del values["model"]["init"]["fluctuation"]  # the same for the fluctuation init's targets
     for layer in values["model"]["hidden"]:  # and for Dale's law, off
         del layer["dale"]
+    del values["model"]["time_constants"]  # and for per-neuron time constants
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     assert config.config_hash() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert load_config("randman", ["model.kernels=torch"]).config_hash() != config.config_hash()
