@@ -108,7 +108,8 @@ def test_gamma_time_constants_around_the_layer_mean():
 
 def test_learned_time_constants_are_trained(tiny_config):
     """With learn, every hidden neuron's log τ_mem and log τ_syn are parameters the optimiser
-    moves (from a homogeneous start too), and a saved state restores them."""
+    moves (from a homogeneous start too), to the same bits for the same seed, and a saved
+    state restores them."""
     config = load_config(tiny_config, {"model.time_constants.learn": True,
                                        "training.epochs": 1})
     trainer = Trainer(config, progress=False)
@@ -118,6 +119,10 @@ def test_learned_time_constants_are_trained(tiny_config):
     trainer.fit()
     moved = layer.time_constants()
     assert all(not torch.equal(a, b) for a, b in zip(start, moved, strict=True))
+    again = Trainer(config, progress=False)
+    again.fit()
+    assert all(torch.equal(a, b) for a, b in zip(again.model.hidden[0].time_constants(), moved,
+                                                 strict=True))
     rebuilt = SNN.from_config(config, trainer.data.n_inputs, trainer.data.n_classes,
                               load_only=True)
     rebuilt.load_state_dict(trainer.model.state_dict())
