@@ -60,6 +60,7 @@ from click.testing import CliRunner
 from spikegrad.cli import main
 from spikegrad.config import ConfigError, load_config
 from spikegrad.data import build_data
+from spikegrad.errors import ArgumentError
 from spikegrad.losses import reduce_readout
 from spikegrad.model import SNN
 from spikegrad.training import Trainer
@@ -903,3 +904,11 @@ def test_recurrent_export_to_snntorch(randman_rc):
     assert -0.2 <= as_imported.accuracy_change <= -0.06  # measured -0.14
     assert -0.2 <= reset.accuracy_change <= -0.06  # measured -0.12
     assert delayed.same_trains >= 0.999 and abs(delayed.accuracy_change) <= 0.01  # 1.0, 0.0
+
+
+def test_per_neuron_time_constants_are_not_exported():
+    """NIR nodes here carry one τ per layer: a network of per-neuron τ is refused, not
+    written with its layers' mean τ."""
+    config = load_config("randman", {"model.time_constants.distribution": "gamma"})
+    with pytest.raises(ArgumentError, match="hidden layer 0 has per-neuron time constants"):
+        to_nir(SNN.from_config(config, 20, 10))
