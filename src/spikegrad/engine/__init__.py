@@ -40,8 +40,9 @@ is updated inside the layer's forward loop and its adjoint inside the layer's ba
 so neither its input x_out, nor the gradient it sends to the spikes, is ever stored. The
 weight gradients only visit the non-zero entries of S_in and S (sparse inputs are projected
 inside the forward loop and their weight gradient summed inside the backward loop). Only U
-(and P for a differentiable reset) are saved besides the spikes; with ``recompute`` (the
-config's ``model.recompute``) not even those: the backward pass re-runs the forward loop.
+(and P for a differentiable reset, I for learned decays) are saved besides the spikes; with
+``recompute`` (the config's ``model.recompute``) not even those: the backward pass re-runs
+the forward loop.
 Steps after the last one that receives a gradient are skipped.
 
 Threads: on CPU the thread count follows the load of the machine (:mod:`.threads`); results
