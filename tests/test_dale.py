@@ -12,13 +12,16 @@ from test_engine import assert_close
 
 
 def network(recurrent: bool, engine: str = "fast", layers: int = 2, balance: bool = True,
-            afferents: bool = True, seed: int = 0) -> SNN:
-    dale = {"excitatory_fraction": 0.75, "balance": balance, "excitatory_afferents": afferents}
+            afferents: bool = True, seed: int = 0, time_constants: dict | None = None,
+            **dale_fields) -> SNN:
+    dale = {"excitatory_fraction": 0.75, "balance": balance, "excitatory_afferents": afferents,
+            **dale_fields}
     config = validate_section(NetworkConfig, {
         "n_inputs": 12, "n_outputs": 3,
         "model": {"hidden": [{"size": 8, "recurrent": recurrent, "dale": dale}] * layers,
                   "init": {kind: {"scheme": "gaussian", "scale": 5.0}
                            for kind in ("feedforward", "recurrent", "readout")},
+                  "time_constants": time_constants or {},
                   "engine": engine},
     })
     return SNN.from_config(config, generator=torch.Generator().manual_seed(seed))
@@ -91,6 +94,30 @@ def test_fast_engine_matches_the_reference_on_ei_networks(recurrent):
         assert torch.equal(a, b)
     for i, (a, b) in enumerate(zip(grads_fast, grads_ref, strict=True)):
         assert_close(a, b, f"gradient {i}")
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_inhibitory_neurons_with_their_own_time_constants(learn):
+    inputs = (torch.rand(4, 30, 12, generator=torch.Generator().manual_seed(3)) < 0.2).float()
+    own = {"inhibitory_tau_mem_ms": 4.0, "inhibitory_tau_syn_ms": 2.0}
+    results = []
+    for engine in ("reference", "fast"):
+        net = network(True, engine, time_constants={"learn": learn}, **own)
+        tau_mem, tau_syn = net.hidden[0].time_constants()
+        assert torch.allclose(tau_mem, torch.tensor([10.0] * 6 + [4.0] * 2).to(tau_mem))
+        assert torch.allclose(tau_syn, torch.tensor([5.0] * 6 + [2.0] * 2).to(tau_syn))
+        out = net(inputs)
+        assert bool(out.hidden_spikes[0].any())
+        loss = out.readout.max(1).values.pow(2).sum()
+        results.append(torch.autograd.grad(loss, list(net.parameters())))
+    assert len(results[0]) == 5 + 4 * learn  # W, V of both layers, W_out; and their log τ
+    for i, (a, b) in enumerate(zip(results[1], results[0], strict=True)):
+        assert_close(a, b, f"gradient {i}")
+    gamma = network(False, time_constants={"distribution": "gamma"}, **own).hidden[0]
+    tau_mem, _ = gamma.time_constants()
+    assert not torch.equal(tau_mem[:6], torch.full((6,), 10.0).to(tau_mem))  # drawn around
+    with pytest.raises(ConfigError, match="model.hidden.0.dale.inhibitory_tau_mem_ms"):
+        load_config("randman", {"model.hidden.0.dale": {"inhibitory_tau_mem_ms": 0.5}})
 
 
 def test_training_keeps_the_signs(tiny_config):

@@ -102,6 +102,12 @@ class DaleConfig(Strict):
     balance: bool = True
     """Scale the inhibitory neurons' outgoing weights at init by n_exc / n_inh, so that at
     equal rates the mean input from the two populations cancels."""
+    inhibitory_tau_mem_ms: PositiveFloat | None = None
+    """τ_mem of the inhibitory neurons (ms; null: the layer's tau_mem_ms). Set, the layer's
+    neurons get per-neuron time constants (model.time_constants draws and learns them around
+    each population's own τ)."""
+    inhibitory_tau_syn_ms: PositiveFloat | None = None
+    """τ_syn of the inhibitory neurons (ms; null: the layer's tau_syn_ms)."""
     excitatory_afferents: bool = True
     """The data's weights into a first Dale layer are excitatory (non-negative), as sensory
     afferents are; false: left unconstrained (the data are not neurons of the model), so that
@@ -297,6 +303,10 @@ def check_time_constants(time: TimeConfig, model: ModelConfig) -> None:
         for name in ("tau_mem_ms", "tau_syn_ms")
     ] + [(f"model.readout.{name}", getattr(model.readout, name))
          for name in ("tau_mem_ms", "tau_syn_ms")]
+    taus += [(f"model.hidden.{i}.dale.{name}", getattr(layer.dale, name))
+             for i, layer in enumerate(model.hidden) if layer.dale is not None
+             for name in ("inhibitory_tau_mem_ms", "inhibitory_tau_syn_ms")
+             if getattr(layer.dale, name) is not None]
     for path, tau in taus:
         if tau <= dt:
             raise ValueError(f"{path}: must be greater than time.dt_ms ({dt}), got {tau}")

@@ -35,6 +35,7 @@ from spikegrad import functional
 from spikegrad.config import (
     ConfigError,
     ExperimentConfig,
+    HiddenLayerConfig,
     ModelConfig,
     NetworkConfig,
     TimeConstantsConfig,
@@ -363,12 +364,18 @@ class SNN(nn.Module):
                 net, inputs, f.mu_u, f.sigma_u, f.recurrent_fraction, dt, moments=f.moments,
                 recurrent=init.recurrent.scheme == "fluctuation", generator=generator)
         time_constants = config.model.time_constants
-        if time_constants.per_neuron:
-            for layer, spec in zip(net.hidden, config.model.hidden, strict=True):
-                layer.set_time_constants(
-                    draw_time_constants(spec.tau_mem_ms, spec.size, time_constants, generator),
-                    draw_time_constants(spec.tau_syn_ms, spec.size, time_constants, generator),
-                    dt, learn=time_constants.learn)
+        for layer, spec in zip(net.hidden, config.model.hidden, strict=True):
+            inhibitory_taus = _inhibitory_time_constants(spec)
+            if not time_constants.per_neuron and inhibitory_taus is None:
+                continue
+            taus = [draw_time_constants(mean, spec.size, time_constants, generator)
+                    for mean in (spec.tau_mem_ms, spec.tau_syn_ms)]
+            if inhibitory_taus is not None:  # the inhibitory population around its own τ
+                inhibitory = layer.neuron_sign < 0
+                for tau, mean, own in zip(taus, (spec.tau_mem_ms, spec.tau_syn_ms),
+                                          inhibitory_taus, strict=True):
+                    tau[inhibitory] *= own / mean
+            layer.set_time_constants(*taus, dt, learn=time_constants.learn)
         return net
 
     def forward(self, inputs: Tensor, record_spikes: bool = True, record_trace: bool = True,
@@ -467,6 +474,15 @@ def init_matrix(
         else:
             raise ValueError(f"unknown init scheme {scheme!r} (known: uniform, gaussian, "
                              "fluctuation)")
+
+
+def _inhibitory_time_constants(spec: HiddenLayerConfig) -> tuple[float, float] | None:
+    """(τ_mem, τ_syn) of a Dale layer's inhibitory neurons when either is its own, else None."""
+    dale = spec.dale
+    if dale is None or (dale.inhibitory_tau_mem_ms is None and dale.inhibitory_tau_syn_ms is None):
+        return None
+    return (dale.inhibitory_tau_mem_ms or spec.tau_mem_ms,
+            dale.inhibitory_tau_syn_ms or spec.tau_syn_ms)
 
 
 def draw_time_constants(mean_ms: float, n: int, config: TimeConstantsConfig,
