@@ -280,9 +280,12 @@ def reproduce(
         "profile description": PROFILES[profile].description,
         "seeds": ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds)),
         "studies": ", ".join(specs),
-        "data sets (readout study)": ", ".join(data_sets),
-        "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
     }
+    if "readout" in specs:
+        meta |= {
+            "data sets (readout study)": ", ".join(data_sets),
+            "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
+        }
     if "init" in specs and init_grid is not None:
         meta |= {
             "init study": init_grid.description,
