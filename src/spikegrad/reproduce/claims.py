@@ -157,7 +157,8 @@ def compare(a: Condition, b: Condition) -> Paired:
     return Paired.of(a.by_seed(), b.by_seed())
 
 
-def _missing(study: str, statement: str) -> Claim:
+def missing(study: str, statement: str) -> Claim:
+    """The claim without trials to judge it by (left out of the report)."""
     return Claim(study, statement, "needs finished trials of this study", INCONCLUSIVE,
                  "no finished trials")
 
@@ -186,7 +187,7 @@ def shape_claim(data: Data) -> Claim:
     statement = "The surrogate's shape barely matters for the best accuracy."
     grid = conditions(data.get("shape-slope", []), [SHAPE, SLOPE])
     if not grid:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     best = _best_slopes(grid)
     shapes = sorted(best)
     pairs = [(a, b, compare(best[a], best[b])) for i, a in enumerate(shapes)
@@ -208,7 +209,7 @@ def slope_claim(data: Data) -> Claim:
     statement = "Accuracy is robust to the surrogate's slope over a wide range."
     grid = conditions(data.get("shape-slope", []), [SHAPE, SLOPE])
     if not grid:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     best = _best_slopes(grid)
     shown, possible, parts = {}, {}, []
     for shape, top in sorted(best.items()):
@@ -259,7 +260,7 @@ def true_gradient_claim(data: Data) -> Claim:
     controls, top, level = _controls(data)
     true = controls.get(("true",))
     if true is None or top is None:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     above_chance = Paired.of(true.by_seed(), {s: level for s in true.by_seed()})
     gap = compare(top, true)
     verdict = verdict_of(above_chance.below(LEARNED) and gap.greater(LEARNED),
@@ -281,7 +282,7 @@ def constant_claim(data: Data) -> Claim:
     controls, top, _ = _controls(data)
     constant, true = controls.get(("constant",)), controls.get(("true",))
     if constant is None or true is None or top is None:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     learns = compare(constant, true)
     below = compare(constant, top)
     verdict = verdict_of(learns.greater(LEARNED) and below.less(0.0),
@@ -323,7 +324,7 @@ def scale_claim(data: Data) -> Claim:
                  "detached.")
     trials = data.get("scale", [])
     if not trials:
-        return _missing("scale", statement)
+        return missing("scale", statement)
     largest = max(config_value(t, SLOPE) for t in trials)
     at_largest = [t for t in trials if config_value(t, SLOPE) == largest]
     groups: dict[str, dict[str, Trials]] = defaultdict(lambda: defaultdict(list))
@@ -339,7 +340,7 @@ def scale_claim(data: Data) -> Claim:
     through = {a: d for a, d in drops.items() if gradient_path(a)}
     detached = {a: d for a, d in drops.items() if not gradient_path(a)}
     if not through or not detached:
-        return _missing("scale", statement)
+        return missing("scale", statement)
     verdict = verdict_of(
         all(d.greater(SAME) for d in through.values())
         and all(d.equivalent(SAME) for d in detached.values()),
@@ -408,7 +409,7 @@ def readout_claim(data: Data) -> Claim:
                                     top, total))
                 hashes += top.hashes() + total.hashes()
     if not comparisons:
-        return _missing("readout", statement)
+        return missing("readout", statement)
     verdict = verdict_of(all(p.equivalent(SAME) for _, p, *_ in comparisons),
                        any(p.greater(SAME) or p.less(SAME) for _, p, *_ in comparisons))
     return Claim(
@@ -448,7 +449,7 @@ def sparsity_claim(data: Data) -> Claim:
                  "with no significant loss of accuracy.")
     found = _regularisation(data)
     if found is None:
-        return _missing("regularisation", statement)
+        return missing("regularisation", statement)
     base, rows = found
     base_spikes = base.summary(hidden_spikes).mean
     factors = {s: base_spikes / max(spikes, 1e-12) for s, spikes, *_ in rows}
@@ -472,7 +473,7 @@ def critical_count_claim(data: Data) -> Claim:
     statement = "Below a critical number of hidden spikes, accuracy falls."
     found = _regularisation(data)
     if found is None:
-        return _missing("regularisation", statement)
+        return missing("regularisation", statement)
     base, rows = found
     by_spikes = sorted(rows, key=lambda r: -r[1])  # most spikes first
     worse = [r for r in by_spikes if r[2].less(SAME)]

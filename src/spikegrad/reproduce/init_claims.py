@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 from spikegrad.reproduce.claims import (
-    INCONCLUSIVE,
     LEARNED,
     SAME,
     Claim,
@@ -36,6 +35,7 @@ from spikegrad.reproduce.claims import (
     Trials,
     chance,
     compare,
+    missing,
     span,
     verdict_of,
 )
@@ -99,15 +99,14 @@ def _depths(grid: dict[Key, InitCondition]) -> list[int]:
     return sorted({depth for depth, _, _ in grid})
 
 
+def _layers(depth: int) -> str:
+    return f"{depth} layer{'s' if depth > 1 else ''}"
+
+
 def _label(condition: Condition) -> str:
     depth, scheme, sigma = condition.values
     where = f", σ_U {sigma:g}" if sigma is not None else ""
-    return f"{depth} layer{'s' if depth > 1 else ''} {scheme}{where}"
-
-
-def _missing(statement: str) -> Claim:
-    return Claim(STUDY, statement, "needs finished trials of this study", INCONCLUSIVE,
-                 "no finished trials")
+    return f"{_layers(depth)} {scheme}{where}"
 
 
 def sigma_claim(data: Data) -> Claim:
@@ -124,12 +123,12 @@ def sigma_claim(data: Data) -> Claim:
             best = top.values[2]
             shown.append(span(sigmas, best, {s for s in sigmas if near[s].not_worse(SAME)}))
             possible.append(span(sigmas, best, {s for s in sigmas if not near[s].less(SAME)}))
-            parts.append(f"{name}, {depth} layers: best σ_U {best:g} ({top.summary()}), not "
+            parts.append(f"{name}, {_layers(depth)}: best σ_U {best:g} ({top.summary()}), not "
                          f"worse by {SAME} over ×{shown[-1]:g}, not clearly worse over "
                          f"×{possible[-1]:g}")
             hashes += [h for s in sigmas for h in grid[(depth, "fluctuation", s)].hashes()]
     if not parts:
-        return _missing(statement)
+        return missing(STUDY, statement)
     return Claim(
         STUDY, statement,
         f"per data set and depth (where the grid has at least {MIN_SIGMAS} σ_U values), the "
@@ -141,51 +140,52 @@ def sigma_claim(data: Data) -> Claim:
         "; ".join(parts), hashes)
 
 
+Pairs = list[tuple[str, InitCondition, InitCondition]]  # (data set, a, b): judged on a - b
+
+
+def paired_claim(statement: str, rule: str, pairs: Pairs, holds: Callable[[Paired], bool],
+                 fails: Callable[[Paired], bool]) -> Claim:
+    """A claim on paired differences a - b: holds if ``holds`` for every pair, does not hold
+    if ``fails`` for some (:func:`verdict_of`)."""
+    if not pairs:
+        return missing(STUDY, statement)
+    diffs = [(name, a, b, compare(a, b)) for name, a, b in pairs]
+    return Claim(
+        STUDY, statement, rule,
+        verdict_of(all(holds(d) for *_, d in diffs), any(fails(d) for *_, d in diffs)),
+        "; ".join(f"{name}: {_label(a)} {a.summary()} minus {_label(b)} {b.summary()}: {d}"
+                  for name, a, b, d in diffs),
+        [h for _, a, b, _ in diffs for h in a.hashes() + b.hashes()])
+
+
 def depth_claim(data: Data) -> Claim:
-    statement = (f"With fluctuation-driven initialisation, depth costs little: networks of "
-                 f"every depth come within {DEPTH_MARGIN} of the 1-layer network's accuracy.")
-    shown, fails, parts, hashes = [], [], [], []
+    pairs: Pairs = []
     for name, grid in by_data_set(data).items():
         shallow = best_fluctuation(grid, 1)
-        for depth in [d for d in _depths(grid) if d > 1]:
-            deep = best_fluctuation(grid, depth)
-            if shallow is None or deep is None:
-                continue
-            diff = compare(deep, shallow)
-            shown.append(diff.not_worse(DEPTH_MARGIN))
-            fails.append(diff.less(DEPTH_MARGIN))
-            parts.append(f"{name}: {_label(deep)} {deep.summary()} minus {_label(shallow)} "
-                         f"{diff}")
-            hashes += deep.hashes() + shallow.hashes()
-    if not parts:
-        return _missing(statement)
-    return Claim(
-        STUDY, statement,
+        deeper = [best_fluctuation(grid, d) for d in _depths(grid) if d > 1]
+        pairs += [(name, deep, shallow) for deep in deeper if deep and shallow]
+    return paired_claim(
+        f"With fluctuation-driven initialisation, depth costs little: networks of every depth "
+        f"come within {DEPTH_MARGIN} of the 1-layer network's accuracy.",
         f"per data set, each depth's fluctuation network at its best σ_U (chosen on validation) "
         f"minus the 1-layer one at its best σ_U, paired over seeds; holds if every difference "
         f"is not below -{DEPTH_MARGIN} (non-inferiority, α = 0.05); does not hold if some "
         f"difference is shown below -{DEPTH_MARGIN} (one-sided test).",
-        verdict_of(all(shown), any(fails)), "; ".join(parts), hashes)
+        pairs, lambda d: d.not_worse(DEPTH_MARGIN), lambda d: d.less(DEPTH_MARGIN))
 
 
 def deep_randman_claim(data: Data) -> Claim:
-    statement = (f"On Randman, a 5-hidden-layer network with fluctuation-driven initialisation "
-                 f"reaches within {DEPTH_MARGIN} of the accuracy of the paper's 1-layer network.")
-    grid = by_data_set(data).get("randman")
-    deep = best_fluctuation(grid, 5) if grid else None
-    shallow = grid.get((1, "uniform", None)) if grid else None
-    if deep is None or shallow is None:
-        return _missing(statement)
-    diff = compare(deep, shallow)
-    return Claim(
-        STUDY, statement,
+    grid = by_data_set(data).get("randman", {})
+    deep, shallow = best_fluctuation(grid, 5), grid.get((1, "uniform", None))
+    return paired_claim(
+        f"On Randman, a 5-hidden-layer network with fluctuation-driven initialisation reaches "
+        f"within {DEPTH_MARGIN} of the accuracy of the paper's 1-layer network.",
         f"the 5-layer fluctuation network at its best σ_U (chosen on validation) minus the "
         f"paper's network (1 hidden layer, uniform init), each at its chosen learning rate, "
         f"paired over seeds; holds if not below -{DEPTH_MARGIN} (non-inferiority, α = 0.05); "
         f"does not hold if shown below -{DEPTH_MARGIN} (one-sided test).",
-        verdict_of(diff.not_worse(DEPTH_MARGIN), diff.less(DEPTH_MARGIN)),
-        f"{_label(deep)} {deep.summary()}; {_label(shallow)} {shallow.summary()}; "
-        f"difference {diff}", deep.hashes() + shallow.hashes())
+        [("randman", deep, shallow)] if deep and shallow else [],
+        lambda d: d.not_worse(DEPTH_MARGIN), lambda d: d.less(DEPTH_MARGIN))
 
 
 def uniform_fails_claim(data: Data) -> Claim:
@@ -204,7 +204,7 @@ def uniform_fails_claim(data: Data) -> Claim:
         parts.append(f"{name}: {deep.summary()}, chance {level:.3f}, minus chance {over}")
         hashes += deep.hashes()
     if not parts:
-        return _missing(statement)
+        return missing(STUDY, statement)
     return Claim(
         STUDY, statement,
         f"per data set, the 5-layer network with uniform init at its chosen learning rate; "
@@ -214,30 +214,19 @@ def uniform_fails_claim(data: Data) -> Claim:
 
 
 def deep_better_claim(data: Data) -> Claim:
-    statement = ("Fluctuation-driven initialisation trains deep (5-hidden-layer) networks better "
-                 "than the standard initialisations (uniform and Gaussian).")
-    better, not_better, parts, hashes = [], [], [], []
+    pairs: Pairs = []
     for name, grid in by_data_set(data).items():
         fluctuation = best_fluctuation(grid, 5)
-        for scheme in ("uniform", "gaussian"):
-            other = grid.get((5, scheme, None))
-            if fluctuation is None or other is None:
-                continue
-            diff = compare(fluctuation, other)
-            better.append(diff.greater(LEARNED))
-            not_better.append(diff.below(LEARNED))
-            parts.append(f"{name}: {_label(fluctuation)} {fluctuation.summary()} minus "
-                         f"{scheme} {other.summary()}: {diff}")
-            hashes += fluctuation.hashes() + other.hashes()
-    if not parts:
-        return _missing(statement)
-    return Claim(
-        STUDY, statement,
+        others = [grid.get((5, scheme, None)) for scheme in ("uniform", "gaussian")]
+        pairs += [(name, fluctuation, other) for other in others if fluctuation and other]
+    return paired_claim(
+        "Fluctuation-driven initialisation trains deep (5-hidden-layer) networks better than "
+        "the standard initialisations (uniform and Gaussian).",
         f"per data set, the 5-layer fluctuation network at its best σ_U (chosen on validation) "
         f"minus the 5-layer uniform and Gaussian ones, paired over seeds; holds if every "
         f"difference exceeds {LEARNED} (one-sided test, α = 0.05); does not hold if some "
         f"difference is shown below {LEARNED}.",
-        verdict_of(all(better), any(not_better)), "; ".join(parts), hashes)
+        pairs, lambda d: d.greater(LEARNED), lambda d: d.below(LEARNED))
 
 
 CLAIMS: list[Callable[[Data], Claim]] = [
