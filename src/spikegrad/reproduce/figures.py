@@ -168,7 +168,7 @@ def init_figure(grids: dict[str, dict[tuple, Any]], out_dir: Path) -> dict[str, 
         ax.set(ylabel="hidden layers", title=name)
     if image is not None:
         figure.colorbar(image, ax=axes[0].tolist(), label="test accuracy", shrink=0.9)
-    figure.suptitle("Initialisation: accuracy over σ_U and depth")
+    figure.suptitle("Initialisation: accuracy over σ_U and depth", y=1.03)
     return save_figure(figure, out_dir, "init")
 
 
