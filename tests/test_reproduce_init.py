@@ -146,6 +146,14 @@ def test_the_paper_studies_stay_the_default_and_init_takes_its_own_seeds():
     assert own["init/randman/1"]["name"] == "default-init-randman-1-layers"
 
 
+def test_data_sets_that_cannot_be_built_are_skipped_with_the_reason(monkeypatch):
+    import spikegrad.reproduce as reproduce
+
+    monkeypatch.setattr(reproduce.shutil, "which", lambda name: None)
+    found, skipped = reproduce.available_data_sets(["randman", "spoken-digits-current"])
+    assert found == ["randman"] and "espeak-ng" in skipped["spoken-digits-current"]
+
+
 def test_reproduce_init_end_to_end(tmp_path):
     result = CliRunner().invoke(main, [
         "reproduce", "init", "--profile", "smoke", "--db", str(tmp_path / "r.sqlite"),

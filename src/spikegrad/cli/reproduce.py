@@ -26,10 +26,10 @@ def _seed_list(text: str) -> list[int]:
 @click.argument("studies", nargs=-1, type=click.Choice(STUDY_NAMES + EXTENSION_NAMES))
 @click.option("--profile", type=click.Choice(list(PROFILES)), default="default",
               show_default=True,
-              help="default: every study, the paper's networks and Randman size, 5 seeds, in "
-                   "about half an hour on 2 cores (the init study: 3 seeds, another half "
-                   "hour); paper: the paper's grids, 10 seeds (for a cluster); smoke: seconds, "
-                   "for tests.")
+              help="default: the paper's studies with its networks and Randman size, 5 "
+                   "seeds, in about half an hour on 2 cores (init: 3 seeds, a smaller Randman; "
+                   "docs/init-study.md); paper: the paper's grids, 10 seeds (for a cluster); "
+                   "smoke: seconds, for tests.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               default="spikegrad-results.sqlite", show_default=True,
               help="Results database; finished trials in it are not trained again.")
