@@ -35,6 +35,7 @@ from spikegrad.reproduce.studies import (
     PROFILES,
     RC_RESET,
     RC_THROUGH,
+    STUDY_NAMES,
     Profile,
     study_specs,
 )
@@ -253,9 +254,12 @@ def reproduce(
     started = time.perf_counter()
     if profile not in PROFILES:
         raise ArgumentError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
-    data_sets, skipped = _readout_data_sets(PROFILES[profile])
+    chosen = studies or list(STUDY_NAMES)
+    data_sets, skipped = (_readout_data_sets(PROFILES[profile]) if "readout" in chosen
+                          else ([], {}))
     init_grid = PROFILES[profile].init
-    init_data, init_skipped = available_data_sets(list(init_grid.data) if init_grid else [])
+    init_data, init_skipped = available_data_sets(
+        list(init_grid.data) if init_grid and "init" in chosen else [])
     specs = study_specs(profile, studies, data_sets, seeds, init_data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,12 +279,14 @@ def reproduce(
     claims = rules.evaluate({r: t for r, t in data.items() if r not in extension}, norms)
     extension_claims = rules.judge(init_claims.CLAIMS, extension)
     figures = _draw_figures(specs, data, norms, curves, out_dir)
-    meta = {
-        "profile": profile,
-        "profile description": PROFILES[profile].description,
-        "seeds": ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds)),
-        "studies": ", ".join(specs),
-    }
+    paper_run = any(name in specs for name in STUDY_NAMES)
+    descriptions = [PROFILES[profile].description] if paper_run else []
+    if "init" in specs and init_grid is not None:
+        descriptions.append(f"Init study: {init_grid.description}")
+    meta: dict[str, Any] = {"profile": profile, "profile description": " ".join(descriptions),
+                            "studies": ", ".join(specs)}
+    if paper_run:
+        meta["seeds"] = ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds))
     if "readout" in specs:
         meta |= {
             "data sets (readout study)": ", ".join(data_sets),
@@ -288,7 +294,6 @@ def reproduce(
         }
     if "init" in specs and init_grid is not None:
         meta |= {
-            "init study": init_grid.description,
             "seeds (init study)": ", ".join(str(s) for s in (seeds or init_grid.seeds)),
             "data sets (init study)": ", ".join(init_data),
             "data sets skipped (init study)": "; ".join(f"{k}: {v}" for k, v in

@@ -61,6 +61,9 @@ EXTENSION_INTRO = (
     "fixed before the results were seen, in the same way as the paper's claims.")
 
 
+NO_PAPER_CLAIMS = "No claim of the paper was checked: none of its studies ran."
+
+
 def _summary(claims: list[Claim]) -> str:
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICT_COLOURS}
     return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
@@ -109,8 +112,16 @@ def write_report(
     extension_claims = extension_claims or []
     extension_figures = [f for f in figures if f.get("part") == "extension"]
     figures = [f for f in figures if f.get("part") != "extension"]
-    summary = _summary(claims) or "No claim of the paper was checked (none of its studies ran)"
-    rows = _claim_rows(claims)
+    summary = _summary(claims)
+    claims_html = (
+        f"<p>{html.escape(summary)}. Each verdict is computed from the measured trials by the "
+        "rule beside it, fixed before the results were seen. Evidence: mean ± sd over seeds "
+        "[95 % interval] per condition; paired differences with their one-sided 95 % bounds (a "
+        "90 % interval). \"Undertrained\": trials whose epoch budget ran out with the best epoch "
+        "in its last 10 % (above 10 % of a claim's trials its verdict is inconclusive). "
+        "\"Stability\": the verdict on two disjoint halves of the seeds.</p>"
+        f"<table>{CLAIMS_HEADER}{_claim_rows(claims)}</table>"
+        if claims else f"<p>{NO_PAPER_CLAIMS}</p>")
     extension_html = ""
     if extension_claims or extension_figures:
         extension_html = (
@@ -140,13 +151,7 @@ def write_report(
 spikegrad. Profile <b>{html.escape(str(meta.get("profile")))}</b>:
 {html.escape(str(meta.get("profile description", "")))}</p>
 <h2>Claims</h2>
-<p>{html.escape(summary)}. Each verdict is computed from the measured trials by the rule
-beside it, fixed before the results were seen. Evidence: mean ± sd over seeds [95 % interval]
-per condition; paired differences with their one-sided 95 % bounds (a 90 % interval).
-"Undertrained": trials whose epoch budget ran out with the best epoch in its last 10 %
-(above 10 % of a claim's trials its verdict is inconclusive). "Stability": the verdict on
-two disjoint halves of the seeds.</p>
-<table>{CLAIMS_HEADER}{rows}</table>
+{claims_html}
 <h2>Figures</h2>
 {"".join(_figure_html(f, out_dir) for f in figures)}
 {extension_html}
@@ -164,8 +169,10 @@ two disjoint halves of the seeds.</p>
     lines = [
         "# Reproduction of Zenke & Vogels (2021)", "",
         f"Profile **{meta.get('profile')}**: {meta.get('profile description', '')}", "",
-        "## Claims", "", f"{summary}. Each verdict is computed from the measured trials by the "
-        "stated rule, fixed before the results were seen.", "", *_claim_lines(claims),
+        "## Claims", "",
+        *([f"{summary}. Each verdict is computed from the measured trials by the stated rule, "
+           "fixed before the results were seen.", "", *_claim_lines(claims)] if claims
+          else [NO_PAPER_CLAIMS]),
         "", "## Figures", "", *_figure_lines(figures),
     ]
     if extension_claims or extension_figures:

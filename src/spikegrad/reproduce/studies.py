@@ -16,6 +16,11 @@ Profiles:
   seeds and longer rungs; for a cluster (``--address``).
 - ``smoke``: seconds, on tiny data; for tests, not for conclusions.
 
+Beyond the paper, the ``init`` study (:func:`init_specs`, run only when named): networks of
+1, 3 and 5 hidden layers under the uniform, Gaussian and fluctuation-driven initialisations
+(Rossbroich, Gygax & Zenke 2022) over a grid of σ_U; each profile sizes it in its
+:class:`InitGrid`.
+
 Every spec is a plain dict in the format of :mod:`spikegrad.studies.spec`; the report
 states the profile.
 """
