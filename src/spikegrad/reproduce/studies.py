@@ -142,11 +142,12 @@ PROFILES: dict[str, Profile] = {
                 "0.25, 1, 4 on Randman, 1 on the digits); 3 seeds; each condition at its best "
                 "of 4 of the paper's learning rates (1e-3, 5e-3, 2e-2, 5e-2) by successive "
                 "halving (5 epochs on the first seed); trials train until the validation "
-                "accuracy has not improved by 0.005 for 10 epochs (at most 100). What the "
-                "paper profile adds costs more than half an hour on two cores: one epoch of a "
-                "5-layer network costs 1.2 s of one core on this Randman (4 s at the paper's "
-                "1000 samples per class) and 1.7 s on the digits, and deep networks train for "
-                "about 55 (Randman) and 26 (digits) epochs."
+                "accuracy has not improved by 0.005 for 10 epochs (at most 100); about 20 min "
+                "on two cores. What the paper profile adds costs well over half an hour on "
+                "two cores: one epoch of a 5-layer network costs 1.2 s of one core on this "
+                "Randman (about 3.3 times that at the paper's 1000 samples per class) and 1.7 s "
+                "on the digits, and deep networks train for about 55 (Randman) and 26 (digits) "
+                "epochs."
             ),
             data={"randman": InitData({"data.samples_per_class": 300}, [0.25, 1.0, 4.0],
                                       [1, 3, 5]),
