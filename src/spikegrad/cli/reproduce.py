@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from spikegrad.cli.support import fail, print_json, user_errors
-from spikegrad.reproduce.studies import PROFILES, STUDY_NAMES
+from spikegrad.reproduce.studies import EXTENSION_NAMES, PROFILES, STUDY_NAMES
 
 
 def _seed_list(text: str) -> list[int]:
@@ -23,12 +23,13 @@ def _seed_list(text: str) -> list[int]:
 
 
 @click.command()
-@click.argument("studies", nargs=-1, type=click.Choice(STUDY_NAMES))
+@click.argument("studies", nargs=-1, type=click.Choice(STUDY_NAMES + EXTENSION_NAMES))
 @click.option("--profile", type=click.Choice(list(PROFILES)), default="default",
               show_default=True,
-              help="default: every study, the paper's networks and Randman size, 5 seeds, in "
-                   "about half an hour on 2 cores; paper: the paper's grids, 10 seeds (for a "
-                   "cluster); smoke: seconds, for tests.")
+              help="default: the paper's studies with its networks and Randman size, 5 "
+                   "seeds, in about half an hour on 2 cores (init: 3 seeds, a smaller Randman; "
+                   "docs/init-study.md); paper: the paper's grids, 10 seeds (for a cluster); "
+                   "smoke: seconds, for tests.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               default="spikegrad-results.sqlite", show_default=True,
               help="Results database; finished trials in it are not trained again.")
@@ -47,9 +48,11 @@ def reproduce(studies: tuple[str, ...], profile: str, db_path: Path, out_dir: Pa
               address: str | None, workers: int | None, seeds: str | None, as_json: bool,
               quiet: bool) -> None:
     """Reproduce the studies of Zenke & Vogels (2021): STUDIES is any of shape-slope,
-    scale, readout, regularisation (default: all). Writes OUT/report.html (self-contained)
-    and OUT/report.md with the figures and a table of the paper's claims, each with a
-    verdict computed from the measured trials."""
+    scale, readout, regularisation (default: all four), or init, the study beyond the paper
+    (fluctuation-driven initialisation over σ_U and depth, Rossbroich, Gygax & Zenke 2022;
+    `spikegrad reproduce init`). Writes OUT/report.html (self-contained) and OUT/report.md
+    with the figures and a table of the claims, each with a verdict computed from the
+    measured trials."""
     from spikegrad.reproduce import reproduce as run
 
     summary = run(list(studies) or None, profile=profile, db_path=db_path, out_dir=out_dir,

@@ -26,13 +26,16 @@ from spikegrad.config import builtin_config_names, load_config
 from spikegrad.errors import ArgumentError
 from spikegrad.reproduce import claims as rules
 from spikegrad.reproduce import figures as plots
+from spikegrad.reproduce import init_claims
 from spikegrad.reproduce.report import write_report
 from spikegrad.reproduce.studies import (
+    EXTENSION_NAMES,
     FF_DETACHED,
     FF_RESET,
     PROFILES,
     RC_RESET,
     RC_THROUGH,
+    STUDY_NAMES,
     Profile,
     study_specs,
 )
@@ -48,19 +51,30 @@ def readout_data_sets() -> tuple[list[str], dict[str, str]]:
     always, spoken digits where espeak-ng can synthesise them, MNIST, Fashion-MNIST and SHD
     where their files are present."""
     names = [n for n in ALWAYS_READOUT_DATA if n in builtin_config_names()]
+    return available_data_sets(names + SYNTHESISED_READOUT_DATA + FILE_READOUT_DATA)
+
+
+def available_data_sets(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Those of ``names`` that can be built here, and the others with the reason."""
+    found: list[str] = []
     skipped: dict[str, str] = {}
-    for name in SYNTHESISED_READOUT_DATA:
-        if shutil.which("espeak-ng"):
-            names.append(name)
-        else:
-            skipped[name] = "espeak-ng is not installed (apt-get install espeak-ng)"
-    for name in FILE_READOUT_DATA:
-        problem = _files_missing(name)
+    for name in names:
+        problem = _unavailable(name)
         if problem is None:
-            names.append(name)
+            found.append(name)
         else:
             skipped[name] = problem
-    return names, skipped
+    return found, skipped
+
+
+def _unavailable(name: str) -> str | None:
+    """None when the data set can be built here, else why not."""
+    if name in SYNTHESISED_READOUT_DATA:
+        return (None if shutil.which("espeak-ng") else
+                "espeak-ng is not installed (apt-get install espeak-ng)")
+    if name in FILE_READOUT_DATA:
+        return _files_missing(name)
+    return None
 
 
 def _files_missing(name: str) -> str | None:
@@ -178,6 +192,11 @@ class Figure:
     caption: str
     draw: Callable[..., dict[str, str]]
 
+    @property
+    def part(self) -> str:
+        """``paper`` or ``extension`` (a study beyond the paper)."""
+        return "extension" if self.study in EXTENSION_NAMES else "paper"
+
 
 FIGURES = [
     Figure("shape-slope", "shape_slope", "Accuracy vs surrogate slope per shape",
@@ -203,6 +222,12 @@ FIGURES = [
            "the lower bound λ = 100, ν = 1e-3 on everywhere); spikes per hidden neuron per test "
            "sample (log axis).",
            lambda data, out: plots.regularisation_figure(data["regularisation"], out)),
+    Figure("init", "init", "Accuracy over σ_U and depth per initialisation",
+           "Mean test accuracy over seeds (sd below it) of networks with 1, 3 and 5 hidden "
+           "layers (rows) under the uniform (the paper's), Gaussian N(0, 1/fan_in) and "
+           "fluctuation-driven initialisation at each target σ_U (columns, μ_U = 0), each "
+           "condition at its chosen learning rate; one panel per data set.",
+           lambda data, out: plots.init_figure(init_claims.by_data_set(data), out)),
 ]
 
 
@@ -216,8 +241,9 @@ def reproduce(
     progress: bool = True,
     seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run the chosen studies (all by default) and write the report; returns a summary.
-    ``seeds`` replace the profile's (a second run on other seeds).
+    """Run the chosen studies (the paper's by default; ``init``, beyond the paper, when
+    named) and write the report; returns a summary. ``seeds`` replace the profile's (a
+    second run on other seeds).
 
     The steps: choose the data sets, train every study (one pool of workers for all), read
     back the trials each claim and figure needs, judge the claims, draw the figures, write
@@ -228,11 +254,16 @@ def reproduce(
     started = time.perf_counter()
     if profile not in PROFILES:
         raise ArgumentError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
-    data_sets, skipped = _readout_data_sets(PROFILES[profile])
-    specs = study_specs(profile, studies, data_sets, seeds)
+    chosen = studies or list(STUDY_NAMES)
+    data_sets, skipped = (_readout_data_sets(PROFILES[profile]) if "readout" in chosen
+                          else ([], {}))
+    init_grid = PROFILES[profile].init
+    init_data, init_skipped = available_data_sets(
+        list(init_grid.data) if init_grid and "init" in chosen else [])
+    specs = study_specs(profile, studies, data_sets, seeds, init_data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for spec in specs.get("readout", {}).values():
+    for spec in [*specs.get("readout", {}).values(), *specs.get("init", {}).values()]:
         prepare_data(spec["base"])
     loaded = {role: load_study_spec(spec) for group in specs.values()
               for role, spec in group.items()}
@@ -243,15 +274,32 @@ def reproduce(
 
     seed = (seeds or PROFILES[profile].seeds)[0]
     norms = gradient_norms(profile, seed) if "scale" in specs else None
-    claims = rules.evaluate(data, norms)
+    extension = {role: trials for role, trials in data.items()
+                 if role.split("/")[0] in EXTENSION_NAMES}
+    claims = rules.evaluate({r: t for r, t in data.items() if r not in extension}, norms)
+    extension_claims = rules.judge(init_claims.CLAIMS, extension)
     figures = _draw_figures(specs, data, norms, curves, out_dir)
-    meta = {
-        "profile": profile,
-        "profile description": PROFILES[profile].description,
-        "seeds": ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds)),
-        "studies": ", ".join(specs),
-        "data sets (readout study)": ", ".join(data_sets),
-        "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
+    paper_run = any(name in specs for name in STUDY_NAMES)
+    descriptions = [PROFILES[profile].description] if paper_run else []
+    if "init" in specs and init_grid is not None:
+        descriptions.append(f"Init study: {init_grid.description}")
+    meta: dict[str, Any] = {"profile": profile, "profile description": " ".join(descriptions),
+                            "studies": ", ".join(specs)}
+    if paper_run:
+        meta["seeds"] = ", ".join(str(s) for s in (seeds or PROFILES[profile].seeds))
+    if "readout" in specs:
+        meta |= {
+            "data sets (readout study)": ", ".join(data_sets),
+            "data sets skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
+        }
+    if "init" in specs and init_grid is not None:
+        meta |= {
+            "seeds (init study)": ", ".join(str(s) for s in (seeds or init_grid.seeds)),
+            "data sets (init study)": ", ".join(init_data),
+            "data sets skipped (init study)": "; ".join(f"{k}: {v}" for k, v in
+                                                        init_skipped.items()) or "none",
+        }
+    meta |= {
         "results database": str(db_path),
         "trials trained by this command": trained,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
@@ -261,10 +309,10 @@ def reproduce(
         "python": platform.python_version(),
         "packages": _versions(),
     }
-    paths = write_report(out_dir, claims, figures, meta, specs, table)
+    paths = write_report(out_dir, claims, figures, meta, specs, table, extension_claims)
     return {
         "report": paths,
-        "claims": [c.__dict__ for c in claims],
+        "claims": [c.__dict__ for c in claims + extension_claims],
         "figures": [f["png"] for f in figures],
         "trials_trained": trained,
         "data_sets": data_sets,
@@ -309,12 +357,15 @@ def _draw_figures(specs: dict[str, Any], data: dict[str, Any], norms, curves,
     a trained network's activity, Randman's manifolds and the learning curves."""
     figures: list[dict[str, str]] = []
 
-    def add_figure(name: str, files: dict[str, str], title: str, caption: str) -> None:
-        figures.append({"name": name, "title": title, "caption": caption, **files})
+    def add_figure(name: str, files: dict[str, str], title: str, caption: str,
+                   part: str = "paper") -> None:
+        figures.append({"name": name, "title": title, "caption": caption, "part": part,
+                        **files})
 
     for figure in FIGURES:
         if figure.study in specs:
-            add_figure(figure.name, figure.draw(data, out_dir), figure.title, figure.caption)
+            add_figure(figure.name, figure.draw(data, out_dir), figure.title, figure.caption,
+                       figure.part)
     if norms is not None:
         add_figure("gradients", plots.gradient_figure(norms, out_dir),
                    "Gradient norm through time",

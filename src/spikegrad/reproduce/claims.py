@@ -117,8 +117,14 @@ class Condition:
     values: tuple
     trials: Trials
 
-    def by_seed(self, value: Callable[[dict[str, Any]], float | None] = accuracy
+    def score(self, trial: dict[str, Any], metric: str = "test_accuracy") -> float | None:
+        """A trial's accuracy as the claims count it (:func:`accuracy`)."""
+        return accuracy(trial, metric)
+
+    def by_seed(self, value: Callable[[dict[str, Any]], float | None] | None = None
                 ) -> dict[int, float]:
+        """``value(trial)`` (default: :meth:`score`) per seed, finite values only."""
+        value = value or self.score
         out = {}
         for trial in self.trials:
             v = value(trial)
@@ -126,11 +132,12 @@ class Condition:
                 out[int(trial["config"]["seed"])] = v
         return out
 
-    def summary(self, value=accuracy) -> Summary:
+    def summary(self, value: Callable[[dict[str, Any]], float | None] | None = None
+                ) -> Summary:
         return Summary.of(list(self.by_seed(value).values()))
 
     def valid_mean(self) -> float:
-        values = list(self.by_seed(lambda t: accuracy(t, "valid_accuracy")).values())
+        values = list(self.by_seed(lambda t: self.score(t, "valid_accuracy")).values())
         return float(np.mean(values)) if values else -math.inf
 
     def hashes(self) -> list[str]:
@@ -150,12 +157,14 @@ def compare(a: Condition, b: Condition) -> Paired:
     return Paired.of(a.by_seed(), b.by_seed())
 
 
-def _missing(study: str, statement: str) -> Claim:
+def missing(study: str, statement: str) -> Claim:
+    """The claim without trials to judge it by (left out of the report)."""
     return Claim(study, statement, "needs finished trials of this study", INCONCLUSIVE,
                  "no finished trials")
 
 
-def _verdict(holds: bool, fails: bool) -> str:
+def verdict_of(holds: bool, fails: bool) -> str:
+    """holds, does not hold, or inconclusive when neither was shown."""
     return HOLDS if holds else FAILS if fails else INCONCLUSIVE
 
 
@@ -178,12 +187,12 @@ def shape_claim(data: Data) -> Claim:
     statement = "The surrogate's shape barely matters for the best accuracy."
     grid = conditions(data.get("shape-slope", []), [SHAPE, SLOPE])
     if not grid:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     best = _best_slopes(grid)
     shapes = sorted(best)
     pairs = [(a, b, compare(best[a], best[b])) for i, a in enumerate(shapes)
              for b in shapes[i + 1:]]
-    verdict = _verdict(all(p.equivalent(SAME) for *_, p in pairs),
+    verdict = verdict_of(all(p.equivalent(SAME) for *_, p in pairs),
                        any(p.greater(SAME) or p.less(SAME) for *_, p in pairs))
     evidence = "; ".join(f"{s} at slope {best[s].values[1]:g}: {best[s].summary()}"
                          for s in shapes)
@@ -200,19 +209,19 @@ def slope_claim(data: Data) -> Claim:
     statement = "Accuracy is robust to the surrogate's slope over a wide range."
     grid = conditions(data.get("shape-slope", []), [SHAPE, SLOPE])
     if not grid:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     best = _best_slopes(grid)
     shown, possible, parts = {}, {}, []
     for shape, top in sorted(best.items()):
         slopes = sorted(slope for s, slope in grid if s == shape)
         near = {slope: compare(grid[(shape, slope)], top) for slope in slopes}
-        shown[shape] = _span(slopes, top.values[1],
+        shown[shape] = span(slopes, top.values[1],
                              {s for s in slopes if near[s].not_worse(SAME)})
-        possible[shape] = _span(slopes, top.values[1],
+        possible[shape] = span(slopes, top.values[1],
                                 {s for s in slopes if not near[s].less(SAME)})
         parts.append(f"{shape}: best slope {top.values[1]:g}, not worse by {SAME} over "
                      f"×{shown[shape]:g}, not clearly worse over ×{possible[shape]:g}")
-    verdict = _verdict(all(v >= SLOPE_SPAN for v in shown.values()),
+    verdict = verdict_of(all(v >= SLOPE_SPAN for v in shown.values()),
                        any(v < SLOPE_SPAN for v in possible.values()))
     return Claim(
         "shape-slope", statement,
@@ -224,15 +233,16 @@ def slope_claim(data: Data) -> Claim:
         verdict, "; ".join(parts), [h for c in grid.values() for h in c.hashes()])
 
 
-def _span(slopes: list[float], best: float, ok: set[float]) -> float:
-    """max/min of the unbroken run of slopes around ``best`` that are in ``ok``."""
-    i = slopes.index(best)
+def span(grid: list[float], best: float, ok: set[float]) -> float:
+    """max/min of the unbroken run of ``grid`` values (sorted) around ``best`` that are in
+    ``ok`` (``best`` itself always counts)."""
+    i = grid.index(best)
     lo = hi = i
-    while lo > 0 and slopes[lo - 1] in ok:
+    while lo > 0 and grid[lo - 1] in ok:
         lo -= 1
-    while hi < len(slopes) - 1 and slopes[hi + 1] in ok:
+    while hi < len(grid) - 1 and grid[hi + 1] in ok:
         hi += 1
-    return slopes[hi] / slopes[lo] if slopes[lo] > 0 else math.inf
+    return grid[hi] / grid[lo] if grid[lo] > 0 else math.inf
 
 
 def _controls(data: Data) -> tuple[dict[tuple, Condition], Condition | None, float]:
@@ -250,10 +260,10 @@ def true_gradient_claim(data: Data) -> Claim:
     controls, top, level = _controls(data)
     true = controls.get(("true",))
     if true is None or top is None:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     above_chance = Paired.of(true.by_seed(), {s: level for s in true.by_seed()})
     gap = compare(top, true)
-    verdict = _verdict(above_chance.below(LEARNED) and gap.greater(LEARNED),
+    verdict = verdict_of(above_chance.below(LEARNED) and gap.greater(LEARNED),
                        above_chance.greater(LEARNED) or gap.below(LEARNED))
     return Claim(
         "shape-slope", statement,
@@ -272,10 +282,10 @@ def constant_claim(data: Data) -> Claim:
     controls, top, _ = _controls(data)
     constant, true = controls.get(("constant",)), controls.get(("true",))
     if constant is None or true is None or top is None:
-        return _missing("shape-slope", statement)
+        return missing("shape-slope", statement)
     learns = compare(constant, true)
     below = compare(constant, top)
-    verdict = _verdict(learns.greater(LEARNED) and below.less(0.0),
+    verdict = verdict_of(learns.greater(LEARNED) and below.less(0.0),
                        learns.below(LEARNED) or below.not_worse(SAME))
     return Claim(
         "shape-slope", statement,
@@ -314,7 +324,7 @@ def scale_claim(data: Data) -> Claim:
                  "detached.")
     trials = data.get("scale", [])
     if not trials:
-        return _missing("scale", statement)
+        return missing("scale", statement)
     largest = max(config_value(t, SLOPE) for t in trials)
     at_largest = [t for t in trials if config_value(t, SLOPE) == largest]
     groups: dict[str, dict[str, Trials]] = defaultdict(lambda: defaultdict(list))
@@ -330,8 +340,8 @@ def scale_claim(data: Data) -> Claim:
     through = {a: d for a, d in drops.items() if gradient_path(a)}
     detached = {a: d for a, d in drops.items() if not gradient_path(a)}
     if not through or not detached:
-        return _missing("scale", statement)
-    verdict = _verdict(
+        return missing("scale", statement)
+    verdict = verdict_of(
         all(d.greater(SAME) for d in through.values())
         and all(d.equivalent(SAME) for d in detached.values()),
         any(d.equivalent(SAME) for d in through.values())
@@ -364,7 +374,7 @@ def gradient_claim(norms: dict[str, dict[float, list[float]]]) -> Claim:
     if not detached or not through:
         verdict = INCONCLUSIVE
     else:
-        verdict = _verdict(min(through) > 10 * max(detached), max(through) <= 2 * max(detached))
+        verdict = verdict_of(min(through) > 10 * max(detached), max(through) <= 2 * max(detached))
     return Claim(
         "scale",
         "With a large scale, gradients through the reset or the recurrence explode through "
@@ -399,8 +409,8 @@ def readout_claim(data: Data) -> Claim:
                                     top, total))
                 hashes += top.hashes() + total.hashes()
     if not comparisons:
-        return _missing("readout", statement)
-    verdict = _verdict(all(p.equivalent(SAME) for _, p, *_ in comparisons),
+        return missing("readout", statement)
+    verdict = verdict_of(all(p.equivalent(SAME) for _, p, *_ in comparisons),
                        any(p.greater(SAME) or p.less(SAME) for _, p, *_ in comparisons))
     return Claim(
         "readout", statement,
@@ -439,12 +449,12 @@ def sparsity_claim(data: Data) -> Claim:
                  "with no significant loss of accuracy.")
     found = _regularisation(data)
     if found is None:
-        return _missing("regularisation", statement)
+        return missing("regularisation", statement)
     base, rows = found
     base_spikes = base.summary(hidden_spikes).mean
     factors = {s: base_spikes / max(spikes, 1e-12) for s, spikes, *_ in rows}
     sparse = [(s, p) for s, _, p, _ in rows if factors[s] >= SPIKE_REDUCTION]
-    verdict = _verdict(any(p.not_worse(SAME) for _, p in sparse),
+    verdict = verdict_of(any(p.not_worse(SAME) for _, p in sparse),
                        bool(sparse) and all(p.less(SAME) for _, p in sparse))
     return Claim(
         "regularisation", statement,
@@ -463,7 +473,7 @@ def critical_count_claim(data: Data) -> Claim:
     statement = "Below a critical number of hidden spikes, accuracy falls."
     found = _regularisation(data)
     if found is None:
-        return _missing("regularisation", statement)
+        return missing("regularisation", statement)
     base, rows = found
     by_spikes = sorted(rows, key=lambda r: -r[1])  # most spikes first
     worse = [r for r in by_spikes if r[2].less(SAME)]
@@ -497,13 +507,25 @@ CLAIMS: list[Callable[[Data], Claim]] = [
 
 def evaluate(data: Data, norms: dict[str, dict[float, list[float]]] | None = None
              ) -> list[Claim]:
-    """Every claim whose study has trials in ``data``, with its undertrained count and its
-    stability over two disjoint halves of the seeds (and the gradient claim from ``norms``)."""
+    """Every claim of the paper whose study has trials in ``data`` (:func:`judge`), and the
+    gradient claim from ``norms``."""
+    claims = judge(CLAIMS, data)
+    if norms:
+        gradient = gradient_claim(norms)
+        gradient.stability = "deterministic (no seeds)"
+        claims.insert(next((i for i, c in enumerate(claims) if c.study == "readout"),
+                           len(claims)), gradient)
+    return claims
+
+
+def judge(rules: list[Callable[[Data], Claim]], data: Data) -> list[Claim]:
+    """Each rule's claim on ``data`` (those without finished trials left out), with its
+    undertrained count and its verdict on two disjoint halves of the seeds."""
     seeds = sorted({int(t["config"]["seed"]) for trials in data.values() for t in trials})
     halves = [set(seeds[: len(seeds) // 2]), set(seeds[len(seeds) // 2:])]
     by_hash = {t["config_hash"]: t for trials in data.values() for t in trials}
     claims = []
-    for rule in CLAIMS:
+    for rule in rules:
         claim = rule(data)
         if claim.verdict == INCONCLUSIVE and claim.evidence == "no finished trials":
             continue
@@ -519,9 +541,4 @@ def evaluate(data: Data, norms: dict[str, dict[float, list[float]]] | None = Non
                            f"unstable: {verdicts[0]} on seeds {sorted(halves[0])}, "
                            f"{verdicts[1]} on seeds {sorted(halves[1])}")
         claims.append(claim)
-    if norms:
-        gradient = gradient_claim(norms)
-        gradient.stability = "deterministic (no seeds)"
-        claims.insert(next((i for i, c in enumerate(claims) if c.study == "readout"),
-                           len(claims)), gradient)
     return claims

@@ -27,6 +27,7 @@ def group(trials, keys: list[str], value=accuracy) -> dict[tuple, Summary]:
     """Mean, sd and interval over seeds of ``value(trial)`` per condition (config ``keys``)."""
     return {k: c.summary(value) for k, c in conditions(trials, keys).items()}
 
+SCHEME_ORDER = {"uniform": 0, "gaussian": 1, "fluctuation": 2}
 COLOURS = {"superspike": "C0", "sigmoid": "C1", "esser": "C2",
            "superspike_asymptotic": "C3", "max": "C0", "sum": "C1"}
 
@@ -135,6 +136,40 @@ def regularisation_figure(trials, out_dir: Path) -> dict[str, str]:
            title="Activity regularisation")
     ax.legend(fontsize=8)
     return save_figure(figure, out_dir, "regularisation")
+
+
+def init_figure(grids: dict[str, dict[tuple, Any]], out_dir: Path) -> dict[str, str]:
+    """Per data set, a heat map of mean test accuracy: depth (rows) × initialisation
+    (columns: uniform, Gaussian, then fluctuation-driven at each σ_U). ``grids`` maps a data
+    set to its conditions keyed (depth, scheme, σ_U or None)."""
+    figure, axes = plt.subplots(1, max(len(grids), 1), figsize=(5.2 * max(len(grids), 1), 3.6),
+                                squeeze=False)
+    image = None
+    for ax, (name, grid) in zip(axes[0], sorted(grids.items()), strict=False):
+        depths = sorted({depth for depth, _, _ in grid})
+        columns = sorted({(scheme, sigma) for _, scheme, sigma in grid},
+                         key=lambda c: (SCHEME_ORDER.get(c[0], len(SCHEME_ORDER)), c[1] or 0.0))
+        means = np.full((len(depths), len(columns)), np.nan)
+        for i, depth in enumerate(depths):
+            for j, (scheme, sigma) in enumerate(columns):
+                condition = grid.get((depth, scheme, sigma))
+                if condition is None:
+                    continue
+                stat = condition.summary()
+                means[i, j] = stat.mean
+                sd = f"\n±{stat.sd:.2f}" if np.isfinite(stat.sd) else ""
+                ax.text(j, i, f"{stat.mean:.2f}{sd}", ha="center", va="center", fontsize=7,
+                        color="white" if stat.mean < 0.6 else "black")
+        image = ax.imshow(means, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(columns)),
+                      [f"fluct.\nσ_U {sigma:g}" if scheme == "fluctuation" else scheme
+                       for scheme, sigma in columns], fontsize=7)
+        ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+        ax.set(ylabel="hidden layers", title=name)
+    if image is not None:
+        figure.colorbar(image, ax=axes[0].tolist(), label="test accuracy", shrink=0.9)
+    figure.suptitle("Initialisation: accuracy over σ_U and depth", y=1.03)
+    return save_figure(figure, out_dir, "init")
 
 
 def gradient_figure(norms: dict[str, dict[float, list[float]]], out_dir: Path):
