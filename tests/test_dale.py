@@ -6,14 +6,16 @@ import pytest
 import torch
 
 from spikegrad.config import ConfigError, NetworkConfig, load_config, validate_section
+from spikegrad.engine import cpp
 from spikegrad.model import SNN, neuron_signs
+from spikegrad.studies import load_study_spec
 from spikegrad.training import Trainer
 from test_engine import assert_close
 
 
 def network(recurrent: bool, engine: str = "fast", layers: int = 2, balance: bool = True,
             afferents: bool = True, seed: int = 0, time_constants: dict | None = None,
-            **dale_fields) -> SNN:
+            kernels: str = "auto", **dale_fields) -> SNN:
     dale = {"excitatory_fraction": 0.75, "balance": balance, "excitatory_afferents": afferents,
             **dale_fields}
     config = validate_section(NetworkConfig, {
@@ -22,7 +24,7 @@ def network(recurrent: bool, engine: str = "fast", layers: int = 2, balance: boo
                   "init": {kind: {"scheme": "gaussian", "scale": 5.0}
                            for kind in ("feedforward", "recurrent", "readout")},
                   "time_constants": time_constants or {},
-                  "engine": engine},
+                  "engine": engine, "kernels": kernels},
     })
     return SNN.from_config(config, generator=torch.Generator().manual_seed(seed))
 
@@ -78,12 +80,15 @@ def test_enforce_signs_is_a_projection():
         assert bool((weight[~right] == 0).all())
 
 
+@pytest.mark.parametrize("kernels", ["cpp", "torch"])
 @pytest.mark.parametrize("recurrent", [False, True])
-def test_fast_engine_matches_the_reference_on_ei_networks(recurrent):
+def test_fast_engine_matches_the_reference_on_ei_networks(recurrent, kernels):
+    if kernels == "cpp" and not cpp.available():
+        pytest.skip("compiled kernels unavailable")
     inputs = (torch.rand(5, 30, 12, generator=torch.Generator().manual_seed(2)) < 0.2).float()
     results = []
     for engine in ("reference", "fast"):
-        net = network(recurrent, engine)
+        net = network(recurrent, engine, kernels=kernels)
         out = net(inputs)
         loss = out.readout.max(1).values.pow(2).sum() + sum(c.pow(2).sum() * 0.01
                                                             for c in out.spike_counts)
@@ -96,13 +101,16 @@ def test_fast_engine_matches_the_reference_on_ei_networks(recurrent):
         assert_close(a, b, f"gradient {i}")
 
 
+@pytest.mark.parametrize("kernels", ["cpp", "torch"])
 @pytest.mark.parametrize("learn", [False, True])
-def test_inhibitory_neurons_with_their_own_time_constants(learn):
+def test_inhibitory_neurons_with_their_own_time_constants(learn, kernels):
+    if kernels == "cpp" and not cpp.available():
+        pytest.skip("compiled kernels unavailable")
     inputs = (torch.rand(4, 30, 12, generator=torch.Generator().manual_seed(3)) < 0.2).float()
     own = {"inhibitory_tau_mem_ms": 4.0, "inhibitory_tau_syn_ms": 2.0}
     results = []
     for engine in ("reference", "fast"):
-        net = network(True, engine, time_constants={"learn": learn}, **own)
+        net = network(True, engine, time_constants={"learn": learn}, kernels=kernels, **own)
         tau_mem, tau_syn = net.hidden[0].time_constants()
         assert torch.allclose(tau_mem, torch.tensor([10.0] * 6 + [4.0] * 2).to(tau_mem))
         assert torch.allclose(tau_syn, torch.tensor([5.0] * 6 + [2.0] * 2).to(tau_syn))
@@ -133,6 +141,13 @@ def test_training_keeps_the_signs(tiny_config):
         assert bool((weight * sign >= 0).all())
     # the optimiser pushed some weights across zero, and the projection stopped them there
     assert sum(int((w == 0).sum()) for w, _, _ in constraints) > 0
+
+
+def test_the_built_in_ei_study_is_valid():
+    spec = load_study_spec("dale-spoken-digits")
+    assert spec.base == "spoken-digits-current"
+    dale = {str(trial.model.hidden[0].dale) for trial in spec.trials()}
+    assert len(dale) == 3 and len(spec.trials()) == 3 * 5 * 6  # networks, seeds, rates
 
 
 def test_config_rules(tiny_config):
