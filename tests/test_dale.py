@@ -29,6 +29,14 @@ def network(recurrent: bool, engine: str = "fast", layers: int = 2, balance: boo
     return SNN.from_config(config, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture(params=["cpp", "torch"])
+def kernels(request) -> str:
+    """Both kernel sets of the fast engine (the compiled one where it builds)."""
+    if request.param == "cpp" and not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    return request.param
+
+
 def test_neuron_signs():
     assert neuron_signs(8, 0.75).tolist() == [1] * 6 + [-1] * 2
     assert neuron_signs(3, 0.01).tolist() == [1, -1, -1]  # at least one excitatory
@@ -80,11 +88,8 @@ def test_enforce_signs_is_a_projection():
         assert bool((weight[~right] == 0).all())
 
 
-@pytest.mark.parametrize("kernels", ["cpp", "torch"])
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_fast_engine_matches_the_reference_on_ei_networks(recurrent, kernels):
-    if kernels == "cpp" and not cpp.available():
-        pytest.skip("compiled kernels unavailable")
     inputs = (torch.rand(5, 30, 12, generator=torch.Generator().manual_seed(2)) < 0.2).float()
     results = []
     for engine in ("reference", "fast"):
@@ -101,11 +106,8 @@ def test_fast_engine_matches_the_reference_on_ei_networks(recurrent, kernels):
         assert_close(a, b, f"gradient {i}")
 
 
-@pytest.mark.parametrize("kernels", ["cpp", "torch"])
 @pytest.mark.parametrize("learn", [False, True])
 def test_inhibitory_neurons_with_their_own_time_constants(learn, kernels):
-    if kernels == "cpp" and not cpp.available():
-        pytest.skip("compiled kernels unavailable")
     inputs = (torch.rand(4, 30, 12, generator=torch.Generator().manual_seed(3)) < 0.2).float()
     own = {"inhibitory_tau_mem_ms": 4.0, "inhibitory_tau_syn_ms": 2.0}
     results = []

@@ -414,13 +414,13 @@ class Trainer:
         loss.backward()
         try:
             self.optimizer.step()
-            self.model.enforce_signs()  # Dale's law, where configured
         except RuntimeError as error:
             t = self.config.training
             raise ConfigError(
                 f"training.learning_rate: the {t.optimizer} step failed in epoch "
                 f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
                 f"({str(error).splitlines()[0]})") from None
+        self.model.enforce_signs()  # Dale's law, where configured
 
     def _diverged(self, divergence: Divergence) -> None:
         s = self.state

@@ -759,6 +759,25 @@ struct Fold {
   int64_t reduction = NO_REDUCTION, n = 0, T = 0;
 };
 
+// Batch entry b at step n of readout R, folded into logits [B, K] (with argmax [B, K]) in
+// the forward loop; no fold without logits.
+template <typename scalar_t>
+Fold<scalar_t> forward_fold(const Readout<scalar_t>& R, int64_t b, int64_t n, scalar_t* logits,
+                            int32_t* argmax) {
+  if (!logits) return {};
+  return {logits + b * R.K, argmax + b * R.K, nullptr, nullptr, R.reduction, n, R.T};
+}
+
+// Batch entry b at step n of readout R, reading the logits' gradient grad [B, K] (and argmax
+// [B, K], for the maximum) in the backward loop; no fold without grad.
+template <typename scalar_t>
+Fold<scalar_t> backward_fold(const Readout<scalar_t>& R, int64_t b, int64_t n,
+                             const scalar_t* grad, const int32_t* argmax) {
+  if (!grad) return {};
+  return {nullptr, nullptr, grad + b * R.K, argmax ? argmax + b * R.K : nullptr, R.reduction, n,
+          R.T};
+}
+
 // dL/dU_out[n+1][k] that the logits' gradient g gives at step n.
 template <typename scalar_t>
 SG_INLINE scalar_t logits_gradient(const Fold<scalar_t>& F, int64_t k) {
@@ -1058,16 +1077,9 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
         for (int64_t e = 0; e < m; ++e) row[idx[e]] += scalar_t(1);
       }
       if (K > 0) {
-        Fold<scalar_t> fold;
-        if (logits) {
-          fold.logits = logits + b * K;
-          fold.argmax_out = argmax + b * K;
-          fold.reduction = R.reduction;
-          fold.n = n;
-          fold.T = R.T;
-        }
         readout_row(K, R.bm, R.obm, R.bs, out_u.data() + (b - b0) * K,
-                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, Y(n, b), fold);
+                    out_i.data() + (b - b0) * K, R.wot, idx.data(), m, Y(n, b),
+                    forward_fold(R, b, n, logits, argmax));
       }
     }
   }
@@ -1304,16 +1316,8 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       if (K > 0) {  // the readout's adjoint, and the gradient dx_out[n] W_out it sends to S[n]
         scalar_t* li_row = li + j * K;  // dx_out[n] = λ_I, before this step updates it
         add_rows(N, gbuf.data(), R.wo, out_cols.data(), li_row, 0, K);
-        Fold<scalar_t> fold;
-        if (A.grad_logits) {
-          fold.grad = A.grad_logits + b * K;
-          fold.argmax = A.argmax ? A.argmax + b * K : nullptr;
-          fold.reduction = R.reduction;
-          fold.n = n;
-          fold.T = R.T;
-        }
-        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li_row, A.dy(n, b), fold,
-                            dxo.data());
+        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li_row, A.dy(n, b),
+                            backward_fold(R, b, n, A.grad_logits, A.argmax), dxo.data());
       }
       if (A.dx.base) std::copy_n(dir, N, A.dx(n, b));
       if (A.dwt) scatter_rows(N, A.dwt, dir, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
