@@ -117,7 +117,7 @@ class DaleConfig(Strict):
     @classmethod
     def _both_populations(cls, value: float) -> float:
         if not 0.0 < value <= 1.0:
-            raise ValueError(f"must be in (0, 1] (some neurons excitatory), got {value}")
+            raise ValueError("must be in (0, 1] (some neurons excitatory)")
         return value
 
 
