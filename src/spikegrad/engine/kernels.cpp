@@ -342,58 +342,67 @@ struct Sparse {
 };
 
 // Collects the non-zeros of the rows of each block into the block's own buffers, then
-// concatenates the buffers (one copy per block) and offsets the row ranges.
+// concatenates the buffers (one copy per block) and offsets the row ranges. Each block also
+// lists its rows and where they start in its own arrays, and keeps its buffers on cache
+// lines of its own: blocks that run at the same time never write to the same cache line
+// (rows of neighbouring batch entries are neighbours in the time-major order).
 template <typename scalar_t>
 struct SparseBuilder {
-  std::vector<Buffer<int32_t>> cols;
-  std::vector<Buffer<scalar_t>> vals;
-  std::vector<int64_t> begin, end;  // per row, within its block's buffer
-  std::vector<int32_t> block_of;    // per row
+  struct alignas(64) Part {
+    Buffer<int32_t> cols;
+    Buffer<scalar_t> vals;
+    Buffer<int64_t> rows, starts;  // row q, and where its entries start
+  };
+  std::vector<Part> parts;
+  int64_t n_rows;
 
-  SparseBuilder(int64_t rows, int64_t blocks)
-      : cols(blocks), vals(blocks), begin(rows), end(rows), block_of(rows) {}
+  SparseBuilder(int64_t n_rows, int64_t blocks) : parts(blocks), n_rows(n_rows) {}
 
-  // Appends the non-zeros of row q (dense, C entries) to block c; returns where they start.
-  size_t add_row(int64_t c, int64_t q, const scalar_t* row, int64_t C) {
-    const size_t before = cols[c].size();
-    append_nonzeros(row, C, cols[c], vals[c]);
-    begin[q] = static_cast<int64_t>(before);
-    end[q] = static_cast<int64_t>(cols[c].size());
-    block_of[q] = static_cast<int32_t>(c);
-    return before;
+  size_t entries(int64_t c) const { return parts[c].cols.size(); }
+
+  // Appends the non-zeros of row q (dense, C entries) to block c.
+  void add_row(int64_t c, int64_t q, const scalar_t* row, int64_t C) {
+    Part& part = parts[c];
+    part.rows.push_back(q);
+    part.starts.push_back(static_cast<int64_t>(part.cols.size()));
+    append_nonzeros(row, C, part.cols, part.vals);
   }
 
   // Appends the spikes (value 1) of row q at the columns idx[0..m) to block c.
   void add_spikes(int64_t c, int64_t q, const int32_t* idx, int64_t m) {
-    const size_t before = cols[c].size();
-    cols[c].reserve_extra(size_t(m));
-    vals[c].reserve_extra(size_t(m));
-    std::copy_n(idx, m, cols[c].data() + before);
-    std::fill_n(vals[c].data() + before, m, scalar_t(1));
-    cols[c].set_size(before + size_t(m));
-    vals[c].set_size(before + size_t(m));
-    begin[q] = static_cast<int64_t>(before);
-    end[q] = static_cast<int64_t>(before + size_t(m));
-    block_of[q] = static_cast<int32_t>(c);
+    Part& part = parts[c];
+    const size_t before = part.cols.size();
+    part.rows.push_back(q);
+    part.starts.push_back(static_cast<int64_t>(before));
+    part.cols.reserve_extra(size_t(m));
+    part.vals.reserve_extra(size_t(m));
+    std::copy_n(idx, m, part.cols.data() + before);
+    std::fill_n(part.vals.data() + before, m, scalar_t(1));
+    part.cols.set_size(before + size_t(m));
+    part.vals.set_size(before + size_t(m));
   }
 
-  Sparse finish(const at::TensorOptions& options) {
-    const int64_t R = static_cast<int64_t>(begin.size()), blocks = int64_t(cols.size());
+  Sparse finish(const at::TensorOptions& options) const {
+    const int64_t blocks = int64_t(parts.size());
     std::vector<int64_t> offset(blocks + 1, 0);
-    for (int64_t c = 0; c < blocks; ++c) offset[c + 1] = offset[c] + int64_t(cols[c].size());
-    Sparse out{at::empty({R}, options.dtype(at::kLong)), at::empty({R}, options.dtype(at::kLong)),
+    for (int64_t c = 0; c < blocks; ++c) offset[c + 1] = offset[c] + int64_t(entries(c));
+    Sparse out{at::empty({n_rows}, options.dtype(at::kLong)),
+               at::empty({n_rows}, options.dtype(at::kLong)),
                at::empty({offset[blocks]}, options.dtype(at::kInt)),
                at::empty({offset[blocks]}, options)};
     int64_t *bp = out.begin.data_ptr<int64_t>(), *ep = out.end.data_ptr<int64_t>();
     int32_t* cp = out.cols.data_ptr<int32_t>();
     scalar_t* vp = out.vals.data_ptr<scalar_t>();
     for (int64_t c = 0; c < blocks; ++c) {
-      std::copy(cols[c].begin(), cols[c].end(), cp + offset[c]);
-      std::copy(vals[c].begin(), vals[c].end(), vp + offset[c]);
-    }
-    for (int64_t q = 0; q < R; ++q) {
-      bp[q] = begin[q] + offset[block_of[q]];
-      ep[q] = end[q] + offset[block_of[q]];
+      const Part& part = parts[c];
+      std::copy(part.cols.begin(), part.cols.end(), cp + offset[c]);
+      std::copy(part.vals.begin(), part.vals.end(), vp + offset[c]);
+      const int64_t listed = int64_t(part.rows.size());
+      for (int64_t j = 0; j < listed; ++j) {
+        const int64_t q = part.rows[j];
+        bp[q] = offset[c] + part.starts[j];
+        ep[q] = offset[c] + (j + 1 < listed ? part.starts[j + 1] : int64_t(entries(c)));
+      }
     }
     return out;
   }
@@ -434,7 +443,7 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
       const auto limit = static_cast<size_t>(max_density * double((b1 - b0) * T * C)) + 1;
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t n = 0; n < T; ++n) sparse.add_row(c, n * B + b, xp + b * sb + n * st, C);
-        if (sparse.cols[c].size() > limit || too_dense.load(std::memory_order_relaxed)) {
+        if (sparse.entries(c) > limit || too_dense.load(std::memory_order_relaxed)) {
           too_dense = true;
           return;
         }
