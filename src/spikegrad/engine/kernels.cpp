@@ -925,46 +925,54 @@ SG_INLINE void readout_adjoint_row<float>(int64_t K, float bm, float obm, float 
 }
 #endif
 
-// out [nb, N] = a [nb, N] V [N, N] (row-major): the recurrence term dI[n+1] V of a block of
-// batch entries at one step.
-template <typename scalar_t>
-void block_times_matrix(int64_t nb, int64_t N, const scalar_t* __restrict__ a,
-                        const scalar_t* __restrict__ v, scalar_t* __restrict__ out) {
-  std::fill_n(out, nb * N, scalar_t(0));
+// out [nb, N] (+)= a [nb, K] M [K, N] (row-major; ADD: added to what out holds, in the order
+// k = 0, 1, ..., as add_rows adds rows): the products of a block of batch entries with a
+// dense matrix at one step, dI[n+1] V through the recurrence (K = N) and dx_out[n] W_out from
+// the readout.
+template <bool ADD, typename scalar_t>
+void block_times_matrix(int64_t nb, int64_t K, int64_t N, const scalar_t* __restrict__ a,
+                        const scalar_t* __restrict__ m, scalar_t* __restrict__ out) {
+  if (!ADD) std::fill_n(out, nb * N, scalar_t(0));
   for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t k = 0; k < N; ++k) {
-      const scalar_t ak = a[b * N + k];
-      const scalar_t* __restrict__ row = v + k * N;
+    for (int64_t k = 0; k < K; ++k) {
+      const scalar_t ak = a[b * K + k];
+      const scalar_t* __restrict__ row = m + k * N;
       for (int64_t j = 0; j < N; ++j) out[b * N + j] += ak * row[j];
     }
   }
 }
 
 #if defined(__AVX512F__)
-// out[r, j0 + 16 c + l] = Σ_k a[r, k] V[k, j0 + 16 c + l] for R rows of a and C vectors of 16
-// columns of V (the last one masked by `last`): R × C accumulators in registers, so that each
-// vector of V loaded serves R rows and each element of a broadcast serves C vectors.
-template <int R, int C>
-SG_INLINE void tile_times_matrix(int64_t N, int64_t j0, __mmask16 last, const float* a,
-                                 const float* __restrict__ v, float* __restrict__ out) {
+// out[r, j0 + 16 c + l] (+)= Σ_k a[r, k] M[k, j0 + 16 c + l] for R rows of a and C vectors of
+// 16 columns of M (the last one masked by `last`): R × C accumulators in registers, so that
+// each vector of M loaded serves R rows and each element of a broadcast serves C vectors.
+template <int R, int C, bool ADD>
+SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, __mmask16 last,
+                                 const float* a, const float* __restrict__ m,
+                                 float* __restrict__ out) {
   __m512 acc[R][C];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int c = 0; c < C; ++c) {
+      const float* o = out + r * N + j0 + 16 * c;
+      acc[r][c] = !ADD         ? _mm512_setzero_ps()
+                  : c == C - 1 ? _mm512_maskz_loadu_ps(last, o)
+                               : _mm512_loadu_ps(o);
+    }
   }
-  const float* vk = v + j0;
-  for (int64_t k = 0; k < N; ++k, vk += N) {
-    __m512 vc[C];
+  const float* mk = m + j0;
+  for (int64_t k = 0; k < K; ++k, mk += N) {
+    __m512 mc[C];
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      vc[c] = c == C - 1 ? _mm512_maskz_loadu_ps(last, vk + 16 * c) : _mm512_loadu_ps(vk + 16 * c);
+      mc[c] = c == C - 1 ? _mm512_maskz_loadu_ps(last, mk + 16 * c) : _mm512_loadu_ps(mk + 16 * c);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m512 ak = _mm512_set1_ps(a[r * N + k]);
+      const __m512 ak = _mm512_set1_ps(a[r * K + k]);
 #pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(ak, vc[c], acc[r][c]);
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(ak, mc[c], acc[r][c]);
     }
   }
 #pragma GCC unroll 4
@@ -982,32 +990,32 @@ SG_INLINE void tile_times_matrix(int64_t N, int64_t j0, __mmask16 last, const fl
 }
 
 // The tiles of R rows: passes of 4 vectors of columns, then the 1 to 3 vectors left.
-template <int R>
-SG_INLINE void rows_times_matrix(int64_t N, const float* a, const float* __restrict__ v,
-                                 float* __restrict__ out) {
+template <int R, bool ADD>
+SG_INLINE void rows_times_matrix(int64_t K, int64_t N, const float* a,
+                                 const float* __restrict__ m, float* __restrict__ out) {
   const int64_t vectors = (N + 15) / 16;
   const __mmask16 full = 0xFFFF, tail = tail_mask(N - 16 * (vectors - 1));
   int64_t c0 = 0;
   for (; c0 + 4 <= vectors; c0 += 4) {
-    tile_times_matrix<R, 4>(N, 16 * c0, c0 + 4 == vectors ? tail : full, a, v, out);
+    tile_times_matrix<R, 4, ADD>(K, N, 16 * c0, c0 + 4 == vectors ? tail : full, a, m, out);
   }
   switch (vectors - c0) {
-    case 3: tile_times_matrix<R, 3>(N, 16 * c0, tail, a, v, out); break;
-    case 2: tile_times_matrix<R, 2>(N, 16 * c0, tail, a, v, out); break;
-    case 1: tile_times_matrix<R, 1>(N, 16 * c0, tail, a, v, out); break;
+    case 3: tile_times_matrix<R, 3, ADD>(K, N, 16 * c0, tail, a, m, out); break;
+    case 2: tile_times_matrix<R, 2, ADD>(K, N, 16 * c0, tail, a, m, out); break;
+    case 1: tile_times_matrix<R, 1, ADD>(K, N, 16 * c0, tail, a, m, out); break;
     default: break;
   }
 }
 
-template <>
-void block_times_matrix<float>(int64_t nb, int64_t N, const float* __restrict__ a,
-                               const float* __restrict__ v, float* __restrict__ out) {
+template <bool ADD>
+void block_times_matrix(int64_t nb, int64_t K, int64_t N, const float* __restrict__ a,
+                        const float* __restrict__ m, float* __restrict__ out) {
   int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) rows_times_matrix<4>(N, a + b * N, v, out + b * N);
+  for (; b + 4 <= nb; b += 4) rows_times_matrix<4, ADD>(K, N, a + b * K, m, out + b * N);
   switch (nb - b) {
-    case 3: rows_times_matrix<3>(N, a + b * N, v, out + b * N); break;
-    case 2: rows_times_matrix<2>(N, a + b * N, v, out + b * N); break;
-    case 1: rows_times_matrix<1>(N, a + b * N, v, out + b * N); break;
+    case 3: rows_times_matrix<3, ADD>(K, N, a + b * K, m, out + b * N); break;
+    case 2: rows_times_matrix<2, ADD>(K, N, a + b * K, m, out + b * N); break;
+    case 1: rows_times_matrix<1, ADD>(K, N, a + b * K, m, out + b * N); break;
     default: break;
   }
 }
@@ -1289,13 +1297,44 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       if (step >= t0) last[j] = std::max(last[j], std::min(t1, step + 1));
     }
   }
-  std::vector<scalar_t> sgbuf(N), gbuf(N), dxo(K), di_next(A.dvt ? N : 0);
+  std::vector<scalar_t> sgbuf(N), gbuf(N), di_next(A.dvt ? N : 0);
   std::vector<scalar_t> rec(A.v ? nb * N : 0);
-  std::vector<int32_t> idx(N + 16), out_cols(K);
-  for (int64_t k = 0; k < K; ++k) out_cols[k] = static_cast<int32_t>(k);
+  // with a readout: the gradient reaching S[n] ([nb, N]) and dx_out[n] ([nb, K]) of the block
+  std::vector<scalar_t> g_block(K > 0 ? nb * N : 0), dxo_block(nb * K);
+  std::vector<int32_t> idx(N + 16);
+  // The gradient reaching S[n] of entry b from outside the recurrence and the reset, in out
+  // (or, without a readout, the row of grad itself when there is nothing to add to it).
+  auto outside_gradient = [&](int64_t n, int64_t b, scalar_t* out) -> const scalar_t* {
+    const scalar_t* gr = A.grad(n, b);
+    const scalar_t* gc = A.grad_const ? A.grad_const + b * N : nullptr;
+    if (gr && !gc && K == 0) return gr;
+    if (gr && gc) {
+      for (int64_t k = 0; k < N; ++k) out[k] = gr[k] + gc[k];
+    } else if (gr || gc) {
+      std::copy_n(gr ? gr : gc, N, out);
+    } else {
+      std::fill_n(out, N, scalar_t(0));
+    }
+    return out;
+  };
   for (int64_t n = t1 - 1; n >= t0; --n) {
     // through the recurrence: dI[n+1] V for the whole block at once
-    if (A.v) block_times_matrix(nb, N, di, A.v, rec.data());
+    if (A.v) block_times_matrix<false>(nb, N, N, di, A.v, rec.data());
+    if (K > 0) {  // the readout's adjoint, and the gradient dx_out[n] W_out it sends to S[n]
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t j = b - b0;
+        scalar_t* dxo = dxo_block.data() + j * K;  // dx_out[n] = λ_I, before this step
+        if (n >= last[j]) {
+          std::fill_n(dxo, K, scalar_t(0));
+          std::fill_n(g_block.data() + j * N, N, scalar_t(0));
+          continue;
+        }
+        outside_gradient(n, b, g_block.data() + j * N);
+        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, A.dy(n, b),
+                            backward_fold(R, b, n, A.grad_logits, A.argmax), dxo);
+      }
+      block_times_matrix<true>(nb, K, N, dxo_block.data(), R.wo, g_block.data());
+    }
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t q = n * L.B + b, j = b - b0;
       scalar_t *dur = du + j * N, *dir = di + j * N;  // dU[n+1], dI[n+1] = dx[n]
@@ -1309,25 +1348,7 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
         prefetch_row(I(n - 1, b), N);
         prefetch_row(A.grad(n - 1, b), N);
       }
-      // the gradient reaching S[n] from outside the recurrence and the reset
-      const scalar_t* gr = A.grad(n, b);
-      const scalar_t* gc = A.grad_const ? A.grad_const + b * N : nullptr;
-      const scalar_t* g = gbuf.data();
-      if (gr && !gc && K == 0) {
-        g = gr;
-      } else if (gr && gc) {
-        for (int64_t k = 0; k < N; ++k) gbuf[k] = gr[k] + gc[k];
-      } else if (gr || gc) {
-        std::copy_n(gr ? gr : gc, N, gbuf.data());
-      } else {
-        std::fill_n(gbuf.data(), N, scalar_t(0));
-      }
-      if (K > 0) {  // the readout's adjoint, and the gradient dx_out[n] W_out it sends to S[n]
-        scalar_t* li_row = li + j * K;  // dx_out[n] = λ_I, before this step updates it
-        add_rows(N, gbuf.data(), R.wo, out_cols.data(), li_row, 0, K);
-        readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li_row, A.dy(n, b),
-                            backward_fold(R, b, n, A.grad_logits, A.argmax), dxo.data());
-      }
+      const scalar_t* g = K > 0 ? g_block.data() + j * N : outside_gradient(n, b, gbuf.data());
       if (A.dx.base) std::copy_n(dir, N, A.dx(n, b));
       if (A.dwt) scatter_rows(N, A.dwt, dir, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
       const scalar_t* ur = U(n, b);
@@ -1347,7 +1368,9 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
                                          P(n, b), ur, A.dbm ? I(n, b) : nullptr, sgr, dur, dir,
                                          A.dbm, A.dbs, idx.data());
       if (A.dvt) scatter_rows<scalar_t>(N, A.dvt, di_next.data(), idx.data(), nullptr, 0, m);
-      if (A.dwot) scatter_rows<scalar_t>(K, A.dwot, dxo.data(), idx.data(), nullptr, 0, m);
+      if (A.dwot) {
+        scatter_rows<scalar_t>(K, A.dwot, dxo_block.data() + j * K, idx.data(), nullptr, 0, m);
+      }
     }
   }
 }
