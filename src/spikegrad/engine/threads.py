@@ -92,6 +92,8 @@ class ThreadGovernor:
             self.limit, self.chosen, self.pending = current, current, None
         elif current != self.chosen:  # set back to the limit by someone else: ours again
             torch.set_num_threads(self.chosen)
+        if self.limit <= 1:  # one thread whatever the load: no need to look at it
+            return self.chosen
         now = time.monotonic()
         if now - self.last_check < CHECK_INTERVAL_S:
             return self.chosen

@@ -1,0 +1,57 @@
+"""The thread governor: fewer threads while other processes keep cores busy, never a look
+at the load when there is one thread to give."""
+
+import pytest
+import torch
+
+from spikegrad.engine import threads
+from spikegrad.engine.threads import CONFIRM_FEWER, CONFIRM_MORE, ThreadGovernor
+
+
+@pytest.fixture
+def load(monkeypatch):
+    """The other processes' runnable tasks the governor sees (a list to set), and how many
+    times it looked."""
+    state = {"others": 0, "looks": 0}
+
+    def other_runnable_tasks():
+        state["looks"] += 1
+        return state["others"]
+
+    monkeypatch.setattr(threads, "other_runnable_tasks", other_runnable_tasks)
+    monkeypatch.setattr(threads, "CHECK_INTERVAL_S", 0.0)
+    monkeypatch.delenv("SPIKEGRAD_THREADS", raising=False)
+    before = torch.get_num_threads()
+    yield state
+    torch.set_num_threads(before)
+
+
+def test_fewer_threads_under_load_and_back_when_it_ends(load):
+    torch.set_num_threads(2)
+    governor = ThreadGovernor(cores=2)
+    assert governor.update() == 2
+    load["others"] = 1  # one core busy
+    counts = [governor.update() for _ in range(CONFIRM_FEWER)]
+    assert counts[-1] == 1 and torch.get_num_threads() == 1
+    assert all(c == 2 for c in counts[:-1])  # acted on once seen CONFIRM_FEWER times
+    load["others"] = 0
+    counts = [governor.update() for _ in range(CONFIRM_MORE)]
+    assert counts[-1] == 2 and all(c == 1 for c in counts[:-1])
+    assert governor.user_limit() == 2
+
+
+def test_one_thread_never_looks_at_the_load(load):
+    torch.set_num_threads(1)  # as a study worker with one core sets it
+    governor = ThreadGovernor(cores=2)
+    load["others"] = 1
+    assert [governor.update() for _ in range(5)] == [1] * 5
+    assert load["looks"] == 0
+
+
+def test_a_fixed_count_wins(load, monkeypatch):
+    monkeypatch.setenv("SPIKEGRAD_THREADS", "2")
+    load["others"] = 1
+    assert ThreadGovernor(cores=2).update() == 2
+    monkeypatch.setenv("SPIKEGRAD_THREADS", "many")
+    with pytest.raises(Exception, match="SPIKEGRAD_THREADS"):
+        ThreadGovernor(cores=2).update()
