@@ -99,3 +99,16 @@ def test_modules_import_only_their_own_layer_or_below():
                 upward.append(f"{module} ({LAYERS[here][0]}) imports {target} "
                               f"({LAYERS[there][0]})")
     assert upward == []
+
+
+def test_the_command_line_starts_without_the_report_libraries():
+    """scipy and matplotlib serve the report only: the command line (and every study worker
+    it spawns, which imports it again) starts without them."""
+    import subprocess
+    import sys
+
+    check = ("import sys, spikegrad.cli; "
+             "print(sorted({'scipy', 'matplotlib'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -25,7 +25,6 @@ import torch
 from spikegrad.config import builtin_config_names, load_config
 from spikegrad.errors import ArgumentError
 from spikegrad.reproduce import claims as rules
-from spikegrad.reproduce import figures as plots
 from spikegrad.reproduce import init_claims
 from spikegrad.reproduce.report import write_report
 from spikegrad.reproduce.studies import (
@@ -44,6 +43,14 @@ from spikegrad.studies.runner import available_cores
 ALWAYS_READOUT_DATA = ["randman", "digits"]
 SYNTHESISED_READOUT_DATA = ["spoken-digits", "spoken-digits-current"]
 FILE_READOUT_DATA = ["mnist", "fashion-mnist", "shd"]
+
+
+def _plots():
+    """The figures module (imported when a figure is drawn: matplotlib takes a while to
+    load, and the command line imports this package for its choices)."""
+    from spikegrad.reproduce import figures
+
+    return figures
 
 
 def readout_data_sets() -> tuple[list[str], dict[str, str]]:
@@ -203,31 +210,31 @@ FIGURES = [
            "Test accuracy (mean ± sd over seeds, each condition at its chosen learning rate) on "
            "Randman against the slope β (log axis) for SuperSpike, sigmoid' and Esser; dashed: "
            "the true-gradient and constant-surrogate controls; dotted: chance.",
-           lambda data, out: plots.shape_slope_figure(data["shape-slope"], data["controls"],
+           lambda data, out: _plots().shape_slope_figure(data["shape-slope"], data["controls"],
                                                       out)),
     Figure("scale", "scale", "Accuracy with a large surrogate scale per condition",
            "Normalised SuperSpike (peak 1) vs asymptotic SuperSpike (peak β), for feed-forward "
            "(FF) and recurrent (RC) networks, with the reset detached or in BPTT, and gradients "
            "through the recurrent weights V or not (mean ± sd over seeds).",
-           lambda data, out: plots.scale_figure(data["scale"], out)),
+           lambda data, out: _plots().scale_figure(data["scale"], out)),
     Figure("readout", "readout", "Max vs sum readout per data set",
            "Test accuracy (mean ± sd over seeds) with the readout reduced by max or by sum over "
            "time, each at its own chosen learning rate, feed-forward (FF) and recurrent (RC), "
            "per data set.",
-           lambda data, out: plots.readout_figure(
+           lambda data, out: _plots().readout_figure(
                {role.removeprefix("readout/"): trials for role, trials in data.items()
                 if role.startswith("readout/")}, out)),
     Figure("regularisation", "regularisation", "Accuracy vs hidden spikes",
            "Each point a strength λ_upper of the upper-bound regulariser (ν_upper = 0, L = 2; "
            "the lower bound λ = 100, ν = 1e-3 on everywhere); spikes per hidden neuron per test "
            "sample (log axis).",
-           lambda data, out: plots.regularisation_figure(data["regularisation"], out)),
+           lambda data, out: _plots().regularisation_figure(data["regularisation"], out)),
     Figure("init", "init", "Accuracy over σ_U and depth per initialisation",
            "Mean test accuracy over seeds (sd below it) of networks with 1, 3 and 5 hidden "
            "layers (rows) under the uniform (the paper's), Gaussian N(0, 1/fan_in) and "
            "fluctuation-driven initialisation at each target σ_U (columns, μ_U = 0), each "
            "condition at its chosen learning rate; one panel per data set.",
-           lambda data, out: plots.init_figure(init_claims.by_data_set(data), out)),
+           lambda data, out: _plots().init_figure(init_claims.by_data_set(data), out)),
 ]
 
 
@@ -346,7 +353,7 @@ def _read_back(db_path: str | Path, loaded: dict[str, Any]):
                   "wall_time_s": sum(t["trial_time_s"] or 0.0
                                      for t in db.trials(study=spec.name))}
                  for spec in loaded.values()]
-        best = plots.best_trials_by_study(data)
+        best = _plots().best_trials_by_study(data)
         curves = {name: db.epochs(t["config_hash"]) for name, t in best.items()}
     return data, table, curves
 
@@ -367,24 +374,24 @@ def _draw_figures(specs: dict[str, Any], data: dict[str, Any], norms, curves,
             add_figure(figure.name, figure.draw(data, out_dir), figure.title, figure.caption,
                        figure.part)
     if norms is not None:
-        add_figure("gradients", plots.gradient_figure(norms, out_dir),
+        add_figure("gradients", _plots().gradient_figure(norms, out_dir),
                    "Gradient norm through time",
                    "‖dL/dU[n]‖ of the hidden layer at surrogate scale 1 and 100 (SuperSpike, "
                    "β = 10), freshly initialised network, one Randman batch (log axis).")
     if data.get("shape-slope"):
         example = max(data["shape-slope"], key=lambda t: t["valid_accuracy"] or 0.0)
         inputs, hidden, readout, label = example_network(example["config"], out_dir)
-        add_figure("rasters", plots.raster_figure(inputs, hidden, readout, label, out_dir),
+        add_figure("rasters", _plots().raster_figure(inputs, hidden, readout, label, out_dir),
                    "Activity of a trained network",
                    "Input spikes, hidden spikes and readout membrane potentials (the true class "
                    "in red) on a test sample, of the Randman network with the best validation "
                    f"accuracy ({example['config']['surrogate']['name']}, slope "
                    f"{example['config']['surrogate']['slope']:g}).")
-    add_figure("randman_manifolds", plots.manifold_figure(manifold_curves(), out_dir),
+    add_figure("randman_manifolds", _plots().manifold_figure(manifold_curves(), out_dir),
                "Randman manifold examples",
                "Four random 1-D manifolds with the built-in Randman parameters (α = 1, the lab's "
                "spectrum), the first two of their 20 embedding coordinates.")
-    add_figure("learning_curves", plots.learning_curve_figure(curves, out_dir),
+    add_figure("learning_curves", _plots().learning_curve_figure(curves, out_dir),
                "Learning curves", "Train (dashed) and validation (solid) accuracy per epoch of "
                "the best trial of each study.")
     return figures

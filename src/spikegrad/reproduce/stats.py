@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (scipy is imported on first use: it takes a while to load)."""
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(p, df))
+
 
 ALPHA = 0.05
 
@@ -50,7 +57,7 @@ class Summary:
         if n == 1:
             return cls(mean, math.nan, 1, math.nan, math.nan)
         sd = float(x.std(ddof=1))
-        half = float(scipy_stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
+        half = _t_quantile(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)
         return cls(mean, sd, n, mean - half, mean + half)
 
     def __str__(self) -> str:
@@ -80,7 +87,7 @@ class Paired:
             mean = float(d.mean()) if n else math.nan
             return cls(mean, math.nan, n, -math.inf, math.inf)
         mean, sd = float(d.mean()), float(d.std(ddof=1))
-        half = float(scipy_stats.t.ppf(1 - ALPHA, n - 1)) * sd / math.sqrt(n)
+        half = _t_quantile(1 - ALPHA, n - 1) * sd / math.sqrt(n)
         return cls(mean, sd, n, mean - half, mean + half)
 
     def greater(self, margin: float = 0.0) -> bool:
