@@ -331,6 +331,31 @@ def test_no_gradient_reaches_the_fused_layer(backend, recurrent):
     assert all(g is not None and not g.any() for g in grads)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_no_state_is_kept_without_a_backward_pass(backend, recompute, monkeypatch):
+    """Under torch.no_grad (evaluation) the forward loop keeps no U for a backward pass that
+    cannot come, though the weights require gradients; with gradients it keeps U unless
+    recompute. The outputs are the same either way."""
+    kernels = engine.kernels_for(torch.zeros(0))
+    kept, forward = [], kernels.lif_forward
+    monkeypatch.setattr(kernels, "lif_forward",
+                        lambda *args, **kwargs: kept.append(args[7]) or forward(*args, **kwargs))
+    inputs, weight, v, readout = random_case(3, torch.float32, True)
+    weight, readout = weight.requires_grad_(), readout.requires_grad_()
+
+    def run():
+        return engine.lif_readout(inputs, weight, LIFDynamics(0.9, 0.8), readout,
+                                  ReadoutDynamics(0.95, 0.8), v, recompute=recompute,
+                                  reduction="max")
+
+    with torch.no_grad():
+        evaluated = run()
+    trained = run()
+    assert kept == [False, not recompute]
+    assert torch.equal(evaluated.logits, trained.logits.detach())
+    assert torch.equal(evaluated.spikes, trained.spikes.detach())
+
+
 @pytest.mark.parametrize("learned_taus", [False, True])
 def test_same_bits_for_any_thread_count(learned_taus):
     """Work is split into blocks set by the batch size alone and partial sums are added in

@@ -351,10 +351,13 @@ class _Readout(torch.autograd.Function):
 
 
 def _prepare(inputs: Tensor, recompute: bool | None) -> bool:
-    """Before an operation: the thread count for the current load (CPU), and ``recompute``."""
+    """Before an operation: the thread count for the current load (CPU), and whether the
+    forward pass keeps no state for the backward pass: ``recompute``, or no backward pass at
+    all (under ``torch.no_grad``, where an autograd function still sees which of its inputs
+    require gradients, and would otherwise keep U of a whole evaluation batch)."""
     if inputs.device.type == "cpu":
         GOVERNOR.update()
-    return recompute_setting(recompute)
+    return recompute_setting(recompute) or not torch.is_grad_enabled()
 
 
 def lif_layer(
