@@ -60,7 +60,6 @@ from click.testing import CliRunner
 from spikegrad.cli import main
 from spikegrad.config import ConfigError, load_config
 from spikegrad.data import build_data
-from spikegrad.errors import ArgumentError
 from spikegrad.losses import reduce_readout
 from spikegrad.model import SNN
 from spikegrad.training import Trainer
@@ -421,8 +420,14 @@ def test_conv_is_refused_by_name():
      "weights into 'cubali' take 5 inputs, the layer before gives 4"),
     (lambda: [_linear(4, 3), _cubalif(4), _linear(2, 4), _cubalif(2)],
      "the last layer 'cubalif_1' \\(CubaLIF\\) fires spikes"),
-    (lambda: [_linear(4, 3), _cubalif(4, tau_mem=np.array([1e-2, 1e-2, 2e-2, 1e-2])),
-              _linear(2, 4), _cubali(2)], "tau_mem differs between neurons"),
+    (lambda: [_linear(4, 3), _cubalif(4), _linear(2, 4),
+              nir.CubaLI(tau_syn=np.full(2, 5e-3), tau_mem=np.array([2e-2, 3e-2]), r=np.ones(2),
+                         v_leak=np.zeros(2), w_in=np.ones(2))],
+     "node 'cubali': tau_mem differs between neurons \\(spikegrad's readout has one"),
+    (lambda: [_linear(4, 3), nir.LIF(tau=np.array([1e-2, 1e-2, 2e-2, 1e-2]), r=np.ones(4),
+                                     v_leak=np.zeros(4), v_threshold=np.ones(4),
+                                     v_reset=np.zeros(4)), _linear(2, 4), _cubali(2)],
+     "node 'lif': per-neuron time constants without a synaptic current"),
     (lambda: [_linear(4, 3), _cubalif(4, v_leak=np.full(4, 0.1)), _linear(2, 4), _cubali(2)],
      "v_leak != 0"),
     (lambda: [_linear(4, 3), _cubalif(4, v_reset=np.full(4, -0.5)), _linear(2, 4),
@@ -906,9 +911,45 @@ def test_recurrent_export_to_snntorch(randman_rc):
     assert delayed.same_trains >= 0.999 and abs(delayed.accuracy_change) <= 0.01  # 1.0, 0.0
 
 
-def test_per_neuron_time_constants_are_not_exported():
-    """NIR nodes here carry one τ per layer: a network of per-neuron τ is refused, not
-    written with its layers' mean τ."""
-    config = load_config("randman", {"model.time_constants.distribution": "gamma"})
-    with pytest.raises(ArgumentError, match="hidden layer 0 has per-neuron time constants"):
-        to_nir(SNN.from_config(config, 20, 10))
+@pytest.mark.parametrize("learn", [False, True], ids=["fixed", "learned"])
+@pytest.mark.parametrize("recurrent", [False, True], ids=["FF", "RC"])
+def test_round_trip_of_per_neuron_time_constants_is_exact(recurrent, learn, tmp_path):
+    """A network of per-neuron τ (model.time_constants, moved away from their draw as
+    training would) comes back with the same log τ, learned or not, and the same spikes and
+    readout; the nodes carry each neuron's τ."""
+    config = load_config("randman", {"model.time_constants.distribution": "gamma",
+                                     "model.time_constants.learn": learn,
+                                     "model.hidden.0.recurrent": recurrent,
+                                     "model.init.feedforward.scale": 5.0})
+    model = SNN.from_config(config, 20, 10).set_engine("reference")
+    layer = model.hidden[0]
+    with torch.no_grad():
+        layer.log_tau_mem.add_(0.01 * torch.randn(100, generator=torch.Generator().manual_seed(3)))
+    write_nir(model, tmp_path / "net.nir", 1e-3)
+    back = from_nir(tmp_path / "net.nir")
+    assert torch.equal(back.hidden[0].log_tau_mem, layer.log_tau_mem)
+    assert torch.equal(back.hidden[0].log_tau_syn, layer.log_tau_syn)
+    assert back.hidden[0].log_tau_mem.requires_grad == learn
+    assert back.hidden[0].dynamics == layer.dynamics
+    inputs = (torch.rand(8, 100, 20, generator=torch.Generator().manual_seed(0)) < 0.05).float()
+    _assert_same_output(model, back, inputs)
+    node = to_nir(model, 1e-3).nodes["lif_0"]
+    node = node.nodes["lif"] if recurrent else node
+    taus = layer.time_constants()[0].detach().double().numpy() / 1000
+    np.testing.assert_allclose(node.tau_mem, taus, rtol=1e-5)  # through float32 β
+
+
+@pytest.mark.parametrize("discretisation", ["exp", "euler"])
+def test_foreign_per_neuron_time_constants_become_the_layers(discretisation):
+    """A CubaLIF node whose neurons differ in τ (from another simulator) gives a layer of
+    per-neuron τ with each neuron's decay under the chosen discretisation."""
+    tau_mem, tau_syn = np.array([1e-2, 2e-2, 4e-2]), np.array([5e-3, 5e-3, 8e-3])
+    graph = _graph(_linear(3, 4), _cubalif(3, tau_mem=tau_mem, tau_syn=tau_syn),
+                   _linear(2, 3), _cubali(2))
+    model = from_nir(graph, dt=1e-3, discretisation=discretisation)
+    decays = model.hidden[0].neuron_dynamics()
+    for beta, tau in ((decays.beta_mem, tau_mem), (decays.beta_syn, tau_syn)):
+        expected = np.exp(-1e-3 / tau) if discretisation == "exp" else 1 - 1e-3 / tau
+        np.testing.assert_allclose(beta.detach().double().numpy(), expected, rtol=1e-6)
+    uniform = from_nir(_graph(_linear(3, 4), _cubalif(3), _linear(2, 3), _cubali(2)), dt=1e-3)
+    assert uniform.hidden[0].time_constants() is None  # equal τ: the layer's one τ

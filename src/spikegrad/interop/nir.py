@@ -78,9 +78,13 @@ Import reads CubaLIF, LIF, CubaLI, LI, Linear, Affine (zero bias) and recurrent 
 (a neuron node with a Linear/Affine from and to itself, flat or as a sub-graph), in a chain
 that ends with a non-spiking layer (LI, CubaLI, or LIF/CubaLIF with an infinite threshold).
 β comes from tau and dt by the chosen discretisation; per-neuron thresholds and gains
-r w_in (1 - β_syn) / v_threshold are folded into the rows of the incoming weights. Per-neuron
-time constants, v_leak != 0, v_reset != 0 and biases have no spikegrad counterpart and are
-refused, as is any other primitive, with one line naming it.
+r w_in (1 - β_syn) / v_threshold are folded into the rows of the incoming weights. Time
+constants that differ between the neurons of a hidden CubaLIF node become per-neuron time
+constants (``LIFLayer.set_time_constants``, τ chosen so that exp(-dt/τ) is each neuron's
+decay under either discretisation); spikegrad's own per-neuron layers keep their exact log τ
+and whether they are learned in the node's metadata. Per-neuron τ in the readout or in a LIF
+node without synaptic current, v_leak != 0, v_reset != 0 and biases have no spikegrad
+counterpart and are refused, as is any other primitive, with one line naming it.
 """
 
 from __future__ import annotations
@@ -163,24 +167,32 @@ def _full(n: int, value: float) -> np.ndarray:
     return np.full(n, value, dtype=np.float64)
 
 
-def _neuron_node(n: int, beta_mem: float, beta_syn: float, dt: float,
-                 discretisation: Discretisation, threshold: float | None,
+def _time_constants(betas: np.ndarray, dt: float, discretisation: Discretisation) -> np.ndarray:
+    """:func:`time_constant` of every entry of ``betas``."""
+    return np.array([time_constant(float(beta), dt, discretisation) for beta in betas])
+
+
+def _neuron_node(n: int, beta_mem: float | np.ndarray, beta_syn: float | np.ndarray,
+                 dt: float, discretisation: Discretisation, threshold: float | None,
                  metadata: dict[str, Any]):
-    """CubaLIF/LIF (``threshold`` set) or CubaLI/LI (``threshold`` None) for one layer."""
+    """CubaLIF/LIF (``threshold`` set) or CubaLI/LI (``threshold`` None) for one layer; the
+    decays are one number for the layer or one per neuron ([n] arrays)."""
     nir = _nir()
-    tau_mem = time_constant(beta_mem, dt, discretisation)
+    beta_mem = np.broadcast_to(np.asarray(beta_mem, dtype=np.float64), (n,))
+    beta_syn = np.broadcast_to(np.asarray(beta_syn, dtype=np.float64), (n,))
+    tau_mem = _time_constants(beta_mem, dt, discretisation)
     zeros = _full(n, 0.0)
-    if beta_syn == 0.0:
+    if np.all(beta_syn == 0.0):
         if threshold is None:
-            return nir.LI(tau=_full(n, tau_mem), r=_full(n, 1.0), v_leak=zeros, metadata=metadata)
-        return nir.LIF(tau=_full(n, tau_mem), r=_full(n, 1.0), v_leak=zeros,
+            return nir.LI(tau=tau_mem, r=_full(n, 1.0), v_leak=zeros, metadata=metadata)
+        return nir.LIF(tau=tau_mem, r=_full(n, 1.0), v_leak=zeros,
                        v_threshold=_full(n, threshold), v_reset=_full(n, 0.0),
                        metadata=metadata)
-    tau_syn = time_constant(beta_syn, dt, discretisation)
+    tau_syn = _time_constants(beta_syn, dt, discretisation)
     r = tau_mem / dt
     w_in = 1.0 / ((1.0 - beta_syn) * r)
-    common = {"tau_syn": _full(n, tau_syn), "tau_mem": _full(n, tau_mem), "r": _full(n, r),
-              "v_leak": zeros, "w_in": _full(n, w_in), "metadata": metadata}
+    common = {"tau_syn": tau_syn, "tau_mem": tau_mem, "r": r, "v_leak": zeros, "w_in": w_in,
+              "metadata": metadata}
     if threshold is None:
         return nir.CubaLI(**common)
     return nir.CubaLIF(v_threshold=_full(n, threshold), v_reset=_full(n, 0.0), **common)
@@ -188,6 +200,11 @@ def _neuron_node(n: int, beta_mem: float, beta_syn: float, dt: float,
 
 def _weights(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy().copy()
+
+
+def _numbers(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor's values as float64 (exact for float32 ones)."""
+    return tensor.detach().cpu().double().numpy().copy()
 
 
 def to_nir(model: SNN, dt: float = 1e-3, *, discretisation: Discretisation = "exp",
@@ -209,10 +226,6 @@ def to_nir(model: SNN, dt: float = 1e-3, *, discretisation: Discretisation = "ex
         raise ArgumentError(f"unknown discretisation {discretisation!r} (known: exp, euler)")
     if readout_node not in ("CubaLI", "CubaLIF"):
         raise ArgumentError(f"unknown readout node {readout_node!r} (known: CubaLI, CubaLIF)")
-    for i, layer in enumerate(model.hidden):
-        if layer.time_constants() is not None:
-            raise ArgumentError(f"hidden layer {i} has per-neuron time constants "
-                                "(model.time_constants): the NIR export writes one τ per layer")
     warnings.warn(
         "NIR has no counterpart of spikegrad's update order (each layer answers 2 steps after "
         "its input, the readout 1 step after the last layer) nor of its reset (no integration "
@@ -231,8 +244,16 @@ def to_nir(model: SNN, dt: float = 1e-3, *, discretisation: Discretisation = "ex
             "surrogate_scale": float(d.surrogate.scale), "detach_reset": bool(d.detach_reset),
             "recurrent_gradient": bool(d.recurrent_gradient),
         }
+        beta_mem, beta_syn = d.beta_mem, d.beta_syn
+        if layer.time_constants() is not None:  # per-neuron τ: its decays, exact log τ kept
+            decays = layer.neuron_dynamics()
+            beta_mem, beta_syn = (_numbers(decays.beta_mem), _numbers(decays.beta_syn))
+            metadata.update(log_tau_mem_ms=_numbers(layer.log_tau_mem),
+                            log_tau_syn_ms=_numbers(layer.log_tau_syn),
+                            dt_ms=float(layer.dt_ms),
+                            learn_time_constants=bool(layer.log_tau_mem.requires_grad))
         nodes[f"fc_{i}"] = nir.Linear(weight=_weights(layer.weight))
-        neuron = _neuron_node(n, d.beta_mem, d.beta_syn, dt, discretisation, 1.0, metadata)
+        neuron = _neuron_node(n, beta_mem, beta_syn, dt, discretisation, 1.0, metadata)
         if layer.recurrent_weight is not None:
             neuron = nir.NIRGraph(
                 nodes={"input": nir.Input(input_type=np.array([n])), "lif": neuron,
@@ -525,7 +546,7 @@ def _uniform(values: np.ndarray, field: str, name: str, where: str) -> float:
     first = float(values[0])
     if np.any(np.abs(values - first) > 1e-12 * abs(first)):
         raise ConfigError(f"{where}: node '{name}': {field} differs between neurons "
-                          "(spikegrad's layers share one time constant)")
+                          "(spikegrad's readout has one time constant)")
     return first
 
 
@@ -542,25 +563,34 @@ def _node_size(node: Any) -> int | None:
 
 @dataclass
 class _Dynamics:
-    beta_mem: float
-    beta_syn: float
+    beta_mem: float | np.ndarray  # one decay for the layer, or one per neuron
+    beta_syn: float | np.ndarray
     gain: np.ndarray  # per neuron: factor on the incoming weights' rows
     spiking: bool
 
+    @property
+    def per_neuron(self) -> bool:
+        return isinstance(self.beta_mem, np.ndarray) or isinstance(self.beta_syn, np.ndarray)
+
 
 def _dynamics(layer: _Layer, n: int, dt: float, discretisation: Discretisation,
-              stored_betas: Mapping[str, Any] | None, where: str) -> _Dynamics:
-    """β and the per-neuron row gain r w_in (1 - β_syn) / v_threshold of one neuron node."""
+              stored_betas: Mapping[str, Any] | None, where: str,
+              per_neuron: bool = True) -> _Dynamics:
+    """β (one number, or with ``per_neuron`` one per neuron where the node's τ differ
+    between neurons) and the per-neuron row gain r w_in (1 - β_syn) / v_threshold of one
+    neuron node."""
     nir = _nir()
     node, name = layer.node, layer.name
 
     def vector(field: str) -> np.ndarray:
         return _parameter(node, field, n, name, where)
 
-    def beta(field: str, key: str) -> float:
-        tau = _uniform(vector(field), field, name, where)
+    def beta(field: str, key: str) -> float | np.ndarray:
+        taus = vector(field)
         try:
-            value = decay(tau, dt, discretisation)
+            if per_neuron and np.any(np.abs(taus - taus[0]) > 1e-12 * abs(taus[0])):
+                return np.array([decay(float(tau), dt, discretisation) for tau in taus])
+            value = decay(_uniform(taus, field, name, where), dt, discretisation)
         except ValueError as error:
             raise ConfigError(f"{where}: node '{name}': {error}") from None
         if stored_betas is not None and key in stored_betas and \
@@ -688,7 +718,8 @@ def from_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, *,
                               f"{tuple(layer.recurrent.shape)} for {n} neurons")
         stored = layer.node.metadata if ours and isinstance(layer.node.metadata, Mapping) \
             else None
-        dynamics = _dynamics(layer, n, dt, discretisation, stored if exact else None, where)
+        dynamics = _dynamics(layer, n, dt, discretisation, stored if exact else None, where,
+                             per_neuron=not last)
         if last:
             if dynamics.spiking:
                 raise ConfigError(
@@ -716,10 +747,13 @@ def from_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, *,
                 raise ConfigError(f"{where}: node '{layer.name}': "
                                   f"{str(error).splitlines()[0]}") from None
             lif = LIFLayer(n_in, n, LIFDynamics(
-                dynamics.beta_mem, dynamics.beta_syn, surrogate,
+                *_layer_decays(dynamics, stored if exact else None), surrogate,
                 bool(_stored(stored, "detach_reset", True)),
                 bool(_stored(stored, "recurrent_gradient", True))),
                 recurrent=layer.recurrent is not None, engine=engine)
+            if dynamics.per_neuron:
+                _set_time_constants(lif, dynamics, dt, stored if exact else None,
+                                    f"{where}: node '{layer.name}'")
             with torch.no_grad():
                 lif.weight.copy_(_scaled(weight, dynamics.gain))
                 if layer.recurrent is not None:
@@ -729,6 +763,44 @@ def from_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, *,
     if not hidden:
         raise ConfigError(f"{where}: the graph has no spiking hidden layer before its readout")
     return SNN(hidden, readout)
+
+
+def _layer_decays(dynamics: _Dynamics, stored: Mapping[str, Any] | None) -> tuple[float, float]:
+    """The layer's own (β_mem, β_syn): those of the node, or for per-neuron τ the ones
+    spikegrad stored, else the decays of the neurons' mean τ."""
+    decays = []
+    for key, beta in (("beta_mem", dynamics.beta_mem), ("beta_syn", dynamics.beta_syn)):
+        if not isinstance(beta, np.ndarray):
+            decays.append(beta)
+        elif stored is not None and key in stored:
+            decays.append(float(_stored(stored, key, 0.0)))
+        else:
+            decays.append(float(np.exp(np.mean(np.log(beta)))))
+    return decays[0], decays[1]
+
+
+def _set_time_constants(lif: LIFLayer, dynamics: _Dynamics, dt: float,
+                        stored: Mapping[str, Any] | None, where: str) -> None:
+    """Per-neuron τ for ``lif``: the log τ (ms) spikegrad stored, bit for bit, or else the τ
+    whose exp(-dt/τ) is each neuron's decay (for ``euler`` graphs too)."""
+    if np.any(np.asarray(dynamics.beta_syn) <= 0):
+        raise ConfigError(f"{where}: per-neuron time constants without a synaptic current "
+                          "(LIF): spikegrad's per-neuron layers have both τ_mem and τ_syn; "
+                          "use CubaLIF")
+    if stored is not None and "log_tau_mem_ms" in stored and "dt_ms" in stored:
+        log_taus = [torch.as_tensor(np.asarray(stored[key], dtype=np.float64)).to(lif.weight)
+                    for key in ("log_tau_mem_ms", "log_tau_syn_ms")]
+        lif.set_time_constants(log_taus[0].exp(), log_taus[1].exp(), float(stored["dt_ms"]),
+                               learn=bool(_stored(stored, "learn_time_constants", False)))
+        with torch.no_grad():  # exactly the stored values (log of exp may round differently)
+            lif.log_tau_mem.copy_(log_taus[0])
+            lif.log_tau_syn.copy_(log_taus[1])
+        return
+    dt_ms = dt * 1000.0
+    n = lif.out_features
+    taus = [torch.as_tensor(-dt_ms / np.log(np.broadcast_to(beta, (n,))))
+            for beta in (dynamics.beta_mem, dynamics.beta_syn)]
+    lif.set_time_constants(taus[0], taus[1], dt_ms)
 
 
 def _input_width(graph: Any, where: str, required: bool = True) -> int | None:
