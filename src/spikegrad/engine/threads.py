@@ -7,8 +7,9 @@ one core busy on a two-core laptop, two threads are then slower than one. So bef
 operation the engine counts the other processes that are running or waiting to run (Linux:
 ``/proc/loadavg`` minus this process's own running threads) and uses the cores they leave
 free, at least one and at most the thread count it was given (``torch.get_num_threads()``
-when first used, or a later value the user sets). Results do not depend on the thread count
-(see ``kernels.cpp``), so this changes speed only.
+when first used, or a later value the user sets); with one thread to give (a study worker)
+it does not look. Results do not depend on the thread count (see ``kernels.cpp``), so this
+changes speed only.
 
 ``SPIKEGRAD_THREADS=N`` fixes the thread count at N; ``SPIKEGRAD_THREADS=auto`` (the default)
 adapts it. Elsewhere than on Linux the count is left as it is.
