@@ -158,6 +158,8 @@ class LIFLayer(nn.Module):
                 inputs, self.weight, dynamics, self.recurrent_weight, self.recompute,
                 self.kernels,
             )
+        if inputs.is_sparse:  # the reference path multiplies dense tensors
+            inputs = inputs.to_dense()
         return functional.lif_layer(inputs, self.weight, dynamics, self.recurrent_weight)
 
     def extra_repr(self) -> str:
@@ -386,7 +388,7 @@ class SNN(nn.Module):
         layer's spike trains (``hidden_spikes`` then holds the other layers') nor the readout
         trace (``readout`` is None)."""
         hidden_spikes, counts = [], []
-        x = inputs
+        x = inputs  # dense, or a sparse COO batch of spikes (EventDataset.batch(sparse=True))
         for layer in self.hidden[:-1]:
             x = layer(x)
             hidden_spikes.append(x)

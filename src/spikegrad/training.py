@@ -170,7 +170,7 @@ def evaluate(
     """Loss, accuracy and hidden spikes per neuron per sample (one value per layer)."""
     model.eval()
     sums = MetricSums(len(model.hidden))
-    for inputs, labels in iterate_batches(dataset, batch_size):
+    for inputs, labels in iterate_batches(dataset, batch_size, sparse=True):
         output = model(inputs, record_spikes=False, record_trace=False, reduction=reduction)
         sums.add(classification_loss(output.logits, labels), output.logits, labels,
                  output.spike_counts)
@@ -384,7 +384,7 @@ class Trainer:
         sums = MetricSums(len(self.model.hidden))
         for inputs, labels in iterate_batches(
             self.data.train, self.config.training.batch_size, shuffle=True,
-            generator=self.shuffle_generator,
+            generator=self.shuffle_generator, sparse=True,  # spikes: no dense batch is built
         ):
             output = self.model(inputs, record_spikes=False, record_trace=False,
                                 reduction=reduction)

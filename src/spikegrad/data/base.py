@@ -4,8 +4,10 @@ Two kinds of input reach the network:
 
 - *spikes*: per sample a list of events (time bin, input unit), kept sparse in
   compressed form (CSR over samples) and turned into a dense ``[B, T, C]`` tensor
-  only when a batch is built. Events with the same (bin, unit) add up (counts);
-  ``binary=True`` clips them to 1.
+  only when a batch is built, or into a sparse COO tensor of the same values
+  (``batch(..., sparse=True)``, what the trainer asks for: the fast engine reads it
+  without a dense batch ever existing). Events with the same (bin, unit) add up
+  (counts); ``binary=True`` clips them to 1.
 - *current*: a dense real-valued ``[N, T, C]`` tensor fed to the first layer as
   input current (e.g. a Mel spectrogram).
 
@@ -90,8 +92,13 @@ class EventDataset(Dataset):
         out["t"], out["x"] = self.time_bins[lo:hi], self.units[lo:hi]
         return out
 
-    def batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
-        """Dense spikes [B, T, C] (float32) and labels [B] for the given samples."""
+    def batch(self, indices: Sequence[int] | Tensor,
+              sparse: bool = False) -> tuple[Tensor, Tensor]:
+        """Spikes [B, T, C] (float32) and labels [B] for the given samples: a dense tensor,
+        or with ``sparse`` a coalesced ``torch.sparse_coo_tensor`` of the same values (no
+        dense batch is ever built: the fast engine reads it as it is)."""
+        if sparse:
+            return self._sparse_batch(indices)
         idx = np.asarray(indices, dtype=np.int64)
         starts, ends = self.offsets[idx], self.offsets[idx + 1]
         lengths = ends - starts
@@ -111,6 +118,44 @@ class EventDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x, y = self.batch([index])
         return x[0], y[0]
+
+    def _sorted_events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every sample's distinct (bin, unit) cells in the order t C + x, with their
+        values (the count of its events, 1 when binary), and the samples' offsets into
+        them: sorted once, on first use."""
+        if getattr(self, "_sorted", None) is None:
+            sample = np.repeat(np.arange(len(self.labels), dtype=np.int64),
+                               np.diff(self.offsets))
+            cell = self.time_bins.astype(np.int64) * self.n_units + self.units.astype(np.int64)
+            key = sample * (self.n_steps * self.n_units) + cell
+            key.sort()
+            first = np.ones(len(key), dtype=bool)
+            first[1:] = key[1:] != key[:-1]
+            starts = np.flatnonzero(first)
+            counts = np.diff(np.append(starts, len(key))).astype(np.float32)
+            unique = key[starts]
+            per_sample = unique // (self.n_steps * self.n_units)
+            offsets = np.searchsorted(per_sample, np.arange(len(self.labels) + 1))
+            values = np.ones_like(counts) if self.binary else counts
+            self._sorted = (unique % (self.n_steps * self.n_units), values, offsets)
+        return self._sorted
+
+    def _sparse_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        cells, values, offsets = self._sorted_events()
+        starts, ends = offsets[idx], offsets[idx + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        source = np.repeat(starts, lengths) + within
+        chosen = cells[source]
+        coordinates = np.stack([np.repeat(np.arange(len(idx)), lengths),
+                                chosen // self.n_units, chosen % self.n_units])
+        x = torch.sparse_coo_tensor(torch.from_numpy(coordinates),
+                                    torch.from_numpy(values[source]),
+                                    (len(idx), self.n_steps, self.n_units), is_coalesced=True,
+                                    check_invariants=False)
+        return x, self.labels[torch.as_tensor(idx)]
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> EventDataset:
         idx = np.asarray(indices, dtype=np.int64)
@@ -181,13 +226,16 @@ class DataSplits:
 
 def iterate_batches(
     dataset: SampleDataset, batch_size: int, shuffle: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, sparse: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (inputs, labels) batches; a seeded ``generator`` makes shuffling reproducible."""
+    """Yield (inputs, labels) batches; a seeded ``generator`` makes shuffling reproducible.
+    ``sparse``: spike batches as sparse COO tensors (dense current stays dense)."""
     n = len(dataset)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    sparse = sparse and isinstance(dataset, EventDataset)
     for start in range(0, n, batch_size):
-        yield dataset.batch(order[start : start + batch_size].numpy())
+        chosen = order[start : start + batch_size].numpy()
+        yield dataset.batch(chosen, sparse=True) if sparse else dataset.batch(chosen)
 
 
 def split_indices(

@@ -154,10 +154,15 @@ def engine_info(model: Any, dtype: torch.dtype = torch.float32, device: str = "c
 def _sparse_form(kernels: ModuleType, inputs: Tensor):
     """The sparse form of ``inputs`` [B, T, C] (rows time-major, see ``kernels.cpp``), or
     None when too dense (or when the kernels multiply densely). Spikes made by this engine
-    carry it (as long as they are not modified); other inputs are scanned for it."""
+    carry it (as long as they are not modified); a sparse COO input gives it directly; other
+    inputs are scanned for it."""
+    if not kernels.READS_SPARSE_FORMS:
+        return None
     version, form = getattr(inputs, "_spikegrad_sparse", (None, None))
     if version == inputs._version:
         return form
+    if inputs.is_sparse:  # a sparse COO batch (spike events): its entries as they are
+        return kernels.sparse_form_of_coo(inputs.detach(), MAX_SPARSE_DENSITY)
     return kernels.to_sparse(inputs.detach(), MAX_SPARSE_DENSITY)
 
 
@@ -350,6 +355,20 @@ class _Readout(torch.autograd.Function):
         return grad_in, grad_w, None, None
 
 
+def _readable(inputs: Tensor, kernels: KernelChoice) -> Tensor:
+    """``inputs`` as the chosen kernels read them: a sparse COO tensor stays sparse for the
+    compiled kernels, with its sparse form attached, unless it is too dense for it (as
+    :func:`_sparse_form` decides for a dense one); else, and for PyTorch's kernels (dense
+    products only), it is made dense."""
+    if not inputs.is_sparse:
+        return inputs
+    form = _sparse_form(kernels_for(inputs, kernels), inputs)  # None for PyTorch's
+    if form is None:
+        return inputs.to_dense()
+    _attach_sparse_form(inputs, form)
+    return inputs
+
+
 def _prepare(inputs: Tensor, recompute: bool | None) -> bool:
     """Before an operation: the thread count for the current load (CPU), and whether the
     forward pass keeps no state for the backward pass: ``recompute``, or no backward pass at
@@ -377,6 +396,7 @@ def lif_layer(
     path (:func:`spikegrad.functional.check_layer_tensors`).
     """
     check_layer_tensors(inputs, weight, recurrent_weight)
+    inputs = _readable(inputs, kernels)
     spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None,
                               *_decay_inputs(dynamics, weight), dynamics, None,
                               _prepare(inputs, recompute), True, None, False, kernels)
@@ -413,6 +433,7 @@ def lif_readout(
     as :func:`lif_layer`, :func:`readout_layer`, ``spikes.sum(1)`` and ``reduce_readout``,
     faster; ``recompute`` and ``kernels`` as for :func:`lif_layer`."""
     check_layer_tensors(inputs, weight, recurrent_weight, readout_weight)
+    inputs = _readable(inputs, kernels)
     s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
                                         *_decay_inputs(dynamics, weight), dynamics, readout,
                                         _prepare(inputs, recompute), spikes, reduction, trace,

@@ -41,7 +41,12 @@ class Forward(NamedTuple):
 class Kernels(Protocol):
     """The functions a kernel set provides (signatures as in :mod:`spikegrad.engine.cpp`)."""
 
+    READS_SPARSE_FORMS: bool
+    """Whether its loops read inputs in their sparse form (else they multiply densely)."""
+
     def to_sparse(self, x: Tensor, max_density: float) -> Sparse | None: ...
+
+    def sparse_form_of_coo(self, x: Tensor, max_density: float) -> Sparse | None: ...
 
     def recomputes_state(self, surrogate: Surrogate) -> bool: ...
 

@@ -147,8 +147,20 @@ def _ops():
 _ops.name = "spikegrad_engine"
 
 
+READS_SPARSE_FORMS = True
+"""The loops project sparse inputs row by row (see ``kernels.cpp``)."""
+
+
 def to_sparse(x: Tensor, max_density: float) -> Sparse | None:
     parts = _ops().to_sparse(x if x.stride(-1) == 1 else x.contiguous(), max_density)
+    return tuple(parts) if parts else None
+
+
+def sparse_form_of_coo(x: Tensor, max_density: float) -> Sparse | None:
+    """The sparse form of a sparse COO [B, T, C] tensor (e.g. a batch of spike events),
+    without a dense tensor; None when too dense, as :func:`to_sparse` would decide."""
+    x = x if x.is_coalesced() else x.coalesce()
+    parts = _ops().coo_to_sparse(x.indices(), x.values(), *x.shape, max_density)
     return tuple(parts) if parts else None
 
 

@@ -454,6 +454,39 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
   return result;
 }
 
+// The sparse form of a coalesced sparse COO [B, T, C] tensor (indices [3, nnz] sorted by
+// (b, t, c), values [nnz]): row n B + b's entries are contiguous and in column order, so the
+// form takes them where they are. An empty list when some block of batch entries is denser
+// than `max_density`, by the rule of to_sparse (the same blocks), so that the layer then
+// multiplies densely exactly as it would with the dense tensor.
+std::vector<Tensor> coo_to_sparse(const Tensor& indices, const Tensor& values, int64_t B,
+                                  int64_t T, int64_t C, double max_density) {
+  TORCH_CHECK(indices.dim() == 2 && indices.size(0) == 3 && values.dim() == 1 &&
+                  values.size(0) == indices.size(1),
+              "coo_to_sparse: indices [3, nnz] and values [nnz] expected");
+  const Tensor idx = indices.to(at::kLong).contiguous();
+  const int64_t nnz = idx.size(1), blocks = n_blocks(B);
+  const int64_t *bi = idx.data_ptr<int64_t>(), *ti = bi + nnz, *ci = ti + nnz;
+  for (int64_t c = 0; c < blocks; ++c) {  // the entries of a block are contiguous: count them
+    const int64_t b0 = B * c / blocks, b1 = B * (c + 1) / blocks;
+    const int64_t e0 = std::lower_bound(bi, bi + nnz, b0) - bi;
+    const int64_t e1 = std::lower_bound(bi, bi + nnz, b1) - bi;
+    const auto limit = static_cast<size_t>(max_density * double((b1 - b0) * T * C)) + 1;
+    if (static_cast<size_t>(e1 - e0) > limit) return {};
+  }
+  Tensor begin = at::zeros({B * T}, idx.options()), end = at::zeros({B * T}, idx.options());
+  Tensor cols = at::empty({nnz}, idx.options().dtype(at::kInt));
+  int64_t *bp = begin.data_ptr<int64_t>(), *ep = end.data_ptr<int64_t>();
+  int32_t* cp = cols.data_ptr<int32_t>();
+  for (int64_t e = 0; e < nnz; ++e) {
+    const int64_t q = ti[e] * B + bi[e];
+    if (e == 0 || ti[e] != ti[e - 1] || bi[e] != bi[e - 1]) bp[q] = e;
+    ep[q] = e + 1;
+    cp[e] = static_cast<int32_t>(ci[e]);
+  }
+  return {begin, end, cols, values.contiguous()};
+}
+
 // out [R, N]: row q = Σ_e vals[e] wt[cols[e], :] over the entries of row q of the sparse
 // form (R rows) times the dense wt [C, N].
 Tensor sparse_mm(const Tensor& begin, const Tensor& end, const Tensor& cols, const Tensor& vals,
@@ -1609,6 +1642,9 @@ Tensor leaky_filter_backward(const Tensor& dy, double beta_mem, double one_minus
 
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("to_sparse(Tensor x, float max_density) -> Tensor[]", &to_sparse);
+  m.def("coo_to_sparse(Tensor indices, Tensor values, int B, int T, int C, float max_density) "
+        "-> Tensor[]",
+        &coo_to_sparse);
   m.def("sparse_mm(Tensor begin, Tensor end, Tensor cols, Tensor vals, Tensor wt) -> Tensor",
         &sparse_mm);
   m.def("sparse_tmm(Tensor begin, Tensor end, Tensor cols, Tensor vals, Tensor g, int C) "

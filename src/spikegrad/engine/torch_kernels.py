@@ -15,9 +15,17 @@ from spikegrad.engine.contract import Forward
 from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
 from spikegrad.losses import reduce_readout
 
+READS_SPARSE_FORMS = False
+"""Products are dense (see the module docstring)."""
+
 
 def to_sparse(x: Tensor, max_density: float) -> None:
     """Dense products only (see the module docstring)."""
+    return None
+
+
+def sparse_form_of_coo(x: Tensor, max_density: float) -> None:
+    """Dense products only: sparse COO inputs reach these kernels dense."""
     return None
 
 
