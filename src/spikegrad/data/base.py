@@ -100,13 +100,8 @@ class EventDataset(Dataset):
         if sparse:
             return self._sparse_batch(indices)
         idx = np.asarray(indices, dtype=np.int64)
-        starts, ends = self.offsets[idx], self.offsets[idx + 1]
-        lengths = ends - starts
-        total = int(lengths.sum())
-        # gather the event positions of all chosen samples without a Python loop
-        sample_of_event = np.repeat(np.arange(len(idx)), lengths)
-        within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        source = np.repeat(starts, lengths) + within
+        sample_of_event, source = _gather(self.offsets, idx)
+        total = len(source)
         flat = (sample_of_event * self.n_steps + self.time_bins[source].astype(np.int64))
         flat = flat * self.n_units + self.units[source].astype(np.int64)
         dense = torch.zeros(len(idx) * self.n_steps * self.n_units, dtype=torch.float32)
@@ -121,8 +116,8 @@ class EventDataset(Dataset):
 
     def _sorted_events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every sample's distinct (bin, unit) cells in the order t C + x, with their
-        values (the count of its events, 1 when binary), and the samples' offsets into
-        them: sorted once, on first use."""
+        values (the count of its events; None when binary: all 1), and the samples' offsets
+        into them: sorted once, on first use."""
         if getattr(self, "_sorted", None) is None:
             sample = np.repeat(np.arange(len(self.labels), dtype=np.int64),
                                np.diff(self.offsets))
@@ -136,23 +131,21 @@ class EventDataset(Dataset):
             unique = key[starts]
             per_sample = unique // (self.n_steps * self.n_units)
             offsets = np.searchsorted(per_sample, np.arange(len(self.labels) + 1))
-            values = np.ones_like(counts) if self.binary else counts
-            self._sorted = (unique % (self.n_steps * self.n_units), values, offsets)
+            cells = unique % (self.n_steps * self.n_units)
+            if self.n_steps * self.n_units <= np.iinfo(np.int32).max:
+                cells = cells.astype(np.int32)  # 4 bytes a cell: large sets stay small
+            self._sorted = (cells, None if self.binary else counts, offsets)
         return self._sorted
 
     def _sparse_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
         cells, values, offsets = self._sorted_events()
-        starts, ends = offsets[idx], offsets[idx + 1]
-        lengths = ends - starts
-        total = int(lengths.sum())
-        within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        source = np.repeat(starts, lengths) + within
+        sample_of_cell, source = _gather(offsets, idx)
         chosen = cells[source]
-        coordinates = np.stack([np.repeat(np.arange(len(idx)), lengths),
-                                chosen // self.n_units, chosen % self.n_units])
-        x = torch.sparse_coo_tensor(torch.from_numpy(coordinates),
-                                    torch.from_numpy(values[source]),
+        coordinates = np.stack([sample_of_cell, chosen // self.n_units, chosen % self.n_units])
+        chosen_values = (torch.ones(len(source), dtype=torch.float32) if values is None
+                         else torch.from_numpy(values[source]))
+        x = torch.sparse_coo_tensor(torch.from_numpy(coordinates), chosen_values,
                                     (len(idx), self.n_steps, self.n_units), is_coalesced=True,
                                     check_invariants=False)
         return x, self.labels[torch.as_tensor(idx)]
@@ -166,6 +159,15 @@ class EventDataset(Dataset):
         ) if len(idx) else np.zeros(0, dtype=np.int64)
         return EventDataset(offsets, self.time_bins[source], self.units[source],
                             self.labels.numpy()[idx], self.n_steps, self.n_units, self.binary)
+
+
+def _gather(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the samples idx (batch order) of a CSR layout with these offsets: each entry's
+    position in the batch and its index in the CSR arrays, without a Python loop."""
+    starts = offsets[idx]
+    lengths = offsets[idx + 1] - starts
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(np.arange(len(idx)), lengths), np.repeat(starts, lengths) + within
 
 
 def _as_integers(values) -> np.ndarray:
