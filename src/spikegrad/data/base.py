@@ -64,6 +64,8 @@ class EventDataset(Dataset):
         self.n_steps = int(n_steps)
         self.n_units = int(n_units)
         self.binary = binary
+        # every sample's distinct cells, sorted on the first sparse batch (_sorted_events)
+        self._sorted: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
 
     @classmethod
     def from_events(
@@ -114,11 +116,11 @@ class EventDataset(Dataset):
         x, y = self.batch([index])
         return x[0], y[0]
 
-    def _sorted_events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _sorted_events(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Every sample's distinct (bin, unit) cells in the order t C + x, with their
         values (the count of its events; None when binary: all 1), and the samples' offsets
         into them: sorted once, on first use."""
-        if getattr(self, "_sorted", None) is None:
+        if self._sorted is None:
             sample = np.repeat(np.arange(len(self.labels), dtype=np.int64),
                                np.diff(self.offsets))
             cell = self.time_bins.astype(np.int64) * self.n_units + self.units.astype(np.int64)

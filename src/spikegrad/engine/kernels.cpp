@@ -40,20 +40,25 @@ int64_t n_blocks(int64_t n, int64_t max_blocks = kMaxBlocks) {
   return std::max<int64_t>(1, std::min<int64_t>(n, max_blocks));
 }
 
-// Run f(block, begin, end) for the `blocks` slices [n c / blocks, n (c + 1) / blocks) of
-// [0, n). Threads claim blocks one at a time, so a slow thread holds up one block at most.
+// Where block c of the `blocks` slices [n c / blocks, n (c + 1) / blocks) of [0, n) begins.
+int64_t block_begin(int64_t n, int64_t c, int64_t blocks) { return n * c / blocks; }
+
+// Run f(block, begin, end) for the `blocks` slices of [0, n) (block_begin). Threads claim
+// blocks one at a time, so a slow thread holds up one block at most.
 template <typename F>
 void for_blocks(int64_t n, int64_t blocks, const F& f) {
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), blocks);
   if (threads <= 1 || at::in_parallel_region()) {
-    for (int64_t c = 0; c < blocks; ++c) f(c, n * c / blocks, n * (c + 1) / blocks);
+    for (int64_t c = 0; c < blocks; ++c) {
+      f(c, block_begin(n, c, blocks), block_begin(n, c + 1, blocks));
+    }
     return;
   }
   std::atomic<int64_t> next{0};
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < blocks;
          c = next.fetch_add(1, std::memory_order_relaxed)) {
-      f(c, n * c / blocks, n * (c + 1) / blocks);
+      f(c, block_begin(n, c, blocks), block_begin(n, c + 1, blocks));
     }
   });
 }
@@ -428,6 +433,12 @@ struct SparseView {
   explicit operator bool() const { return begin != nullptr; }
 };
 
+// The most non-zeros a block of `entries` batch entries (T steps, C columns) may hold for
+// its sparse form to be used: beyond, the layer multiplies densely.
+size_t sparse_limit(int64_t entries, int64_t T, int64_t C, double max_density) {
+  return static_cast<size_t>(max_density * double(entries * T * C)) + 1;
+}
+
 // The sparse form (see Sparse) of x [B, T, C] (any strides, rows contiguous); an empty list
 // when some block of batch entries has more than `max_density` non-zeros.
 std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
@@ -440,7 +451,7 @@ std::vector<Tensor> to_sparse(const Tensor& x, double max_density) {
     SparseBuilder<scalar_t> sparse(B * T, blocks);
     const scalar_t* xp = x.data_ptr<scalar_t>();
     for_blocks(B, blocks, [&](int64_t c, int64_t b0, int64_t b1) {
-      const auto limit = static_cast<size_t>(max_density * double((b1 - b0) * T * C)) + 1;
+      const size_t limit = sparse_limit(b1 - b0, T, C, max_density);
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t n = 0; n < T; ++n) sparse.add_row(c, n * B + b, xp + b * sb + n * st, C);
         if (sparse.entries(c) > limit || too_dense.load(std::memory_order_relaxed)) {
@@ -468,11 +479,10 @@ std::vector<Tensor> coo_to_sparse(const Tensor& indices, const Tensor& values, i
   const int64_t nnz = idx.size(1), blocks = n_blocks(B);
   const int64_t *bi = idx.data_ptr<int64_t>(), *ti = bi + nnz, *ci = ti + nnz;
   for (int64_t c = 0; c < blocks; ++c) {  // the entries of a block are contiguous: count them
-    const int64_t b0 = B * c / blocks, b1 = B * (c + 1) / blocks;
+    const int64_t b0 = block_begin(B, c, blocks), b1 = block_begin(B, c + 1, blocks);
     const int64_t e0 = std::lower_bound(bi, bi + nnz, b0) - bi;
     const int64_t e1 = std::lower_bound(bi, bi + nnz, b1) - bi;
-    const auto limit = static_cast<size_t>(max_density * double((b1 - b0) * T * C)) + 1;
-    if (static_cast<size_t>(e1 - e0) > limit) return {};
+    if (static_cast<size_t>(e1 - e0) > sparse_limit(b1 - b0, T, C, max_density)) return {};
   }
   Tensor begin = at::zeros({B * T}, idx.options()), end = at::zeros({B * T}, idx.options());
   Tensor cols = at::empty({nnz}, idx.options().dtype(at::kInt));
