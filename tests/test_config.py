@@ -83,7 +83,7 @@ def test_kernels_and_recompute_are_config_fields_hashed_only_when_set():
     import json
 
     config = load_config("randman")
-    assert (config.model.kernels, config.model.recompute) == ("auto", False)
+    assert (config.model.kernels, config.model.recompute) == ("auto", "auto")
     # at their defaults they are left out of the hash: runs identified before they existed
     # keep their hashes
     values = config.to_dict()
@@ -95,6 +95,8 @@ def test_kernels_and_recompute_are_config_fields_hashed_only_when_set():
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     assert config.config_hash() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert load_config("randman", ["model.kernels=torch"]).config_hash() != config.config_hash()
-    assert load_config("randman", ["model.recompute=true"]).config_hash() != config.config_hash()
+    for recompute in ("true", "false"):
+        assert (load_config("randman", [f"model.recompute={recompute}"]).config_hash()
+                != config.config_hash())
     with pytest.raises(ConfigError, match="model.kernels: Input should be 'auto', 'cpp' or"):
         load_config("randman", ["model.kernels=gpu"])

@@ -249,6 +249,39 @@ def test_recompute_matches(backend):
             recompute=True)
 
 
+def _network_gradients(recompute, recurrent, reset, taus, batch, steps, seed):
+    """Logits and every parameter's gradient of a two-layer network with learned τ."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = (torch.rand(batch, steps, 20, generator=g) < 0.05).float()
+    labels = torch.randint(4, (batch,), generator=g)
+    net = SNN.build(20, [40, 30], 4, recurrent=[recurrent, False], detach_reset=not reset,
+                    engine="fast", recompute=recompute, init_scale=12.0,
+                    generator=torch.Generator().manual_seed(seed + 1))
+    if taus:
+        for layer in net.hidden:
+            layer.set_time_constants(*random_time_constants(seed, layer.out_features,
+                                                            torch.float32), 1.0, learn=True)
+    out = net(inputs, record_spikes=False, record_trace=False, reduction="max")
+    loss = (torch.nn.functional.cross_entropy(out.logits, labels)
+            + 1e-3 * sum(c.pow(2).mean() for c in out.spike_counts))
+    loss.backward()
+    assert all(c.sum() > 0 for c in out.spike_counts)
+    return [out.logits] + [p.grad for p in net.parameters()]
+
+
+@pytest.mark.parametrize("recurrent, reset, taus", [(False, False, False), (True, True, False),
+                                                    (False, True, True), (True, False, True)])
+def test_recomputing_and_keeping_the_state_give_the_same_bits(backend, recurrent, reset, taus):
+    """``recompute`` changes time and memory, never results: the kernels recompute U in
+    groups of batch entries and sum the weight gradients in the same order as when U is kept
+    (long runs, where a group is smaller than a block of entries, included)."""
+    for batch, steps, seed in ((3, 30, 0), (250, 300, 1)):
+        kept, again, auto = (_network_gradients(setting, recurrent, reset, taus, batch, steps,
+                                                seed) for setting in (False, True, "auto"))
+        for a, b, c in zip(kept, again, auto, strict=True):
+            assert torch.equal(a, b) and torch.equal(a, c)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_two_layer_network(backend, dtype):
     """Whole networks: gradients flow into the spikes of the first layer as well."""
@@ -465,12 +498,16 @@ def test_kernels_and_recompute_settings_and_their_environment_overrides(monkeypa
         engine.kernels_for(x.half(), "cpp")
     assert engine.kernel_setting("cpp") == "cpp" and not engine.recompute_setting(False)
     assert engine.recompute_setting(True) and not engine.recompute_setting(None)
+    assert engine.recompute_setting() == engine.recompute_setting("auto") == "auto"
     monkeypatch.setenv("SPIKEGRAD_ENGINE", "torch")
     monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "1")
     assert engine.kernel_setting("cpp") == "torch" and engine.kernels_for(x, "cpp") is torch_kernels
     assert engine.recompute_setting(False)
     monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "0")
     assert not engine.recompute_setting(True)
+    monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "auto")
+    assert engine.recompute_setting(False) == "auto"
+    monkeypatch.setenv("SPIKEGRAD_RECOMPUTE", "0")
     model = load_config({"data": {"name": "randman"}, "model": {"kernels": "cpp"}}).model
     assert engine.engine_info(model) == {"kernels": "torch", "recompute": False}
     monkeypatch.setenv("SPIKEGRAD_ENGINE", "gpu")

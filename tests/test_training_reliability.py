@@ -230,5 +230,11 @@ def test_every_run_records_its_kernels_and_recompute(tmp_path, monkeypatch):
     assert (outcome["versions"]["kernels"], outcome["versions"]["recompute"]) == ("torch", "True")
     monkeypatch.delenv("SPIKEGRAD_RECOMPUTE")
     small_evaluation = {"training.eval_batch_size": 1}
-    assert memory_need(tiny(**small_evaluation)) > memory_need(
-        tiny(**small_evaluation, **{"model.recompute": True}))
+
+    def need(recompute, recurrent):
+        return memory_need(tiny(**small_evaluation, **{"model.recompute": recompute,
+                                                       "model.hidden.0.recurrent": recurrent}))
+
+    for recurrent in (False, True):  # auto keeps the state of recurrent layers only
+        assert need(False, recurrent) > need(True, recurrent)
+        assert need("auto", recurrent) == need(recurrent is False, recurrent)

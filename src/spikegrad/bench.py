@@ -16,8 +16,12 @@ long       700     256     20       1000    256    yes        2 % of bins
 Libraries, measured side by side in one process (each repetition times every library
 once, so a change of machine load hits all of them alike):
 
-- ``fast``: spikegrad's fast engine (:mod:`spikegrad.engine`).
+- ``fast``: spikegrad's fast engine (:mod:`spikegrad.engine`), at its defaults.
 - ``reference``: spikegrad's reference path (a step-by-step autograd loop).
+
+spikegrad gets the input spikes as ``spikegrad train`` does, a sparse COO batch (as
+``EventDataset.batch(sparse=True)`` makes it), the peers as a dense tensor; either is made
+once, before the timed steps.
 - ``snntorch``: ``snntorch.RSynaptic`` / ``Synaptic`` (reset to zero, ``fast_sigmoid``
   surrogate of slope 10 = SuperSpike) and a ``Synaptic`` readout without reset whose
   membrane is the output. Differences: snnTorch integrates ``mem = β mem + syn`` without
@@ -120,8 +124,10 @@ def _train_step(params, forward: Callable[[], tuple[Tensor, Tensor]], y: Tensor)
 
 def spikegrad_step(case: Case, engine: str, x: Tensor, y: Tensor,
                    weights: dict[str, Tensor]) -> Step:
-    """spikegrad's step as ``spikegrad train`` takes it: the logits and spike counts from
-    the model (the fast engine reduces the readout in its kernels and writes no trace)."""
+    """spikegrad's step as ``spikegrad train`` takes it: the input spikes as a sparse COO
+    batch, the logits and spike counts from the model (the fast engine reduces the readout
+    in its kernels and writes no trace)."""
+    events = x.to_sparse_coo().coalesce()
     net = SNN.build(case.inputs, [case.hidden], case.readout, recurrent=case.recurrent,
                     dt_ms=DT, tau_mem_ms=TAU_MEM, tau_syn_ms=TAU_SYN, tau_out_ms=TAU_OUT,
                     engine=engine).to(x.device)
@@ -132,7 +138,7 @@ def spikegrad_step(case: Case, engine: str, x: Tensor, y: Tensor,
             net.hidden[0].recurrent_weight.copy_(weights["v"])
 
     def forward():
-        out = net(x, record_spikes=False, record_trace=False, reduction="max")
+        out = net(events, record_spikes=False, record_trace=False, reduction="max")
         return out.logits, out.spike_counts[0].detach().mean() / case.steps
 
     return _train_step(net.parameters(), forward, y)

@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
-from spikegrad.engine.contract import KernelChoice
+from spikegrad.engine.contract import KernelChoice, RecomputeChoice
 from spikegrad.errors import ConfigError
 from spikegrad.functional import READOUT_INITIAL_MEMBRANE
 from spikegrad.losses import ReadoutReduction
@@ -279,10 +279,13 @@ class ModelConfig(Strict):
     (PyTorch operations, any device) or auto (cpp where it runs and compiles, else torch).
     The environment variable SPIKEGRAD_ENGINE, when set, overrides it; every run records
     the kernels it used (kernels in its result)."""
-    recompute: bool = False
+    recompute: RecomputeChoice = "auto"
     """Fast engine: recompute the membrane trace in the backward pass instead of keeping it
-    (less memory, one more forward loop, same results). SPIKEGRAD_RECOMPUTE (1 or 0), when
-    set, overrides it; every run records it (recompute in its result)."""
+    (true: less memory, one more forward loop), keep it (false), or auto: recompute the
+    layers without recurrence, whose forward loop costs less than storing the trace and
+    reading it back (compiled kernels, built-in surrogates). The same results bit for bit
+    either way. SPIKEGRAD_RECOMPUTE (1, 0 or auto), when set, overrides it; every run
+    records it (recompute in its result)."""
 
     @model_validator(mode="after")
     def _dale_with_signed_init(self) -> ModelConfig:
@@ -416,7 +419,7 @@ def _sections(values: dict[str, Any], path: list[str]) -> list[dict[str, Any]]:
 
 
 HASHED_UNLESS_DEFAULT: dict[str, Any] = {
-    "model.kernels": "auto", "model.recompute": False,
+    "model.kernels": "auto", "model.recompute": "auto",
     "model.init.fluctuation": FluctuationInit().model_dump(mode="json"),
     "model.hidden.*.dale": None,
     "model.time_constants": TimeConstantsConfig().model_dump(mode="json"),

@@ -41,7 +41,7 @@ from spikegrad.config import (
     TimeConstantsConfig,
     validate_section,
 )
-from spikegrad.engine.contract import KernelChoice
+from spikegrad.engine.contract import KernelChoice, RecomputeChoice
 from spikegrad.fluctuation import LayerInit, fluctuation_init
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.losses import ReadoutReduction, reduce_readout
@@ -63,7 +63,8 @@ def _size(config: ExperimentConfig | NetworkConfig, name: str, given: int | None
     return given if given is not None else own
 
 
-def check_engine(engine: str, kernels: str = "auto", recompute: bool = False) -> None:
+def check_engine(engine: str, kernels: str = "auto", recompute: RecomputeChoice = "auto"
+                 ) -> None:
     """The config's rules for ``model.engine``, ``model.kernels`` and ``model.recompute``,
     with their messages."""
     validate_section(ModelConfig, {"engine": engine, "kernels": kernels, "recompute": recompute},
@@ -87,7 +88,7 @@ class LIFLayer(nn.Module):
         recurrent: bool = False,
         engine: Engine = "reference",
         kernels: KernelChoice = "auto",
-        recompute: bool = False,
+        recompute: RecomputeChoice = "auto",
         excitatory_fraction: float | None = None,
         balance: bool = True,
         excitatory_afferents: bool = True,
@@ -262,7 +263,7 @@ class SNN(nn.Module):
         recurrent_gradient: bool = True,
         engine: Engine = "fast",
         kernels: KernelChoice = "auto",
-        recompute: bool = False,
+        recompute: RecomputeChoice = "auto",
         init: InitScheme = "uniform",
         init_scale: float = 1.0,
         generator: torch.Generator | None = None,

@@ -60,14 +60,19 @@ SHUFFLE_SEED_OFFSET = 1_000_003
 
 
 BYTES_PER_VALUE = 4  # float32
+GRADIENT_BLOCKS = 16
+"""The fast engine's compiled kernels sum each weight gradient over at most this many
+blocks of batch entries, each in a buffer of its own (``kMaxBlocks`` in its kernels)."""
 
 
 def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     """About how many bytes a run of ``config`` needs at least: the weights with their
-    gradients, optimiser state and best copy, plus the larger of a training batch (dense
-    inputs [B, T, C] and one [B, T, N] state per hidden layer, kept for the backward pass
-    unless ``model.recompute``) and an evaluation batch (dense inputs and the
-    spikes of every hidden layer but the last)."""
+    gradients, optimiser state and best copy (and, in the fast engine, the per-block partial
+    sums of the weight gradients), plus the larger of a training batch (dense inputs
+    [B, T, C] and one [B, T, N] state per hidden layer that keeps it for the backward pass:
+    every layer with ``model.recompute`` false, none with true, the recurrent ones with
+    auto; a layer that recomputes it, [T, N] per thread) and an evaluation batch (dense
+    inputs and the spikes of every hidden layer but the last)."""
     n_inputs = n_inputs or config.data.input_width()
     sizes = [layer.size for layer in config.model.hidden]
     widths = [n_inputs, *sizes]
@@ -76,9 +81,17 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
                   for i, (size, layer) in enumerate(zip(sizes, config.model.hidden, strict=True)))
     weights += sizes[-1] * n_classes
     copies = 5 if config.training.optimizer == "adam" else 4  # weights, grads, state, best
+    if config.model.engine == "fast":
+        copies += GRADIENT_BLOCKS
     steps, t = config.time.n_steps, config.training
-    kept = 0 if recompute_setting(config.model.recompute) else sum(sizes)
-    train = t.batch_size * steps * (n_inputs + kept)
+    recompute = recompute_setting(config.model.recompute)
+    keeps = [not recompute or (recompute == "auto" and layer.recurrent)
+             for layer in config.model.hidden]
+    kept = sum(size for size, keep in zip(sizes, keeps, strict=True) if keep)
+    # a layer that recomputes its state does so for at least one batch entry per thread
+    recomputing = max((size for size, keep in zip(sizes, keeps, strict=True) if not keep),
+                      default=0) * torch.get_num_threads()
+    train = t.batch_size * steps * (n_inputs + kept) + steps * recomputing
     evaluate = t.eval_batch_size * steps * (n_inputs + sum(sizes[:-1]))
     return BYTES_PER_VALUE * (copies * weights + max(train, evaluate))
 

@@ -42,7 +42,12 @@ weight gradients only visit the non-zero entries of S_in and S (sparse inputs ar
 inside the forward loop and their weight gradient summed inside the backward loop). Only U
 (and P for a differentiable reset, I for learned decays) are saved besides the spikes; with
 ``recompute`` (the config's ``model.recompute``) not even those: the backward pass re-runs
-the forward loop.
+the forward loop, one block of batch entries at a time, into a buffer that stays close in
+cache. Both ways give the same bits (the same loops sum the weight gradients in the same
+order), so ``recompute`` changes time and memory alone: ``auto`` (the default) recomputes
+the layers without recurrence, whose forward loop costs less than writing U to memory and
+reading it back (for a recurrent layer the product V S[n] would be computed twice), where
+the compiled kernels recompute in the backward loop (built-in surrogates).
 Steps after the last one that receives a gradient are skipped.
 
 Threads: on CPU the thread count follows the load of the machine (:mod:`.threads`); results
@@ -58,7 +63,7 @@ no compiler is available, in PyTorch (:mod:`spikegrad.engine.torch_kernels`). ``
 (the config's ``model.kernels``) chooses: ``auto`` as just said, ``cpp`` or ``torch``.
 
 The environment variables ``SPIKEGRAD_ENGINE`` (``auto``, ``cpp``, ``torch``) and
-``SPIKEGRAD_RECOMPUTE`` (``1``, ``0``), when set, override ``kernels`` and ``recompute``
+``SPIKEGRAD_RECOMPUTE`` (``1``, ``0``, ``auto``), when set, override ``kernels`` and ``recompute``
 wherever they are given; :func:`engine_info` says what a run used, for its record.
 """
 
@@ -73,7 +78,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
-from spikegrad.engine.contract import KernelChoice
+from spikegrad.engine.contract import KernelChoice, RecomputeChoice
 from spikegrad.engine.threads import GOVERNOR
 from spikegrad.errors import ConfigError, KernelsUnavailableError
 from spikegrad.functional import (
@@ -84,7 +89,8 @@ from spikegrad.functional import (
 )
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
-           "recompute_setting", "engine_info", "KernelChoice", "LayerOutput",
+           "recompute_setting", "engine_info", "KernelChoice", "RecomputeChoice",
+           "LayerOutput",
            "MAX_SPARSE_DENSITY"]
 
 MAX_SPARSE_DENSITY = 0.1
@@ -105,13 +111,23 @@ def kernel_setting(kernels: KernelChoice = "auto") -> KernelChoice:
     return override  # type: ignore[return-value]
 
 
-def recompute_setting(recompute: bool | None = None) -> bool:
-    """Whether to recompute: ``SPIKEGRAD_RECOMPUTE`` when it is set (``0``: no), else
-    ``recompute`` (None: no)."""
-    override = os.environ.get(RECOMPUTE_VARIABLE, "")
+def recompute_setting(recompute: RecomputeChoice | None = "auto") -> RecomputeChoice:
+    """Whether to recompute (True, False or ``auto``): ``SPIKEGRAD_RECOMPUTE`` when it is set
+    (``0``: no, ``auto``, anything else: yes), else ``recompute`` (None: no)."""
+    override = os.environ.get(RECOMPUTE_VARIABLE, "").strip().lower()
     if override:
-        return override != "0"
-    return bool(recompute)
+        return "auto" if override == "auto" else override != "0"
+    return "auto" if recompute == "auto" else bool(recompute)
+
+
+def recomputes(setting: RecomputeChoice, kernels: ModuleType, dynamics: LIFDynamics,
+               recurrent_weight: Tensor | None) -> bool:
+    """Whether a layer recomputes U under ``setting``: ``auto`` recomputes a layer without
+    recurrence where the kernels recompute in cache (the compiled ones, built-in
+    surrogates)."""
+    if setting == "auto":
+        return recurrent_weight is None and kernels.recomputes_state(dynamics.surrogate)
+    return bool(setting)
 
 
 def _compiled_kernels_run_on(tensor: Tensor) -> bool:
@@ -236,7 +252,8 @@ class _Layer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, inputs, weight, recurrent_weight, readout_weight, beta_mem, beta_syn,
-                dynamics: LIFDynamics, readout: ReadoutDynamics | None, recompute: bool,
+                dynamics: LIFDynamics, readout: ReadoutDynamics | None,
+                recompute: RecomputeChoice,
                 write_spikes: bool, reduction: str | None, write_trace: bool,
                 choice: KernelChoice):
         ctx.set_materialize_grads(False)
@@ -246,7 +263,8 @@ class _Layer(torch.autograd.Function):
         ctx.dynamics, ctx.readout, ctx.kernels = dynamics, readout, kernels
         ctx.sparse = _sparse_form(kernels, inputs)
         # with ``recompute`` U is not kept: the backward pass computes it again
-        keep_state = any(ctx.needs_input_grad[:6]) and not recompute
+        keep_state = (any(ctx.needs_input_grad[:6]) and
+                      not recomputes(recompute, kernels, dynamics, recurrent_weight))
         ctx.want_decays = beta_mem is not None and any(ctx.needs_input_grad[4:6])
         x = _Layer.projected_input(ctx, inputs, weight)
         result = kernels.lif_forward(
@@ -283,7 +301,7 @@ class _Layer(torch.autograd.Function):
         if ctx.state is not None:
             u, p, current = ctx.state
             ctx.state = None
-        elif kernels.recomputes_state(d.surrogate):  # in cache-sized groups of batch entries
+        elif kernels.recomputes_state(d.surrogate):  # a block of batch entries at a time
             u = p = current = None
         else:  # one more forward pass, keeping U this time
             again = kernels.lif_forward(x, ctx.sparse, weight, v, None, d, None, True, batch,
@@ -369,14 +387,16 @@ def _readable(inputs: Tensor, kernels: KernelChoice) -> Tensor:
     return inputs
 
 
-def _prepare(inputs: Tensor, recompute: bool | None) -> bool:
+def _prepare(inputs: Tensor, recompute: RecomputeChoice | None) -> RecomputeChoice:
     """Before an operation: the thread count for the current load (CPU), and whether the
     forward pass keeps no state for the backward pass: ``recompute``, or no backward pass at
     all (under ``torch.no_grad``, where an autograd function still sees which of its inputs
     require gradients, and would otherwise keep U of a whole evaluation batch)."""
     if inputs.device.type == "cpu":
         GOVERNOR.update()
-    return recompute_setting(recompute) or not torch.is_grad_enabled()
+    if not torch.is_grad_enabled():
+        return True
+    return recompute_setting(recompute)
 
 
 def lif_layer(
@@ -384,7 +404,7 @@ def lif_layer(
     weight: Tensor,
     dynamics: LIFDynamics,
     recurrent_weight: Tensor | None = None,
-    recompute: bool | None = None,
+    recompute: RecomputeChoice | None = "auto",
     kernels: KernelChoice = "auto",
 ) -> Tensor:
     """Spikes [B, T, N] of a LIF layer driven by ``inputs`` [B, T, C_in] (spikes or current).
@@ -419,7 +439,7 @@ def lif_readout(
     readout_weight: Tensor,
     readout: ReadoutDynamics,
     recurrent_weight: Tensor | None = None,
-    recompute: bool | None = None,
+    recompute: RecomputeChoice | None = "auto",
     spikes: bool = True,
     reduction: str | None = None,
     trace: bool = True,

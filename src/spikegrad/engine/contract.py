@@ -16,6 +16,11 @@ KernelChoice = Literal["auto", "cpp", "torch"]
 """Which kernel set runs the fast engine: ``cpp`` (compiled, float32/float64 CPU tensors),
 ``torch`` (any device) or ``auto`` (``cpp`` where it runs and compiles, else ``torch``)."""
 
+RecomputeChoice = bool | Literal["auto"]
+"""``model.recompute``: recompute U in the backward pass (True), keep it (False), or ``auto``
+(recompute the layers without recurrence where the kernels recompute in cache; see
+:mod:`spikegrad.engine`). The same results either way."""
+
 Sparse = tuple[Tensor, Tensor, Tensor, Tensor]
 """The sparse form of a [B, T, C] tensor: rows time-major (row n B + b), row q's entries at
 [begin[q], end[q]) of cols (int32) and vals (see ``kernels.cpp``)."""

@@ -234,7 +234,7 @@ BLOCK_BYTES = 1 << 21
 
 
 def recomputes_state(surrogate) -> bool:
-    """Whether the backward loop can recompute U itself, a few batch entries at a time (for
+    """Whether the backward loop can recompute U itself, a block of batch entries at a time (for
     ``recompute``): for the built-in surrogates, not for those PyTorch evaluates on U."""
     return surrogate.kernel_id != 0
 

@@ -1424,10 +1424,6 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
   }
 }
 
-// How many batch entries a block recomputes at a time: their U (and P) for all steps fit in
-// about this many bytes, so that the backward loop reads them from cache.
-constexpr int64_t kRecomputeBytes = 512 << 10;
-
 // BPTT of a LIF layer (and of the leaky readout that reads it, when wo is given). Tensors
 // [B, T, N] are time-major. The gradient reaching the layer's spikes is the sum of: grad
 // (dL/dS, or empty), grad_const ([B, N], the same at every step, or empty), and, with a
@@ -1445,9 +1441,10 @@ constexpr int64_t kRecomputeBytes = 512 << 10;
 //   di = dI[t1] ([B, N]) and lu = λ_U, li = λ_I ([B, K]) are carried in place from call to
 //   call (latest steps first);
 // - recomputed (u empty, built-in shapes only): each block re-runs the layer's forward loop
-//   for a few batch entries at a time into a buffer of its own, which stays in cache, then
-//   runs their backward loop over the steps [0, t1). The layer is driven as in lif_forward
-//   (x, or the sparse input form and wt; vt).
+//   for its batch entries into a buffer of its own (a block's state, close in cache), then
+//   runs their backward loop over the steps [0, t1), as it would with the stored state, so
+//   that both ways give the same bits. The layer is driven as in lif_forward (x, or the
+//   sparse input form and wt; vt).
 // dx (when not empty) receives dL/dx[n] = dI[n+1]; v = V [N, N] when gradients flow through
 // the recurrence (else empty). Returns dW^T = Σ_n S_in[n]^T dx[n] ([C, N], from the sparse
 // input form, when want_w), dV^T = Σ_n S[n]^T dx[n] ([N, N], when want_v) and dW_out^T =
@@ -1542,26 +1539,20 @@ std::vector<Tensor> lif_backward(
                                dup + b0 * N, dip + b0 * N, lup + b0 * K, lip + b0 * K);
           return;
         }
-        const int64_t rows_kept = 1 + (reset_grad ? 1 : 0) + (want_decays ? 1 : 0);  // U, P, I
-        const int64_t per_entry = std::max<int64_t>(1, t1 * N * int64_t(sizeof(scalar_t)) *
-                                                           rows_kept);
-        const int64_t group = L.vt || A.v ? b1 - b0
-                                          : std::clamp<int64_t>(kRecomputeBytes / per_entry, 1,
-                                                                b1 - b0);
-        std::vector<scalar_t> u_local(group * t1 * N), p_local(reset_grad ? group * t1 * N : 0);
-        std::vector<scalar_t> i_local(want_decays ? group * t1 * N : 0);
-        for (int64_t s0 = b0; s0 < b1; s0 += group) {
-          const int64_t s1 = std::min(b1, s0 + group), ns = s1 - s0;
-          const Rows<scalar_t> U{u_local.data(), ns * N, N, s0};
-          const Rows<scalar_t> P = reset_grad ? Rows<scalar_t>{p_local.data(), ns * N, N, s0}
-                                              : Rows<scalar_t>{};
-          const Rows<scalar_t> I = want_decays ? Rows<scalar_t>{i_local.data(), ns * N, N, s0}
-                                               : Rows<scalar_t>{};
-          forward_entries<PN>(L, no_readout, s0, s1, t1, Rows<scalar_t>{}, U, P, I,
-                              Rows<scalar_t>{}, static_cast<SparseBuilder<scalar_t>*>(nullptr), 0);
-          backward_entries<PN>(L, R, A, s0, s1, 0, t1, U, P, I, dup + s0 * N, dip + s0 * N,
-                               lup + s0 * K, lip + s0 * K);
-        }
+        // the block's U (P, I) for steps [0, t1) in a buffer of its own, then the backward
+        // loop over the block as with stored state: the same order of sums, the same bits
+        const int64_t nb = b1 - b0;
+        std::vector<scalar_t> u_local(nb * t1 * N), p_local(reset_grad ? nb * t1 * N : 0);
+        std::vector<scalar_t> i_local(want_decays ? nb * t1 * N : 0);
+        const Rows<scalar_t> U{u_local.data(), nb * N, N, b0};
+        const Rows<scalar_t> P = reset_grad ? Rows<scalar_t>{p_local.data(), nb * N, N, b0}
+                                            : Rows<scalar_t>{};
+        const Rows<scalar_t> I = want_decays ? Rows<scalar_t>{i_local.data(), nb * N, N, b0}
+                                             : Rows<scalar_t>{};
+        forward_entries<PN>(L, no_readout, b0, b1, t1, Rows<scalar_t>{}, U, P, I,
+                            Rows<scalar_t>{}, static_cast<SparseBuilder<scalar_t>*>(nullptr), 0);
+        backward_entries<PN>(L, R, A, b0, b1, 0, t1, U, P, I, dup + b0 * N, dip + b0 * N,
+                             lup + b0 * K, lip + b0 * K);
       });
     });
   });
