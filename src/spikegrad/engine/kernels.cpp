@@ -64,17 +64,32 @@ void for_blocks(int64_t n, int64_t blocks, const F& f) {
 }
 
 // Sum of the partial results parts[c] ([blocks, ...]) in block order, into parts[0]: the
-// same bits for any number of threads.
+// same bits for any number of threads. Threads take stretches of the elements (each summed
+// over the blocks while it is in cache).
 Tensor sum_blocks(const Tensor& parts) {
   const int64_t blocks = parts.size(0), size = parts[0].numel();
+  constexpr int64_t kStretch = 4096;
   AT_DISPATCH_FLOATING_TYPES(parts.scalar_type(), "sum_blocks", [&] {
     scalar_t* total = parts.data_ptr<scalar_t>();
-    for (int64_t c = 1; c < blocks; ++c) {
-      const scalar_t* part = total + c * size;
-      for (int64_t k = 0; k < size; ++k) total[k] += part[k];
-    }
+    at::parallel_for(0, (size + kStretch - 1) / kStretch, 16, [&](int64_t s0, int64_t s1) {
+      const int64_t k0 = s0 * kStretch, k1 = std::min(size, s1 * kStretch);
+      for (int64_t c = 1; c < blocks; ++c) {
+        const scalar_t* part = total + c * size;
+        for (int64_t k = k0; k < k1; ++k) total[k] += part[k];
+      }
+    });
   });
   return parts[0];
+}
+
+// Zeroes the buffer of block c of parts ([blocks, ...]) and returns it: each block clears its
+// own when it starts, while it goes into the cache of the thread that fills it.
+template <typename scalar_t>
+scalar_t* cleared_part(const Tensor& parts, int64_t c) {
+  const int64_t size = parts[0].numel();
+  scalar_t* part = parts.data_ptr<scalar_t>() + c * size;
+  std::fill_n(part, size, scalar_t(0));
+  return part;
 }
 
 // Call f with `flag` as a compile-time constant (std::true_type / std::false_type).
@@ -524,13 +539,12 @@ Tensor sparse_tmm(const Tensor& begin, const Tensor& end, const Tensor& cols, co
                   const Tensor& g, int64_t C) {
   TORCH_CHECK(g.dim() == 2 && g.is_contiguous(), "sparse_tmm: contiguous gradient expected");
   const int64_t R = begin.size(0), N = g.size(1), blocks = n_blocks(R);
-  Tensor parts = at::zeros({blocks, C, N}, g.options());
+  Tensor parts = at::empty({blocks, C, N}, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "sparse_tmm", [&] {
     const SparseView<scalar_t> sp(begin, end, cols, vals);
     const scalar_t* gp = g.data_ptr<scalar_t>();
-    scalar_t* pp = parts.data_ptr<scalar_t>();
     for_blocks(R, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
-      scalar_t* part = pp + c * C * N;
+      scalar_t* part = cleared_part<scalar_t>(parts, c);
       for (int64_t r = r0; r < r1; ++r) {
         scatter_rows(N, part, gp + r * N, sp.cols, sp.vals, sp.begin[r], sp.end[r]);
       }
@@ -1489,11 +1503,12 @@ std::vector<Tensor> lif_backward(
   const int64_t blocks = n_blocks(B);
   const auto options = du.options();
   const auto none = at::empty({0}, options);
-  Tensor dwt = want_w ? at::zeros({blocks, C, N}, options) : none;
-  Tensor dvt = want_v ? at::zeros({blocks, N, N}, options) : none;
-  Tensor dwot = want_wo ? at::zeros({blocks, N, K}, options) : none;
-  Tensor dbm = want_decays ? at::zeros({blocks, N}, options) : none;
-  Tensor dbs = want_decays ? at::zeros({blocks, N}, options) : none;
+  // each block's partial sums, cleared by the block (cleared_part)
+  Tensor dwt = want_w ? at::empty({blocks, C, N}, options) : none;
+  Tensor dvt = want_v ? at::empty({blocks, N, N}, options) : none;
+  Tensor dwot = want_wo ? at::empty({blocks, N, K}, options) : none;
+  Tensor dbm = want_decays ? at::empty({blocks, N}, options) : none;
+  Tensor dbs = want_decays ? at::empty({blocks, N}, options) : none;
   AT_DISPATCH_FLOATING_TYPES(du.scalar_type(), "lif_backward", [&] {
     TORCH_CHECK(stored || x.numel() > 0 || in_begin.numel() > 0,
                 "lif_backward: recomputing needs the layer's input");
@@ -1523,12 +1538,12 @@ std::vector<Tensor> lif_backward(
         A.slope = scalar_t(slope);
         A.scale = scalar_t(scale);
         A.sg = shape == GIVEN ? sg.data_ptr<scalar_t>() : nullptr;
-        if (want_w) A.dwt = dwt.data_ptr<scalar_t>() + c * C * N;
-        if (want_v) A.dvt = dvt.data_ptr<scalar_t>() + c * N * N;
-        if (want_wo) A.dwot = dwot.data_ptr<scalar_t>() + c * N * K;
+        if (want_w) A.dwt = cleared_part<scalar_t>(dwt, c);
+        if (want_v) A.dvt = cleared_part<scalar_t>(dvt, c);
+        if (want_wo) A.dwot = cleared_part<scalar_t>(dwot, c);
         if (want_decays) {
-          A.dbm = dbm.data_ptr<scalar_t>() + c * N;
-          A.dbs = dbs.data_ptr<scalar_t>() + c * N;
+          A.dbm = cleared_part<scalar_t>(dbm, c);
+          A.dbs = cleared_part<scalar_t>(dbs, c);
         }
         scalar_t *dup = du.data_ptr<scalar_t>(), *dip = di.data_ptr<scalar_t>();
         scalar_t *lup = lu.data_ptr<scalar_t>(), *lip = li.data_ptr<scalar_t>();
