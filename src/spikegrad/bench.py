@@ -18,10 +18,6 @@ once, so a change of machine load hits all of them alike):
 
 - ``fast``: spikegrad's fast engine (:mod:`spikegrad.engine`), at its defaults.
 - ``reference``: spikegrad's reference path (a step-by-step autograd loop).
-
-spikegrad gets the input spikes as ``spikegrad train`` does, a sparse COO batch (as
-``EventDataset.batch(sparse=True)`` makes it), the peers as a dense tensor; either is made
-once, before the timed steps.
 - ``snntorch``: ``snntorch.RSynaptic`` / ``Synaptic`` (reset to zero, ``fast_sigmoid``
   surrogate of slope 10 = SuperSpike) and a ``Synaptic`` readout without reset whose
   membrane is the output. Differences: snnTorch integrates ``mem = β mem + syn`` without
@@ -33,11 +29,13 @@ once, before the timed steps.
   (decays 1 - dt/τ instead of exp(-dt/τ)), spikes in the step the threshold is crossed,
   and projects the input inside its time loop (``LIFRecurrent``).
 
-The input projection of all steps is one product for the peers as well (except inside
-Norse's ``LIFRecurrent``). Peak memory is the growth of the resident set during one more,
-untimed step on CPU (the kernel's high-water mark, reset before the step) or the peak of the CUDA
-allocator on a GPU. Peers that are not installed (``pip install -e .[bench]``) are
-reported as missing.
+spikegrad gets the input spikes as ``spikegrad train`` does, a sparse COO batch (as
+``EventDataset.batch(sparse=True)`` makes it), the peers as a dense tensor; either is made
+once, before the timed steps. The input projection of all steps is one product for the
+peers as well (except inside Norse's ``LIFRecurrent``). Peak memory is the growth of the
+resident set during one more, untimed step on CPU (the kernel's high-water mark, reset
+before the step) or the peak of the CUDA allocator on a GPU. Peers that are not installed
+(``pip install -e .[bench]``) are reported as missing.
 """
 
 from __future__ import annotations
