@@ -272,9 +272,9 @@ def _network_gradients(recompute, recurrent, reset, taus, batch, steps, seed):
 @pytest.mark.parametrize("recurrent, reset, taus", [(False, False, False), (True, True, False),
                                                     (False, True, True), (True, False, True)])
 def test_recomputing_and_keeping_the_state_give_the_same_bits(backend, recurrent, reset, taus):
-    """``recompute`` changes time and memory, never results: the kernels recompute U in
-    groups of batch entries and sum the weight gradients in the same order as when U is kept
-    (long runs, where a group is smaller than a block of entries, included)."""
+    """``recompute`` changes time and memory, never results: the kernels recompute U a
+    block of batch entries at a time and sum the weight gradients in the same order as when
+    U is kept (a short batch and a long one, B = 250 and T = 300, both)."""
     for batch, steps, seed in ((3, 30, 0), (250, 300, 1)):
         kept, again, auto = (_network_gradients(setting, recurrent, reset, taus, batch, steps,
                                                 seed) for setting in (False, True, "auto"))

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from spikegrad.config import ConfigError, ExperimentConfig
 from spikegrad.data import DataSplits, build_data, iterate_batches
 from spikegrad.data.base import SampleDataset
-from spikegrad.engine import engine_info, recompute_setting
+from spikegrad.engine import engine_info, recompute_setting, recomputes
 from spikegrad.engine.threads import thread_info
 from spikegrad.errors import RunFolderError
 from spikegrad.losses import (
@@ -60,9 +60,10 @@ SHUFFLE_SEED_OFFSET = 1_000_003
 
 
 BYTES_PER_VALUE = 4  # float32
-GRADIENT_BLOCKS = 16
-"""The fast engine's compiled kernels sum each weight gradient over at most this many
-blocks of batch entries, each in a buffer of its own (``kMaxBlocks`` in its kernels)."""
+KERNEL_BLOCKS = 16
+"""The fast engine's compiled kernels cut a batch into at most this many blocks of entries
+(``kMaxBlocks`` in its kernels), each with buffers of its own: its partial sums of the weight
+gradients and, when it recomputes U, its entries' U."""
 
 
 def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
@@ -71,8 +72,9 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     sums of the weight gradients), plus the larger of a training batch (dense inputs
     [B, T, C] and one [B, T, N] state per hidden layer that keeps it for the backward pass:
     every layer with ``model.recompute`` false, none with true, the recurrent ones with
-    auto; a layer that recomputes it, [T, N] per thread) and an evaluation batch (dense
-    inputs and the spikes of every hidden layer but the last)."""
+    auto, as :func:`spikegrad.engine.recomputes` decides for the compiled kernels; a layer
+    that recomputes it, the [T, N] state of a block of entries per thread) and an evaluation
+    batch (dense inputs and the spikes of every hidden layer but the last)."""
     n_inputs = n_inputs or config.data.input_width()
     sizes = [layer.size for layer in config.model.hidden]
     widths = [n_inputs, *sizes]
@@ -82,15 +84,16 @@ def memory_need(config: ExperimentConfig, n_inputs: int | None = None) -> int:
     weights += sizes[-1] * n_classes
     copies = 5 if config.training.optimizer == "adam" else 4  # weights, grads, state, best
     if config.model.engine == "fast":
-        copies += GRADIENT_BLOCKS
+        copies += KERNEL_BLOCKS
     steps, t = config.time.n_steps, config.training
     recompute = recompute_setting(config.model.recompute)
-    keeps = [not recompute or (recompute == "auto" and layer.recurrent)
+    keeps = [not recomputes(recompute, layer.recurrent, in_backward_loop=True)
              for layer in config.model.hidden]
     kept = sum(size for size, keep in zip(sizes, keeps, strict=True) if keep)
-    # a layer that recomputes its state does so for at least one batch entry per thread
+    # a layer that recomputes its state does so for one block of entries per thread
+    block = math.ceil(t.batch_size / min(t.batch_size, KERNEL_BLOCKS))
     recomputing = max((size for size, keep in zip(sizes, keeps, strict=True) if not keep),
-                      default=0) * torch.get_num_threads()
+                      default=0) * torch.get_num_threads() * block
     train = t.batch_size * steps * (n_inputs + kept) + steps * recomputing
     evaluate = t.eval_batch_size * steps * (n_inputs + sum(sizes[:-1]))
     return BYTES_PER_VALUE * (copies * weights + max(train, evaluate))

@@ -89,7 +89,7 @@ from spikegrad.functional import (
 )
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
-           "recompute_setting", "engine_info", "KernelChoice", "RecomputeChoice",
+           "recompute_setting", "recomputes", "engine_info", "KernelChoice", "RecomputeChoice",
            "LayerOutput",
            "MAX_SPARSE_DENSITY"]
 
@@ -120,13 +120,12 @@ def recompute_setting(recompute: RecomputeChoice | None = "auto") -> RecomputeCh
     return "auto" if recompute == "auto" else bool(recompute)
 
 
-def recomputes(setting: RecomputeChoice, kernels: ModuleType, dynamics: LIFDynamics,
-               recurrent_weight: Tensor | None) -> bool:
-    """Whether a layer recomputes U under ``setting``: ``auto`` recomputes a layer without
-    recurrence where the kernels recompute in cache (the compiled ones, built-in
-    surrogates)."""
+def recomputes(setting: RecomputeChoice, recurrent: bool, in_backward_loop: bool) -> bool:
+    """Whether a layer recomputes U under ``setting`` (:func:`recompute_setting`): ``auto``
+    recomputes a layer without recurrence where its kernels recompute U inside the backward
+    loop (``in_backward_loop``: the compiled ones, built-in surrogates)."""
     if setting == "auto":
-        return recurrent_weight is None and kernels.recomputes_state(dynamics.surrogate)
+        return not recurrent and in_backward_loop
     return bool(setting)
 
 
@@ -264,7 +263,8 @@ class _Layer(torch.autograd.Function):
         ctx.sparse = _sparse_form(kernels, inputs)
         # with ``recompute`` U is not kept: the backward pass computes it again
         keep_state = (any(ctx.needs_input_grad[:6]) and
-                      not recomputes(recompute, kernels, dynamics, recurrent_weight))
+                      not recomputes(recompute, recurrent_weight is not None,
+                                     kernels.recomputes_state(dynamics.surrogate)))
         ctx.want_decays = beta_mem is not None and any(ctx.needs_input_grad[4:6])
         x = _Layer.projected_input(ctx, inputs, weight)
         result = kernels.lif_forward(
