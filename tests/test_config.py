@@ -100,3 +100,6 @@ def test_kernels_and_recompute_are_config_fields_hashed_only_when_set():
                 != config.config_hash())
     with pytest.raises(ConfigError, match="model.kernels: Input should be 'auto', 'cpp' or"):
         load_config("randman", ["model.kernels=gpu"])
+    with pytest.raises(ConfigError, match=r"^model.recompute: expected true, false or auto "
+                                          r"\(got 'sometimes'\)$"):
+        load_config("randman", ["model.recompute=sometimes"])

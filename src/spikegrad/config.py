@@ -287,6 +287,14 @@ class ModelConfig(Strict):
     either way. SPIKEGRAD_RECOMPUTE (1, 0 or auto), when set, overrides it; every run
     records it (recompute in its result)."""
 
+    @field_validator("recompute", mode="wrap")
+    @classmethod
+    def _recompute_choice(cls, value: Any, handler: Any) -> RecomputeChoice:
+        try:
+            return handler(value)
+        except ValidationError:  # one message for the union, not one per member
+            raise ValueError("expected true, false or auto") from None
+
     @model_validator(mode="after")
     def _dale_with_signed_init(self) -> ModelConfig:
         for index, layer in enumerate(self.hidden):
