@@ -149,7 +149,10 @@ def test_the_built_in_ei_study_is_valid():
     spec = load_study_spec("dale-spoken-digits")
     assert spec.base == "spoken-digits-current"
     dale = {str(trial.model.hidden[0].dale) for trial in spec.trials()}
-    assert len(dale) == 3 and len(spec.trials()) == 3 * 5 * 6  # networks, seeds, rates
+    inits = {(t.model.init.feedforward.scheme, t.model.init.recurrent.scheme)
+             for t in spec.trials()}
+    assert inits == {("uniform", "uniform"), ("fluctuation", "fluctuation")}
+    assert len(dale) == 3 and len(spec.trials()) == 3 * 2 * 5 * 6  # networks, inits, seeds, rates
 
 
 def test_config_rules(tiny_config):

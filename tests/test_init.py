@@ -24,7 +24,10 @@ from spikegrad.data import build_data
 from spikegrad.data.configs import SpokenDigitsConfig
 from spikegrad.fluctuation import (
     FluctuationInitError,
+    InputGroup,
+    balanced_scales,
     fluctuation_init,
+    group_covariance,
     layer_free_membrane,
     psp_integrals,
     psp_kernel,
@@ -93,14 +96,119 @@ def spoken_case(tmp_path_factory):
 def test_free_membrane_meets_the_targets_at_every_depth(case, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path_factory.mktemp("cache")))
     config, seeds = randman_case() if case == "randman" else spoken_case(tmp_path_factory)
+    assert_targets(config, seeds, MU_U, 0.1 * MU_U)
+
+
+def assert_targets(config, seeds: int, mu_u: float, mean_tolerance: float):
+    """Every layer's measured mean within ``mean_tolerance`` of ``mu_u``, its standard
+    deviation within 10 % of σ_U (printed with -s). Returns the data."""
     data = build_data(config.data, config.time.n_steps, config.time.dt_ms)
     measured = averaged_statistics(config, data, seeds)
-    print(f"\n{config.data.name}: layer, mean (target {MU_U}), sd (target {SIGMA_U})")
+    print(f"\n{config.data.name}: layer, mean (target {mu_u}), sd (target {SIGMA_U})")
     for depth, (mean, sd) in enumerate(measured, start=1):
         print(f"  {depth}  {mean:.3f}  {sd:.3f}")
     for depth, (mean, sd) in enumerate(measured, start=1):
-        assert abs(mean - MU_U) <= 0.1 * MU_U, (depth, mean)
+        assert abs(mean - mu_u) <= mean_tolerance, (depth, mean)
         assert abs(sd - SIGMA_U) <= 0.1 * SIGMA_U, (depth, sd)
+    return data
+
+
+EXCITATORY_AFFERENTS = {"excitatory_fraction": 0.8}
+FREE_AFFERENTS = {"excitatory_fraction": 0.8, "excitatory_afferents": False}
+
+
+def balanced(config, hidden: list[dict]):
+    return load_config(config, {"model.hidden": hidden,
+                                "model.init.fluctuation.mu_u": 0.0})
+
+
+@pytest.mark.parametrize("case", ["randman", "spoken"])
+def test_dale_layers_are_balanced_at_the_targets(case, tmp_path_factory, monkeypatch):
+    """Dale's law under the fluctuation scheme: every layer's free membrane has mean 0 and
+    the target σ_U within 10 % of σ_U, with excitatory and free afferents, Dale layers on
+    Dale layers (excitatory and inhibitory columns in W), recurrent E/I inhibition and an
+    unconstrained layer on a Dale layer; every weight keeps its sign."""
+    monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path_factory.mktemp("cache")))
+    if case == "randman":
+        config, seeds = randman_case()
+        size = {"size": 200}
+        hidden = [{**size, "recurrent": True, "dale": EXCITATORY_AFFERENTS},
+                  {**size, "dale": EXCITATORY_AFFERENTS},
+                  {**size, "recurrent": True, "dale": EXCITATORY_AFFERENTS}, size]
+    else:
+        config, seeds = spoken_case(tmp_path_factory)
+        size = dict(config.model.hidden[0].model_dump(include={"size", "tau_mem_ms",
+                                                               "tau_syn_ms"}))
+        hidden = [{**size, "recurrent": True, "dale": FREE_AFFERENTS},
+                  {**size, "recurrent": True, "dale": EXCITATORY_AFFERENTS},
+                  {**size, "recurrent": True}]
+    config = balanced(config, hidden)
+    data = assert_targets(config, seeds, 0.0, 0.1 * SIGMA_U)
+    model = SNN.from_config(config, data.n_inputs, data.n_classes,
+                            inputs=init_batch(config, data.train))
+    constraints = model.sign_constraints()
+    assert len(constraints) == (6 if case == "randman" else 4)
+    for weight, sign, _ in constraints:
+        assert bool((weight * sign >= 0).all()) and bool((weight != 0).any())
+        if bool((sign < 0).any()):  # both populations drawn, not projected away
+            assert bool((weight[:, sign < 0] < 0).any()) and bool((weight[:, sign > 0] > 0).any())
+    report = model.init_report[0]
+    assert report.mu_w == 0.0 and report.inhibitory_scale > 0 and report.recurrent_sigma_w > 0
+
+
+def test_balanced_scales_solve_their_equations():
+    """The three rules of the module docstring, on made-up group statistics with a full
+    covariance: μ_U = Σ s_g a_g D_g = 0, σ_U² = Σ a_g² S_g + mᵀCm, and α of the
+    non-inhibitory inputs' own variance on the feed-forward side."""
+    generator = torch.Generator().manual_seed(1)
+    totals = torch.randn(4, 500, generator=generator, dtype=torch.float64)
+    totals[1] += 0.5 * totals[0]  # correlated groups
+    def group(side, sign, drive, spread, total):
+        return InputGroup(side, sign, torch.ones(3, dtype=torch.bool), 0.1, drive, spread,
+                          total)
+    for first_sign in (1, 0):  # excitatory or unconstrained afferents
+        groups = [group("feedforward", first_sign, 4.0 if first_sign else 0.0, 9.0, totals[0]),
+                  group("feedforward", -1, 1.5, 2.0, totals[1]),
+                  group("recurrent", 1, 3.0, 5.0, totals[2]),
+                  group("recurrent", -1, 2.0, 4.0, totals[3])]
+        scales = balanced_scales(groups, sigma_u=1.3, recurrent_fraction=0.7)
+        signs = torch.tensor([g.sign for g in groups], dtype=torch.float64)
+        a = torch.tensor(scales, dtype=torch.float64)
+        drives = torch.tensor([g.drive for g in groups], dtype=torch.float64)
+        spreads = torch.tensor([g.spread for g in groups], dtype=torch.float64)
+        covariance = group_covariance(groups)
+        assert float((signs * a * drives).sum()) == pytest.approx(0.0, abs=1e-12)
+        means = signs * a
+        variance = float((a * a * spreads).sum() + means @ covariance @ means)
+        assert variance == pytest.approx(1.3**2, rel=1e-12)
+        own_ff = a[0] ** 2 * (spreads[0] + (covariance[0, 0] if first_sign else 0.0))
+        own_rec = a[2] ** 2 * (spreads[2] + covariance[2, 2])
+        assert float(own_ff / (own_ff + own_rec)) == pytest.approx(0.7, rel=1e-12)
+        assert a[1] == a[3]  # one inhibitory scale
+    with pytest.raises(FluctuationInitError, match="no inhibitory input"):
+        balanced_scales(groups[:1] + groups[2:3], 1.0, 0.9)
+
+
+def test_dale_rules_under_the_fluctuation_scheme(tiny_config):
+    dale = {"model.init.feedforward.scheme": "fluctuation",
+            "model.init.recurrent.scheme": "fluctuation", "model.init.fluctuation.mu_u": 0.0}
+    recurrent = {"model.hidden": [{"size": 16, "recurrent": True,
+                                   "dale": EXCITATORY_AFFERENTS}]}
+    with pytest.raises(ConfigError, match="mu_u must be 0 .got 0.5."):
+        load_config(tiny_config, {**dale, **recurrent, "model.init.fluctuation.mu_u": 0.5})
+    with pytest.raises(ConfigError, match="needs init.recurrent.scheme fluctuation"):
+        load_config(tiny_config, {**dale, **recurrent, "model.init.recurrent.scheme":
+                                  "uniform"})
+    with pytest.raises(ConfigError, match="no inhibitory input for the fluctuation scheme"):
+        load_config(tiny_config, {**dale, "model.hidden": [{"size": 16, "dale": {}}]})
+    all_excitatory = load_config(tiny_config, {**dale, "model.hidden": [
+        {"size": 16, "recurrent": True, "dale": {"excitatory_fraction": 1.0}}]})
+    inputs = (torch.rand(8, 50, 20, generator=torch.Generator().manual_seed(0)) < 0.1).float()
+    with pytest.raises(FluctuationInitError, match="hidden layer 0: Dale's law: no inhibitory"):
+        SNN.from_config(all_excitatory, 20, 3, inputs=inputs)
+    model = SNN.from_config(load_config(tiny_config, {**dale, **recurrent}), 20, 3,
+                            inputs=inputs)
+    assert bool((model.hidden[0].weight >= 0).all())
 
 
 def test_poisson_moments_meet_the_targets_on_poisson_inputs():

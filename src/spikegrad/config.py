@@ -92,16 +92,19 @@ class DaleConfig(Strict):
     W_out); weights from the data into the layer are excitatory (non-negative), as sensory
     afferents are (Cornford et al. 2021, "Learning to live with Dale's principle", ICLR),
     unless ``excitatory_afferents`` is false.
-    Weights are drawn by the init scheme, then given their neuron's sign (the magnitude kept),
-    and every optimiser step is followed by a projection that sets weights of the wrong sign
-    to 0 (projected gradient descent: the magnitudes stay non-negative)."""
+    Weights are drawn by the init scheme, then given their neuron's sign (the magnitude kept;
+    the fluctuation scheme draws exponential magnitudes in the balanced state instead,
+    :mod:`spikegrad.fluctuation`), and every optimiser step is followed by a projection that
+    sets weights of the wrong sign to 0 (projected gradient descent: the magnitudes stay
+    non-negative)."""
 
     excitatory_fraction: Fraction = 0.8
     """Share of the layer's neurons that are excitatory (the first ones); the cortex's
     4:1 ratio by default."""
     balance: bool = True
     """Scale the inhibitory neurons' outgoing weights at init by n_exc / n_inh, so that at
-    equal rates the mean input from the two populations cancels."""
+    equal rates the mean input from the two populations cancels (uniform and gaussian
+    schemes; the fluctuation scheme balances the hidden matrices by the measured input)."""
     inhibitory_tau_mem_ms: PositiveFloat | None = None
     """τ_mem of the inhibitory neurons (ms; null: the layer's tau_mem_ms). Set, the layer's
     neurons get per-neuron time constants (model.time_constants draws and learns them around
@@ -169,8 +172,9 @@ class MatrixInit(Strict):
 
     scheme: Literal["uniform", "gaussian", "fluctuation"] = "uniform"
     """uniform: U(±scale/√fan_in); gaussian: N(0, (scale/√fan_in)²); fluctuation: N(μ_W, σ_W²)
-    chosen from a batch of the data for the targets of model.init.fluctuation (feedforward and
-    recurrent only; recurrent needs feedforward fluctuation too)."""
+    (Dale layers: signed exponential magnitudes, balanced) chosen from a batch of the data for
+    the targets of model.init.fluctuation (feedforward and recurrent only; recurrent needs
+    feedforward fluctuation too)."""
     scale: PositiveFloat = 1.0
     """Scale of the distribution (1: PyTorch's default, the paper's; not used by
     fluctuation)."""
@@ -184,7 +188,7 @@ class FluctuationInit(Strict):
 
     mu_u: Float = 0.0
     """Target mean μ_U of the free membrane potential (threshold 1; 0: the paper's centred
-    version)."""
+    version, and the only one for Dale layers: balanced state)."""
     sigma_u: PositiveFloat = 1.0
     """Target standard deviation σ_U of a neuron's free membrane potential over time and
     samples."""
@@ -296,12 +300,27 @@ class ModelConfig(Strict):
             raise ValueError("expected true, false or auto") from None
 
     @model_validator(mode="after")
-    def _dale_with_signed_init(self) -> ModelConfig:
+    def _dale_with_fluctuation_init(self) -> ModelConfig:
+        """The fluctuation scheme initialises Dale layers in the balanced state (μ_U = 0),
+        their recurrent inhibition with it, and needs an inhibitory input to balance with
+        (:mod:`spikegrad.fluctuation`)."""
+        if self.init.feedforward.scheme != "fluctuation":
+            return self
         for index, layer in enumerate(self.hidden):
-            if layer.dale is not None and self.init.feedforward.scheme == "fluctuation":
-                raise ValueError(f"hidden.{index}.dale: Dale's law takes the magnitudes of the "
-                                 "uniform or gaussian init; the fluctuation scheme "
-                                 "(init.feedforward.scheme) is not supported with it")
+            if layer.dale is None:
+                continue
+            if self.init.fluctuation.mu_u != 0.0:
+                raise ValueError(f"hidden.{index}.dale: the fluctuation scheme initialises "
+                                 "Dale layers in the balanced state: init.fluctuation.mu_u "
+                                 f"must be 0 (got {self.init.fluctuation.mu_u})")
+            if layer.recurrent and self.init.recurrent.scheme != "fluctuation":
+                raise ValueError(f"hidden.{index}.dale: a recurrent Dale layer under the "
+                                 "fluctuation scheme needs init.recurrent.scheme fluctuation "
+                                 "too (its inhibition balances the input)")
+            if index == 0 and layer.dale.excitatory_afferents and not layer.recurrent:
+                raise ValueError("hidden.0.dale: on excitatory afferents a feed-forward Dale "
+                                 "layer has no inhibitory input for the fluctuation scheme to "
+                                 "balance (make it recurrent, or excitatory_afferents false)")
         return self
 
 

@@ -68,6 +68,10 @@ KERNEL_TOLERANCE = 1e-12
 KERNEL_MAX_STEPS = 1_000_000
 RECURRENT_PASSES = 3
 """Fixed-point passes for the rate of a recurrent layer's own output."""
+BALANCED_RECURRENT_PASSES = 6
+"""The same for a recurrent Dale layer, whose mean input is the difference of excitation and
+inhibition and so depends more on its own rates (on Randman, three recurrent E/I layers:
+membrane means -0.08 and -0.09 in the deeper two after 3 passes, -0.02 after 6)."""
 
 
 class FluctuationInitError(SpikegradError, ValueError):
@@ -149,6 +153,10 @@ class LayerInit:
     sigma_w: float
     recurrent_rate: float | None = None
     recurrent_sigma_w: float | None = None
+    inhibitory_scale: float | None = None
+    """Dale's law: a_I, the mean magnitude of the inhibitory weights (μ_W is then 0 and
+    ``sigma_w``, ``recurrent_sigma_w`` are the a_g of the excitatory or unconstrained inputs:
+    an exponential distribution's mean, or a normal one's standard deviation)."""
 
 
 def weight_moments(
@@ -230,13 +238,31 @@ def fluctuation_init(
     parameters chosen per layer."""
     chosen = []
     x = inputs.detach()
+    signs = ({id(c.weight): c.sign for c in model.sign_constraints()}
+             if hasattr(model, "sign_constraints") else {})
     with torch.no_grad():
         for index, layer in enumerate(model.hidden):
+            with_recurrent = recurrent and layer.recurrent_weight is not None
+            ff_sign = signs.get(id(layer.weight))
+            rec_sign = (signs.get(id(layer.recurrent_weight))
+                        if layer.recurrent_weight is not None else None)
             try:
-                x, info = _init_layer(layer, x, index, mu_u, sigma_u, recurrent_fraction,
-                                      dt_ms, moments,
-                                      recurrent and layer.recurrent_weight is not None,
-                                      generator)
+                if ff_sign is None and rec_sign is None:
+                    x, info = _init_layer(layer, x, index, mu_u, sigma_u, recurrent_fraction,
+                                          dt_ms, moments, with_recurrent, generator)
+                else:
+                    if mu_u != 0.0:
+                        raise FluctuationInitError(
+                            f"Dale's law: sign-constrained layers are initialised in the "
+                            f"balanced state, mu_u 0 (got {mu_u})")
+                    if rec_sign is not None and not with_recurrent:
+                        raise FluctuationInitError(
+                            "Dale's law: the sign-constrained V needs the fluctuation scheme "
+                            "too (its inhibition balances the input)")
+                    x, info = _init_signed_layer(layer, x, index, sigma_u, recurrent_fraction,
+                                                 dt_ms, moments, ff_sign,
+                                                 rec_sign if with_recurrent else None,
+                                                 with_recurrent, generator)
             except FluctuationInitError as error:
                 raise FluctuationInitError(f"hidden layer {index}: {error}") from None
             chosen.append(info)
@@ -264,3 +290,178 @@ def _init_layer(layer, x: Tensor, index: int, mu_u: float, sigma_u: float, fract
         spikes = layer(x)
         own = input_statistics(spikes, d, dt_ms, moments)
     return spikes, LayerInit(index, ff.rate, mu_w, sigma_w, used.rate, sigma_rec)
+
+
+@dataclass(frozen=True)
+class InputGroup:
+    """One group of a layer's inputs under Dale's law: the excitatory (``sign`` +1) or
+    inhibitory (-1) columns of W (``side`` feedforward) or V (recurrent), or all columns of an
+    unconstrained matrix (``sign`` 0). ``drive`` D_g = Σ_j E[x_j], ``spread`` S_g =
+    Σ_j Var[x_j] (as in :class:`InputStatistics`); ``total`` is the group sum X_g per sample
+    and time step (measured moments) or None (Poisson: X_g independent of the others, of
+    variance S_g)."""
+
+    side: Literal["feedforward", "recurrent"]
+    sign: int
+    columns: Tensor
+    rate: float
+    drive: float
+    spread: float
+    total: Tensor | None
+
+
+def input_groups(inputs: Tensor, sign: Tensor | None, side: Literal["feedforward", "recurrent"],
+                 dynamics, dt_ms: float, moments: Moments) -> list[InputGroup]:
+    """The :class:`InputGroup` s of ``inputs`` [B, T, C] into a layer of ``dynamics`` through a
+    matrix whose columns have the signs ``sign`` (None: unconstrained, one group)."""
+    x_in = inputs.detach().to(torch.float64)
+    if sign is None:
+        parts = [(0, torch.ones(x_in.shape[-1], dtype=torch.bool))]
+    else:
+        parts = [(value, sign.to(x_in) == value) for value in (1, -1)]
+        parts = [(value, mask) for value, mask in parts if bool(mask.any())]
+    if moments == "measured":
+        flat = free_membrane(x_in, dynamics.beta_mem, dynamics.beta_syn)
+        flat = flat.reshape(-1, flat.shape[-1])
+    elif moments == "poisson":
+        epsilon_bar, epsilon_hat = psp_integrals(dynamics.beta_mem, dynamics.beta_syn, dt_ms)
+    else:
+        raise ValueError(f"unknown moments {moments!r} (known: poisson, measured)")
+    groups = []
+    for value, mask in parts:
+        inside = x_in[..., mask]
+        rate = float(inside.mean()) / dt_ms
+        if moments == "measured":
+            x = flat[:, mask]
+            groups.append(InputGroup(side, value, mask, rate, float(x.mean(dim=0).sum()),
+                                     float(x.var(dim=0, correction=0).sum()), x.sum(dim=1)))
+        else:
+            n, rate_2 = int(mask.sum()), float((inside * inside).mean()) / dt_ms
+            groups.append(InputGroup(side, value, mask, rate, n * rate * epsilon_bar,
+                                     n * rate_2 * epsilon_hat, None))
+    return groups
+
+
+def poisson_groups(sign: Tensor, rate_per_step: float, dynamics) -> list[InputGroup]:
+    """The recurrent groups of a layer whose own neurons are taken for independent Poisson
+    trains of ``rate_per_step`` (the first pass, before any of its spikes are measured)."""
+    epsilon_bar, epsilon_hat = psp_integrals(dynamics.beta_mem, dynamics.beta_syn, 1.0)
+    groups = []
+    for value in (1, -1):
+        mask = sign == value
+        n = int(mask.sum())
+        if n:
+            groups.append(InputGroup("recurrent", value, mask, rate_per_step,
+                                     n * rate_per_step * epsilon_bar,
+                                     n * rate_per_step * epsilon_hat, None))
+    return groups
+
+
+def group_covariance(groups: list[InputGroup]) -> Tensor:
+    """C_gh = Cov(X_g, X_h): measured where both group sums are, S_g on the diagonal of a
+    Poisson group, 0 between a Poisson group and any other."""
+    size = len(groups)
+    covariance = torch.zeros(size, size, dtype=torch.float64)
+    for g, first in enumerate(groups):
+        for h, second in enumerate(groups):
+            if first.total is not None and second.total is not None:
+                a, b = first.total - first.total.mean(), second.total - second.total.mean()
+                covariance[g, h] = (a * b).mean()
+            elif g == h:
+                covariance[g, h] = first.spread
+    return covariance
+
+
+def balanced_scales(groups: list[InputGroup], sigma_u: float,
+                    recurrent_fraction: float) -> list[float]:
+    """a_g per group (mean magnitude of a sign-constrained group's weights, standard deviation
+    of an unconstrained one's) for μ_U = 0 and the target σ_U, by the rules of the module
+    docstring."""
+    covariance = group_covariance(groups)
+    own = {"feedforward": 0.0, "recurrent": 0.0}
+    for g, group in enumerate(groups):
+        if group.sign >= 0:
+            own[group.side] += group.spread + (float(covariance[g, g]) if group.sign else 0.0)
+    if own["feedforward"] <= 0.0:
+        raise FluctuationInitError("the layer's inputs are silent (or constant) in the batch: "
+                                   "nothing to scale the weights by")
+    side_scale = {"feedforward": 1.0, "recurrent": 0.0}
+    if own["recurrent"] > 0.0:
+        side_scale["recurrent"] = math.sqrt(
+            (1.0 - recurrent_fraction) / recurrent_fraction * own["feedforward"]
+            / own["recurrent"])
+    excitation = sum(side_scale[g.side] * g.drive for g in groups if g.sign > 0)
+    inhibition = sum(g.drive for g in groups if g.sign < 0)
+    if excitation > 0.0 and inhibition <= 0.0:
+        raise FluctuationInitError(
+            "Dale's law: no inhibitory input (or a silent one) to balance the excitatory input "
+            "(a feed-forward layer on excitatory afferents needs recurrent inhibition, or "
+            "free afferents)")
+    inhibitory_scale = excitation / inhibition if inhibition > 0.0 else 0.0
+    scales = [side_scale[g.side] if g.sign >= 0 else inhibitory_scale for g in groups]
+    means = torch.tensor([g.sign * a for g, a in zip(groups, scales, strict=True)],
+                         dtype=torch.float64)
+    variance = (sum(a * a * g.spread for g, a in zip(groups, scales, strict=True))
+                + float(means @ covariance @ means))
+    if variance <= 0.0:
+        raise FluctuationInitError("the layer's inputs are silent (or constant) in the batch: "
+                                   "nothing to scale the weights by")
+    factor = sigma_u / math.sqrt(variance)
+    return [factor * a for a in scales]
+
+
+def _draw_base(shape: torch.Size, signed: bool, generator: torch.Generator | None) -> Tensor:
+    """Exponential(1) magnitudes for a sign-constrained matrix, N(0, 1) for a free one."""
+    if signed:
+        return torch.empty(shape, dtype=torch.float64).exponential_(1.0, generator=generator)
+    return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
+def _set_groups(weight: Tensor, base: Tensor, groups: list[InputGroup],
+                scales: list[float]) -> None:
+    """Write a_g × base (× the group's sign) into the columns of each group of ``weight``."""
+    values = torch.zeros_like(base)
+    for group, scale in zip(groups, scales, strict=True):
+        values[:, group.columns] = base[:, group.columns] * scale * (group.sign or 1)
+    weight.copy_(values.to(weight.dtype))
+
+
+def _init_signed_layer(layer, x: Tensor, index: int, sigma_u: float, fraction: float,
+                       dt_ms: float, moments: Moments, ff_sign: Tensor | None,
+                       rec_sign: Tensor | None, with_recurrent: bool,
+                       generator: torch.Generator | None) -> tuple[Tensor, LayerInit]:
+    weight, d = layer.weight, layer.dynamics
+    ff = input_groups(x, ff_sign, "feedforward", d, dt_ms, moments)
+    base_ff = _draw_base(weight.shape, ff_sign is not None, generator)
+    if not with_recurrent:
+        scales = balanced_scales(ff, sigma_u, fraction)
+        _set_groups(weight, base_ff, ff, scales)
+        return layer(x), _signed_report(index, ff, [], scales, None)
+    v = layer.recurrent_weight
+    base_rec = _draw_base(v.shape, rec_sign is not None, generator)
+    if rec_sign is not None:  # first pass: the layer's own spikes taken for Poisson trains
+        recurrent_groups = poisson_groups(
+            rec_sign, 0.5 * math.erfc(1.0 / (sigma_u * math.sqrt(2.0))), d)  # P(U > 1)
+    else:  # an unconstrained V: first pass with V = 0, as in an unconstrained layer
+        recurrent_groups = []
+    for _ in range(BALANCED_RECURRENT_PASSES + 1):
+        used = recurrent_groups
+        scales = balanced_scales(ff + used, sigma_u, fraction)
+        _set_groups(weight, base_ff, ff, scales[:len(ff)])
+        _set_groups(v, base_rec, used, scales[len(ff):])
+        spikes = layer(x)
+        recurrent_groups = input_groups(spikes, rec_sign, "recurrent", d, dt_ms, moments)
+    return spikes, _signed_report(index, ff, used, scales,
+                                  float(spikes.detach().double().mean()) / dt_ms)
+
+
+def _signed_report(index: int, ff: list[InputGroup], recurrent: list[InputGroup],
+                   scales: list[float], recurrent_rate: float | None) -> LayerInit:
+    chosen = list(zip([*ff, *recurrent], scales, strict=True))
+    side = {name: [a for g, a in chosen if g.side == name and g.sign >= 0]
+            for name in ("feedforward", "recurrent")}
+    inhibitory = [a for g, a in chosen if g.sign < 0]
+    rate = sum(g.rate * int(g.columns.sum()) for g in ff) / sum(int(g.columns.sum()) for g in ff)
+    return LayerInit(index, rate, 0.0, side["feedforward"][0], recurrent_rate,
+                     side["recurrent"][0] if side["recurrent"] else None,
+                     inhibitory[0] if inhibitory else None)
