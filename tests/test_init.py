@@ -33,7 +33,7 @@ from spikegrad.fluctuation import (
     psp_kernel,
 )
 from spikegrad.functional import decay_factor
-from spikegrad.model import SNN
+from spikegrad.model import SNN, SignConstraint
 from spikegrad.training import Trainer, init_batch
 
 MU_U, SIGMA_U = 0.5, 1.0
@@ -219,11 +219,45 @@ def test_poisson_moments_meet_the_targets_on_poisson_inputs():
     model = SNN.build(200, [400], 10, engine="reference")
     fluctuation_init(model, inputs, mu_u=MU_U, sigma_u=SIGMA_U, moments="poisson",
                      generator=generator)
-    u, _ = layer_free_membrane(model.hidden[0], inputs)
+    assert_stationary_targets(model.hidden[0], inputs, MU_U, 0.1 * MU_U)
+
+
+def assert_stationary_targets(layer, inputs, mu_u: float, mean_tolerance: float):
+    u, _ = layer_free_membrane(layer, inputs)
     u = u[:, 50:].double()
     sd = float(u.reshape(-1, u.shape[-1]).var(dim=0).mean()) ** 0.5
-    assert abs(float(u.mean()) - MU_U) <= 0.1 * MU_U
+    assert abs(float(u.mean()) - mu_u) <= mean_tolerance
     assert abs(sd - SIGMA_U) <= 0.1 * SIGMA_U
+
+
+class SignedInputs:
+    """A network whose first layer's W has signed columns, as if its inputs were the
+    excitatory and inhibitory neurons of a Dale layer (what fluctuation_init asks of a
+    network: ``hidden`` and ``sign_constraints()``)."""
+
+    def __init__(self, model: SNN, sign: torch.Tensor):
+        self.hidden, self.sign = model.hidden, sign
+
+    def sign_constraints(self):
+        return [SignConstraint(self.hidden[0].weight, self.sign, True)]
+
+
+def test_poisson_moments_balance_signed_inputs_on_poisson_inputs():
+    """The balanced closed form (exponential magnitudes, Campbell's theorem) on independent
+    Poisson trains of two rates: 160 excitatory inputs at 2 %, 40 inhibitory at 5 % of bins."""
+    generator = torch.Generator().manual_seed(0)
+    rates = torch.cat([torch.full((160,), 0.02), torch.full((40,), 0.05)])
+    inputs = (torch.rand(64, 400, 200, generator=generator) < rates).float()
+    sign = torch.cat([torch.ones(160), -torch.ones(40)])
+    model = SNN.build(200, [400], 10, engine="reference")
+    chosen = fluctuation_init(SignedInputs(model, sign), inputs, mu_u=0.0, sigma_u=SIGMA_U,
+                              moments="poisson", generator=generator)
+    weight = model.hidden[0].weight
+    assert bool((weight[:, :160] >= 0).all()) and bool((weight[:, 160:] <= 0).all())
+    # balance: a_I · 40 · 5 % = a_E · 160 · 2 %
+    assert chosen[0].inhibitory_scale == pytest.approx(chosen[0].sigma_w * 160 * 0.02
+                                                       / (40 * 0.05), rel=0.05)
+    assert_stationary_targets(model.hidden[0], inputs, 0.0, 0.1 * SIGMA_U)
 
 
 def test_the_kernel_integrals_are_the_discrete_kernel_s():
