@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from spikegrad.data.files import DataFileError
 from spikegrad.data.spike_file import write_spike_file
 from spikegrad.engine import threads as thread_settings
 from spikegrad.engine.threads import ThreadGovernor
-from spikegrad.io import ExclusiveLock
+from spikegrad.io import ExclusiveLock, atomic_torch_save
 from spikegrad.run_files import RunFolder
 from spikegrad.studies.worker import run_trial
 from spikegrad.training import Trainer, check_memory, memory_need, train
@@ -171,6 +172,30 @@ def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
     assert process.returncode == 130
     assert stderr.splitlines() == [
         "spikegrad: interrupted; run the same command with --resume to continue"]
+
+
+class InterruptsWhilePickled:
+    """Sends this process SIGINT while torch.save pickles it, as a Ctrl-C during a
+    checkpoint would."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (dict, ())
+
+
+def test_ctrl_c_during_a_checkpoint_finishes_it_then_interrupts(tmp_path):
+    """A KeyboardInterrupt inside torch.save's writer came out as a RuntimeError (a crash with
+    a traceback, exit 1, instead of the resume hint); now the checkpoint is written whole and
+    the KeyboardInterrupt follows it."""
+    path = tmp_path / "checkpoint.pt"
+    weights = torch.arange(100_000.0)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"first": weights, "signal": InterruptsWhilePickled(),
+                           "last": weights + 1}, path)
+    saved = torch.load(path, weights_only=False)
+    assert torch.equal(saved["last"], weights + 1) and saved["signal"] == {}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left
 
 
 # --- memory ---------------------------------------------------------------------------------

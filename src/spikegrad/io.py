@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,7 +53,39 @@ def make_folder(path: str | Path) -> Path:
     return path
 
 
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Ctrl-C (SIGINT) during the block takes effect when the block ends: a write is
+    finished, then interrupted. A KeyboardInterrupt raised inside a C++ writer's callback
+    (``torch.save`` writing to a Python stream) comes out as a ``RuntimeError``, which would
+    turn a Ctrl-C during a checkpoint into a crash. Only the main thread receives signals;
+    elsewhere, and where the handler in place was not set from Python, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):  # Python's default_int_handler raises KeyboardInterrupt
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
 def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    with interrupt_after():
+        return _write_and_rename(path, write)
+
+
+def _write_and_rename(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     make_folder(path.parent)
     try:
