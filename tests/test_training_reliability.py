@@ -196,6 +196,13 @@ def test_ctrl_c_during_a_checkpoint_finishes_it_then_interrupts(tmp_path):
     assert torch.equal(saved["last"], weights + 1) and saved["signal"] == {}
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left
+    # a second Ctrl-C stops the write at once: the old checkpoint stays, no temporary file
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"signals": [InterruptsWhilePickled(), InterruptsWhilePickled()],
+                           "last": weights}, path)
+    assert torch.equal(torch.load(path, weights_only=False)["last"], weights + 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # --- memory ---------------------------------------------------------------------------------

@@ -56,9 +56,11 @@ def make_folder(path: str | Path) -> Path:
 @contextmanager
 def interrupt_after() -> Iterator[None]:
     """Ctrl-C (SIGINT) during the block takes effect when the block ends: a write is
-    finished, then interrupted. A KeyboardInterrupt raised inside a C++ writer's callback
-    (``torch.save`` writing to a Python stream) comes out as a ``RuntimeError``, which would
-    turn a Ctrl-C during a checkpoint into a crash. Only the main thread receives signals;
+    finished, then interrupted; a second Ctrl-C interrupts at once (a write that hangs can
+    still be stopped, and its temporary file is removed). A KeyboardInterrupt raised inside a
+    C++ writer's callback (``torch.save`` writing to a Python stream) comes out as a
+    ``RuntimeError``, which would turn a Ctrl-C during a checkpoint into a crash; the
+    interrupt raised when the block ends replaces it. Only the main thread receives signals;
     elsewhere, and where the handler in place was not set from Python, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -68,7 +70,12 @@ def interrupt_after() -> Iterator[None]:
     if previous is None:
         yield
         return
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+
+    def first_interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGINT, previous)  # the next one acts at once
+
+    signal.signal(signal.SIGINT, first_interrupt)
     try:
         yield
     finally:
