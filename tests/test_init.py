@@ -25,6 +25,7 @@ from spikegrad.data.configs import SpokenDigitsConfig
 from spikegrad.fluctuation import (
     FluctuationInitError,
     InputGroup,
+    InputStatistics,
     balanced_scales,
     fluctuation_init,
     group_covariance,
@@ -164,8 +165,8 @@ def test_balanced_scales_solve_their_equations():
     totals = torch.randn(4, 500, generator=generator, dtype=torch.float64)
     totals[1] += 0.5 * totals[0]  # correlated groups
     def group(side, sign, drive, spread, total):
-        return InputGroup(side, sign, torch.ones(3, dtype=torch.bool), 0.1, drive, spread,
-                          total)
+        return InputGroup(side, sign, torch.ones(3, dtype=torch.bool),
+                          InputStatistics(3, 0.1, drive, spread, spread), total)
     for first_sign in (1, 0):  # excitatory or unconstrained afferents
         groups = [group("feedforward", first_sign, 4.0 if first_sign else 0.0, 9.0, totals[0]),
                   group("feedforward", -1, 1.5, 2.0, totals[1]),
@@ -174,8 +175,8 @@ def test_balanced_scales_solve_their_equations():
         scales = balanced_scales(groups, sigma_u=1.3, recurrent_fraction=0.7)
         signs = torch.tensor([g.sign for g in groups], dtype=torch.float64)
         a = torch.tensor(scales, dtype=torch.float64)
-        drives = torch.tensor([g.drive for g in groups], dtype=torch.float64)
-        spreads = torch.tensor([g.spread for g in groups], dtype=torch.float64)
+        drives = torch.tensor([g.stats.drive for g in groups], dtype=torch.float64)
+        spreads = torch.tensor([g.stats.spread for g in groups], dtype=torch.float64)
         covariance = group_covariance(groups)
         assert float((signs * a * drives).sum()) == pytest.approx(0.0, abs=1e-12)
         means = signs * a

@@ -137,7 +137,12 @@ class InputStatistics:
         free membrane it alone would drive through a unit weight), moments over batch and
         time steps."""
         x = free_membrane(inputs.detach().to(torch.float64), beta_mem, beta_syn)
-        flat = x.reshape(-1, x.shape[-1])
+        return cls.from_filtered(inputs, x.reshape(-1, x.shape[-1]), dt_ms)
+
+    @classmethod
+    def from_filtered(cls, inputs: Tensor, flat: Tensor, dt_ms: float) -> InputStatistics:
+        """:meth:`measured` of ``inputs`` [B, T, n] whose PSP-filtered form is ``flat``
+        [B T, n] (filtered already, e.g. with more inputs than these)."""
         return cls(int(inputs.shape[-1]), float(inputs.detach().double().mean()) / dt_ms,
                    float(flat.mean(dim=0).sum()), float(flat.var(dim=0, correction=0).sum()),
                    float(flat.sum(dim=1).var(correction=0)))
@@ -260,8 +265,7 @@ def fluctuation_init(
                             "Dale's law: the sign-constrained V needs the fluctuation scheme "
                             "too (its inhibition balances the input)")
                     x, info = _init_signed_layer(layer, x, index, sigma_u, recurrent_fraction,
-                                                 dt_ms, moments, ff_sign,
-                                                 rec_sign if with_recurrent else None,
+                                                 dt_ms, moments, ff_sign, rec_sign,
                                                  with_recurrent, generator)
             except FluctuationInitError as error:
                 raise FluctuationInitError(f"hidden layer {index}: {error}") from None
@@ -296,17 +300,14 @@ def _init_layer(layer, x: Tensor, index: int, mu_u: float, sigma_u: float, fract
 class InputGroup:
     """One group of a layer's inputs under Dale's law: the excitatory (``sign`` +1) or
     inhibitory (-1) columns of W (``side`` feedforward) or V (recurrent), or all columns of an
-    unconstrained matrix (``sign`` 0). ``drive`` D_g = Σ_j E[x_j], ``spread`` S_g =
-    Σ_j Var[x_j] (as in :class:`InputStatistics`); ``total`` is the group sum X_g per sample
-    and time step (measured moments) or None (Poisson: X_g independent of the others, of
-    variance S_g)."""
+    unconstrained matrix (``sign`` 0), with its :class:`InputStatistics` (D_g = ``drive``,
+    S_g = ``spread``); ``total`` is the group sum X_g per sample and time step (measured
+    moments) or None (Poisson: X_g independent of the others, of variance ``common``)."""
 
     side: Literal["feedforward", "recurrent"]
     sign: int
     columns: Tensor
-    rate: float
-    drive: float
-    spread: float
+    stats: InputStatistics
     total: Tensor | None
 
 
@@ -320,29 +321,25 @@ def input_groups(inputs: Tensor, sign: Tensor | None, side: Literal["feedforward
     else:
         parts = [(value, sign.to(x_in) == value) for value in (1, -1)]
         parts = [(value, mask) for value, mask in parts if bool(mask.any())]
-    if moments == "measured":
+    if moments == "measured":  # filtered once for all groups
         flat = free_membrane(x_in, dynamics.beta_mem, dynamics.beta_syn)
         flat = flat.reshape(-1, flat.shape[-1])
-    elif moments == "poisson":
-        epsilon_bar, epsilon_hat = psp_integrals(dynamics.beta_mem, dynamics.beta_syn, dt_ms)
-    else:
-        raise ValueError(f"unknown moments {moments!r} (known: poisson, measured)")
     groups = []
     for value, mask in parts:
         inside = x_in[..., mask]
-        rate = float(inside.mean()) / dt_ms
         if moments == "measured":
             x = flat[:, mask]
-            groups.append(InputGroup(side, value, mask, rate, float(x.mean(dim=0).sum()),
-                                     float(x.var(dim=0, correction=0).sum()), x.sum(dim=1)))
+            groups.append(InputGroup(side, value, mask,
+                                     InputStatistics.from_filtered(inside, x, dt_ms),
+                                     x.sum(dim=1)))
         else:
-            n, rate_2 = int(mask.sum()), float((inside * inside).mean()) / dt_ms
-            groups.append(InputGroup(side, value, mask, rate, n * rate * epsilon_bar,
-                                     n * rate_2 * epsilon_hat, None))
+            groups.append(InputGroup(side, value, mask,
+                                     input_statistics(inside, dynamics, dt_ms, moments), None))
     return groups
 
 
-def poisson_groups(sign: Tensor, rate_per_step: float, dynamics) -> list[InputGroup]:
+def poisson_groups(sign: Tensor, rate_per_step: float, dynamics,
+                   dt_ms: float) -> list[InputGroup]:
     """The recurrent groups of a layer whose own neurons are taken for independent Poisson
     trains of ``rate_per_step`` (the first pass, before any of its spikes are measured)."""
     epsilon_bar, epsilon_hat = psp_integrals(dynamics.beta_mem, dynamics.beta_syn, 1.0)
@@ -351,9 +348,9 @@ def poisson_groups(sign: Tensor, rate_per_step: float, dynamics) -> list[InputGr
         mask = sign == value
         n = int(mask.sum())
         if n:
-            groups.append(InputGroup("recurrent", value, mask, rate_per_step,
-                                     n * rate_per_step * epsilon_bar,
-                                     n * rate_per_step * epsilon_hat, None))
+            drive, spread = n * rate_per_step * epsilon_bar, n * rate_per_step * epsilon_hat
+            stats = InputStatistics(n, rate_per_step / dt_ms, drive, spread, spread)
+            groups.append(InputGroup("recurrent", value, mask, stats, None))
     return groups
 
 
@@ -368,7 +365,7 @@ def group_covariance(groups: list[InputGroup]) -> Tensor:
                 a, b = first.total - first.total.mean(), second.total - second.total.mean()
                 covariance[g, h] = (a * b).mean()
             elif g == h:
-                covariance[g, h] = first.spread
+                covariance[g, h] = first.stats.common
     return covariance
 
 
@@ -381,7 +378,8 @@ def balanced_scales(groups: list[InputGroup], sigma_u: float,
     own = {"feedforward": 0.0, "recurrent": 0.0}
     for g, group in enumerate(groups):
         if group.sign >= 0:
-            own[group.side] += group.spread + (float(covariance[g, g]) if group.sign else 0.0)
+            own[group.side] += (group.stats.spread
+                                + (float(covariance[g, g]) if group.sign else 0.0))
     if own["feedforward"] <= 0.0:
         raise FluctuationInitError("the layer's inputs are silent (or constant) in the batch: "
                                    "nothing to scale the weights by")
@@ -390,8 +388,8 @@ def balanced_scales(groups: list[InputGroup], sigma_u: float,
         side_scale["recurrent"] = math.sqrt(
             (1.0 - recurrent_fraction) / recurrent_fraction * own["feedforward"]
             / own["recurrent"])
-    excitation = sum(side_scale[g.side] * g.drive for g in groups if g.sign > 0)
-    inhibition = sum(g.drive for g in groups if g.sign < 0)
+    excitation = sum(side_scale[g.side] * g.stats.drive for g in groups if g.sign > 0)
+    inhibition = sum(g.stats.drive for g in groups if g.sign < 0)
     if excitation > 0.0 and inhibition <= 0.0:
         raise FluctuationInitError(
             "Dale's law: no inhibitory input (or a silent one) to balance the excitatory input "
@@ -401,7 +399,7 @@ def balanced_scales(groups: list[InputGroup], sigma_u: float,
     scales = [side_scale[g.side] if g.sign >= 0 else inhibitory_scale for g in groups]
     means = torch.tensor([g.sign * a for g, a in zip(groups, scales, strict=True)],
                          dtype=torch.float64)
-    variance = (sum(a * a * g.spread for g, a in zip(groups, scales, strict=True))
+    variance = (sum(a * a * g.stats.spread for g, a in zip(groups, scales, strict=True))
                 + float(means @ covariance @ means))
     if variance <= 0.0:
         raise FluctuationInitError("the layer's inputs are silent (or constant) in the batch: "
@@ -436,12 +434,12 @@ def _init_signed_layer(layer, x: Tensor, index: int, sigma_u: float, fraction: f
     if not with_recurrent:
         scales = balanced_scales(ff, sigma_u, fraction)
         _set_groups(weight, base_ff, ff, scales)
-        return layer(x), _signed_report(index, ff, [], scales, None)
+        return layer(x), _signed_report(index, x, dt_ms, ff, [], scales, None)
     v = layer.recurrent_weight
     base_rec = _draw_base(v.shape, rec_sign is not None, generator)
     if rec_sign is not None:  # first pass: the layer's own spikes taken for Poisson trains
         recurrent_groups = poisson_groups(
-            rec_sign, 0.5 * math.erfc(1.0 / (sigma_u * math.sqrt(2.0))), d)  # P(U > 1)
+            rec_sign, 0.5 * math.erfc(1.0 / (sigma_u * math.sqrt(2.0))), d, dt_ms)  # P(U > 1)
     else:  # an unconstrained V: first pass with V = 0, as in an unconstrained layer
         recurrent_groups = []
     for _ in range(BALANCED_RECURRENT_PASSES + 1):
@@ -451,17 +449,18 @@ def _init_signed_layer(layer, x: Tensor, index: int, sigma_u: float, fraction: f
         _set_groups(v, base_rec, used, scales[len(ff):])
         spikes = layer(x)
         recurrent_groups = input_groups(spikes, rec_sign, "recurrent", d, dt_ms, moments)
-    return spikes, _signed_report(index, ff, used, scales,
+    return spikes, _signed_report(index, x, dt_ms, ff, used, scales,
                                   float(spikes.detach().double().mean()) / dt_ms)
 
 
-def _signed_report(index: int, ff: list[InputGroup], recurrent: list[InputGroup],
-                   scales: list[float], recurrent_rate: float | None) -> LayerInit:
+def _signed_report(index: int, x: Tensor, dt_ms: float, ff: list[InputGroup],
+                   recurrent: list[InputGroup], scales: list[float],
+                   recurrent_rate: float | None) -> LayerInit:
     chosen = list(zip([*ff, *recurrent], scales, strict=True))
     side = {name: [a for g, a in chosen if g.side == name and g.sign >= 0]
             for name in ("feedforward", "recurrent")}
     inhibitory = [a for g, a in chosen if g.sign < 0]
-    rate = sum(g.rate * int(g.columns.sum()) for g in ff) / sum(int(g.columns.sum()) for g in ff)
+    rate = float(x.detach().double().mean()) / dt_ms  # as the unconstrained layers report it
     return LayerInit(index, rate, 0.0, side["feedforward"][0], recurrent_rate,
                      side["recurrent"][0] if side["recurrent"] else None,
                      inhibitory[0] if inhibitory else None)
