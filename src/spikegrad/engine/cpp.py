@@ -276,7 +276,8 @@ def lif_backward(
     shape = surrogate.kernel_id
     stored = u is not None
     reset_grad = not dynamics.detach_reset
-    wt = w.t().contiguous() if x is None and sparse_input is not None else empty
+    # W^T and V^T drive the forward loop, which runs again only when U is recomputed
+    wt = w.t().contiguous() if x is None and sparse_input is not None and not stored else empty
     vt = (empty if recurrent_weight is None or stored
           else recurrent_weight.detach().t().contiguous())
     want_w = want_w and sparse_input is not None
