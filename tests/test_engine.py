@@ -274,9 +274,7 @@ def _network_gradients(recompute, recurrent, reset, taus, batch, steps, seed):
 def test_recomputing_and_keeping_the_state_give_the_same_bits(backend, recurrent, reset, taus):
     """``recompute`` changes time and memory, never results: the kernels recompute U a
     block of batch entries at a time and sum the weight gradients in the same order as when
-    U is kept (a short batch and a long one, B = 250 and T = 300, both; the long one's kept
-    state, S, U and P of the first layer, is over the size the forward pass writes past the
-    caches with non-temporal stores, kStreamBytes)."""
+    U is kept (a short batch and a long one, B = 250 and T = 300, both)."""
     for batch, steps, seed in ((3, 30, 0), (250, 300, 1)):
         kept, again, auto = (_network_gradients(setting, recurrent, reset, taus, batch, steps,
                                                 seed) for setting in (False, True, "auto"))

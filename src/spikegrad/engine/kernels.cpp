@@ -35,12 +35,6 @@ using at::Tensor;
 
 constexpr int64_t kMaxBlocks = 16;
 
-// Whole-sequence state larger than this (bytes) is written with non-temporal stores. Measured
-// on a 2-core machine with 32 MiB of L3 cache (training steps interleaved with those of the
-// kernels before): the 26 MB membrane trace of the `shd` bench case streamed 1.7 % faster,
-// the 10 MB one of the `randman` case kept 1.8 % slower (it is read back from the L3 cache).
-constexpr int64_t kStreamBytes = int64_t(16) << 20;
-
 // The number of blocks [0, n) is cut into: at most kMaxBlocks, whatever the thread count.
 int64_t n_blocks(int64_t n, int64_t max_blocks = kMaxBlocks) {
   return std::max<int64_t>(1, std::min<int64_t>(n, max_blocks));
@@ -577,14 +571,13 @@ struct Decays {
 // Forward: S = Θ(U - 1), P = β_m U + (1 - β_m) I, U <- P (1 - S), I <- β_s I (+ x when
 // given; the caller then adds sparse and recurrent input). Records S (when sr), U (when ur),
 // P (when pr) and I (when ir); writes the columns of the neurons that spiked to idx (room
-// for N + 16) and returns how many. `stream`: the recorded rows are read back only after
-// much else (by the backward pass), and are written past the caches where the kernels can.
+// for N + 16) and returns how many.
 template <bool PN, typename scalar_t>
 SG_INLINE int64_t forward_row(int64_t N, const Decays<scalar_t>& d,
                            scalar_t* __restrict__ u, scalar_t* __restrict__ i,
                            const scalar_t* __restrict__ x, scalar_t* __restrict__ ur,
                            scalar_t* __restrict__ sr, scalar_t* __restrict__ pr,
-                           scalar_t* __restrict__ ir, int32_t* __restrict__ idx, bool) {
+                           scalar_t* __restrict__ ir, int32_t* __restrict__ idx) {
   const scalar_t one = 1;
   int64_t m = 0;
   for (int64_t k = 0; k < N; ++k) {
@@ -677,20 +670,6 @@ SG_INLINE void store16(float* p, __mmask16 m, __m512 v) {
   }
 }
 
-// A store of a recorded row (see forward_row): with `stream`, full vectors at 64-byte aligned
-// addresses go past the caches (non-temporal), so that the whole-sequence state the forward
-// pass records does not push the weights and the loop's own state out of them.
-template <bool masked>
-SG_INLINE void record16(float* p, __mmask16 m, __m512 v, bool stream) {
-  if constexpr (!masked) {
-    if (stream && (reinterpret_cast<uintptr_t>(p) & 63) == 0) {
-      _mm512_stream_ps(p, v);
-      return;
-    }
-  }
-  store16<masked>(p, m, v);
-}
-
 // Calls f(masked, k0, mask) for the vectors of 16 columns of [0, N): full ones, then the
 // partial last one (masked = std::true_type).
 template <typename F>
@@ -715,7 +694,7 @@ SG_INLINE int64_t forward_row(int64_t N, const Decays<float>& d,
                               float* __restrict__ u, float* __restrict__ i,
                               const float* __restrict__ x, float* __restrict__ ur,
                               float* __restrict__ sr, float* __restrict__ pr,
-                              float* __restrict__ ir, int32_t* __restrict__ idx, bool stream) {
+                              float* __restrict__ ir, int32_t* __restrict__ idx) {
   const __m512 one = _mm512_set1_ps(1.0f), sbm = _mm512_set1_ps(d.bm);
   const __m512 sobm = _mm512_set1_ps(d.obm), sbs = _mm512_set1_ps(d.bs);
   int64_t m = 0;
@@ -728,10 +707,10 @@ SG_INLINE int64_t forward_row(int64_t N, const Decays<float>& d,
     const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, uk, one, _CMP_GT_OQ);
     const __m512 s = _mm512_maskz_mov_ps(spike, one);
     const __m512 p = _mm512_add_ps(_mm512_mul_ps(vbm, uk), _mm512_mul_ps(vobm, ik));
-    if (sr) record16<M>(sr + k0, mt, s, stream);
-    if (ur) record16<M>(ur + k0, mt, uk, stream);
-    if (pr) record16<M>(pr + k0, mt, p, stream);
-    if (ir) record16<M>(ir + k0, mt, ik, stream);
+    if (sr) store16<M>(sr + k0, mt, s);
+    if (ur) store16<M>(ur + k0, mt, uk);
+    if (pr) store16<M>(pr + k0, mt, p);
+    if (ir) store16<M>(ir + k0, mt, ik);
     store16<M>(u + k0, mt, _mm512_mul_ps(p, _mm512_sub_ps(one, s)));
     __m512 in = _mm512_mul_ps(vbs, ik);
     if (x) in = _mm512_add_ps(in, load16<M>(x + k0, mt));
@@ -1153,14 +1132,13 @@ Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& 
 
 // The forward loop of the batch entries [b0, b1) over steps [0, steps): records the rows
 // asked for (S, U, P, I; the readout trace Y when R.K > 0), and adds the spikes' columns to
-// `sparse` (block c) when given. PN: per-neuron decays. `stream`: see forward_row.
+// `sparse` (block c) when given. PN: per-neuron decays.
 template <bool PN, typename scalar_t>
 void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64_t b0,
                      int64_t b1, int64_t steps, const Rows<scalar_t>& S, const Rows<scalar_t>& U,
                      const Rows<scalar_t>& P, const Rows<scalar_t>& I, const Rows<scalar_t>& Y,
                      SparseBuilder<scalar_t>* sparse, int64_t c, scalar_t* counts = nullptr,
-                     scalar_t* logits = nullptr, int32_t* argmax = nullptr,
-                     bool stream = false) {
+                     scalar_t* logits = nullptr, int32_t* argmax = nullptr) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
   std::vector<scalar_t> state_u(nb * N, scalar_t(0)), state_i(nb * N, scalar_t(0));
   std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0));
@@ -1170,8 +1148,7 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
       const int64_t q = n * L.B + b;
       scalar_t *u = state_u.data() + (b - b0) * N, *i = state_i.data() + (b - b0) * N;
       const int64_t m = forward_row<PN>(N, L.decay, u, i, L.x ? L.x + q * N : nullptr,
-                                        U(n, b), S(n, b), P(n, b), I(n, b), idx.data(),
-                                        stream);
+                                        U(n, b), S(n, b), P(n, b), I(n, b), idx.data());
       if (L.wt) add_rows(N, i, L.wt, L.in.cols, L.in.vals, L.in.begin[q], L.in.end[q]);
       if (L.vt) add_rows<scalar_t>(N, i, L.vt, idx.data(), nullptr, 0, m);
       if (sparse) sparse->add_spikes(c, q, idx.data(), m);
@@ -1186,9 +1163,6 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
       }
     }
   }
-#if defined(__AVX512F__)
-  if (stream) _mm_sfence();  // the streamed rows are written before the block counts as done
-#endif
 }
 
 // Forward of a LIF layer (and, when wot is given, of the leaky readout that reads it).
@@ -1228,10 +1202,6 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
   Tensor I = keep_i ? empty_time_major(B, T, N, options) : none;
   Tensor Y = readout && write_trace ? empty_time_major(B, T, K, options) : none;
   const bool reduce = readout && reduction != NO_REDUCTION;
-  // the recorded state is streamed past the caches when it is larger than they would keep
-  // until the backward pass reads it
-  const int64_t recorded = S.nbytes() + U.nbytes() + P.nbytes() + I.nbytes();
-  const bool stream = recorded > kStreamBytes;
   Tensor logits = reduce ? at::empty({B, K}, options) : none;
   Tensor argmax = reduce ? at::zeros({B, K}, options.dtype(at::kInt)) : none;
   Tensor counts = at::zeros({B, N}, options);
@@ -1257,7 +1227,7 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
         forward_entries<decltype(per_neuron)::value>(
             L, R, b0, b1, T, rows_of<scalar_t>(S, b0), rows_of<scalar_t>(U, b0),
             rows_of<scalar_t>(P, b0), rows_of<scalar_t>(I, b0), rows_of<scalar_t>(Y, b0),
-            readout ? nullptr : &sparse, c, cp, lp, ap, stream);
+            readout ? nullptr : &sparse, c, cp, lp, ap);
       });
     });
     if (readout) {
