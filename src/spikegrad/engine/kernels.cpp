@@ -351,6 +351,106 @@ SG_INLINE void scatter_rows<float>(int64_t N, float* __restrict__ out, const flo
     });
   }
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// float32 with AVX2 and FMA (most laptops): the same products as the AVX-512 code above, in
+// vectors of 8 columns, up to 64 at a time; each element sees the same fused multiply-adds in
+// the same order, so both give the same bits.
+SG_INLINE __m256i lanes_below(int64_t left) {  // lanes [0, min(left, 8)) set
+  const int32_t n = static_cast<int32_t>(std::clamp<int64_t>(left, 0, 8));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <int V>
+SG_INLINE void add_rows_v(int64_t N, int64_t k0, float* __restrict__ i,
+                       const float* __restrict__ rows, const int32_t* cols, const float* vals,
+                       int64_t e0, int64_t e1) {
+  const __m256i last = lanes_below(N - k0 - 8 * (V - 1));
+  const bool full = N - k0 >= 8 * V;  // the last vector too: no mask at all
+  __m256 acc[V];
+#pragma GCC unroll 8
+  for (int j = 0; j < V - 1; ++j) acc[j] = _mm256_loadu_ps(i + k0 + 8 * j);
+  acc[V - 1] = _mm256_maskload_ps(i + k0 + 8 * (V - 1), last);
+  for (int64_t e = e0; e < e1; ++e) {
+    const __m256 v = _mm256_set1_ps(value_at(vals, e));
+    const float* row = rows + int64_t(cols[e]) * N + k0;
+#pragma GCC unroll 8
+    for (int j = 0; j < V - 1; ++j) {
+      acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(row + 8 * j), acc[j]);
+    }
+    const __m256 tail = full ? _mm256_loadu_ps(row + 8 * (V - 1))
+                             : _mm256_maskload_ps(row + 8 * (V - 1), last);
+    acc[V - 1] = _mm256_fmadd_ps(v, tail, acc[V - 1]);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < V - 1; ++j) _mm256_storeu_ps(i + k0 + 8 * j, acc[j]);
+  if (full) {
+    _mm256_storeu_ps(i + k0 + 8 * (V - 1), acc[V - 1]);
+  } else {
+    _mm256_maskstore_ps(i + k0 + 8 * (V - 1), last, acc[V - 1]);
+  }
+}
+
+template <int V>
+SG_INLINE void scatter_rows_v(int64_t N, int64_t k0, float* __restrict__ out,
+                           const float* __restrict__ g, const int32_t* cols, const float* vals,
+                           int64_t e0, int64_t e1) {
+  const __m256i last = lanes_below(N - k0 - 8 * (V - 1));
+  const bool full = N - k0 >= 8 * V;
+  __m256 gv[V];
+#pragma GCC unroll 8
+  for (int j = 0; j < V - 1; ++j) gv[j] = _mm256_loadu_ps(g + k0 + 8 * j);
+  gv[V - 1] = _mm256_maskload_ps(g + k0 + 8 * (V - 1), last);
+  for (int64_t e = e0; e < e1; ++e) {
+    const __m256 v = _mm256_set1_ps(value_at(vals, e));
+    float* row = out + int64_t(cols[e]) * N + k0;
+#pragma GCC unroll 8
+    for (int j = 0; j < V - 1; ++j) {
+      _mm256_storeu_ps(row + 8 * j, _mm256_fmadd_ps(v, gv[j], _mm256_loadu_ps(row + 8 * j)));
+    }
+    float* tail = row + 8 * (V - 1);
+    if (full) {
+      _mm256_storeu_ps(tail, _mm256_fmadd_ps(v, gv[V - 1], _mm256_loadu_ps(tail)));
+    } else {
+      const __m256 r = _mm256_maskload_ps(tail, last);
+      _mm256_maskstore_ps(tail, last, _mm256_fmadd_ps(v, gv[V - 1], r));
+    }
+  }
+}
+
+// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 64, N)).
+template <typename F>
+SG_INLINE void with_vectors(int64_t left, const F& f) {
+  switch (std::min<int64_t>((left + 7) / 8, 8)) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+template <>
+SG_INLINE void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
+                            const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
+  if (e0 == e1) return;
+  for (int64_t k0 = 0; k0 < N; k0 += 64) {
+    with_vectors(N - k0, [&](auto v) { add_rows_v<v.value>(N, k0, i, rows, cols, vals, e0, e1); });
+  }
+}
+
+template <>
+SG_INLINE void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
+                                const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
+  if (e0 == e1) return;
+  for (int64_t k0 = 0; k0 < N; k0 += 64) {
+    with_vectors(N - k0, [&](auto v) {
+      scatter_rows_v<v.value>(N, k0, out, g, cols, vals, e0, e1);
+    });
+  }
+}
 #endif
 
 // The sparse form of a [B, T, C] tensor used throughout: its B T rows in time-major order
@@ -757,6 +857,140 @@ SG_INLINE int64_t backward_row(int64_t N, const Decays<float>& dc,
   });
   return m;
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// The same loops in vectors of 8 columns (AVX2), with the same operations per element as the
+// AVX-512 code above. The columns of the set bits of an 8-bit mask, as bytes packed into a
+// 64-bit word, for each of the 256 masks:
+struct ColumnsOfBits {
+  uint64_t packed[256];
+  constexpr ColumnsOfBits() : packed() {
+    for (int bits = 0; bits < 256; ++bits) {
+      uint64_t p = 0;
+      int m = 0;
+      for (int j = 0; j < 8; ++j) {
+        if (bits & (1 << j)) p |= uint64_t(j) << (8 * m++);
+      }
+      packed[bits] = p;
+    }
+  }
+};
+constexpr ColumnsOfBits kColumnsOfBits{};
+
+// The columns of the set bits of an 8-bit mask of columns [k0, k0 + 8), appended to idx
+// (which has room for 8 entries past the last column) without a branch per column.
+SG_INLINE int64_t append_bits(int bits, int64_t k0, int32_t* idx, int64_t m) {
+  const __m128i packed = _mm_cvtsi64_si128(static_cast<int64_t>(kColumnsOfBits.packed[bits]));
+  const __m256i columns = _mm256_add_epi32(_mm256_cvtepu8_epi32(packed),
+                                           _mm256_set1_epi32(static_cast<int32_t>(k0)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), columns);
+  return m + __builtin_popcount(static_cast<uint32_t>(bits));
+}
+
+// Loads and stores of 8 floats, masked only for the last, partial vector of a row.
+template <bool masked>
+SG_INLINE __m256 load8(const float* p, __m256i m) {
+  if constexpr (masked) {
+    return _mm256_maskload_ps(p, m);
+  } else {
+    return _mm256_loadu_ps(p);
+  }
+}
+
+template <bool masked>
+SG_INLINE void store8(float* p, __m256i m, __m256 v) {
+  if constexpr (masked) {
+    _mm256_maskstore_ps(p, m, v);
+  } else {
+    _mm256_storeu_ps(p, v);
+  }
+}
+
+// Calls f(masked, k0, mask) for the vectors of 8 columns of [0, N): full ones, then the
+// partial last one (masked = std::true_type; its other lanes load as 0).
+template <typename F>
+SG_INLINE void for_vectors(int64_t N, const F& f) {
+  int64_t k0 = 0;
+  for (; k0 + 8 <= N; k0 += 8) f(std::false_type{}, k0, _mm256_set1_epi32(-1));
+  if (k0 < N) f(std::true_type{}, k0, lanes_below(N - k0));
+}
+
+template <bool PN, bool masked>
+SG_INLINE __m256 decay8(const float* v, __m256 same, int64_t k0, __m256i m) {
+  if constexpr (PN) {
+    return load8<masked>(v + k0, m);
+  } else {
+    return same;
+  }
+}
+
+template <bool PN>
+SG_INLINE int64_t forward_row(int64_t N, const Decays<float>& d,
+                              float* __restrict__ u, float* __restrict__ i,
+                              const float* __restrict__ x, float* __restrict__ ur,
+                              float* __restrict__ sr, float* __restrict__ pr,
+                              float* __restrict__ ir, int32_t* __restrict__ idx) {
+  const __m256 one = _mm256_set1_ps(1.0f), sbm = _mm256_set1_ps(d.bm);
+  const __m256 sobm = _mm256_set1_ps(d.obm), sbs = _mm256_set1_ps(d.bs);
+  int64_t m = 0;
+  for_vectors(N, [&](auto masked, int64_t k0, __m256i mt) {
+    constexpr bool M = decltype(masked)::value;
+    const __m256 vbm = decay8<PN, M>(d.bmv, sbm, k0, mt);
+    const __m256 vobm = decay8<PN, M>(d.obmv, sobm, k0, mt);
+    const __m256 vbs = decay8<PN, M>(d.bsv, sbs, k0, mt);
+    const __m256 uk = load8<M>(u + k0, mt), ik = load8<M>(i + k0, mt);
+    const __m256 spike = _mm256_cmp_ps(uk, one, _CMP_GT_OQ);  // lanes past N hold 0: none
+    const __m256 s = _mm256_and_ps(spike, one);
+    const __m256 p = _mm256_add_ps(_mm256_mul_ps(vbm, uk), _mm256_mul_ps(vobm, ik));
+    if (sr) store8<M>(sr + k0, mt, s);
+    if (ur) store8<M>(ur + k0, mt, uk);
+    if (pr) store8<M>(pr + k0, mt, p);
+    if (ir) store8<M>(ir + k0, mt, ik);
+    store8<M>(u + k0, mt, _mm256_mul_ps(p, _mm256_sub_ps(one, s)));
+    __m256 in = _mm256_mul_ps(vbs, ik);
+    if (x) in = _mm256_add_ps(in, load8<M>(x + k0, mt));
+    store8<M>(i + k0, mt, in);
+    m = append_bits(_mm256_movemask_ps(spike), k0, idx, m);
+  });
+  return m;
+}
+
+template <bool PN>
+SG_INLINE int64_t backward_row(int64_t N, const Decays<float>& dc,
+                               const float* __restrict__ grad, const float* __restrict__ r,
+                               const float* __restrict__ p, const float* __restrict__ u,
+                               const float* __restrict__ ir, const float* __restrict__ sg,
+                               float* __restrict__ du, float* __restrict__ di,
+                               float* __restrict__ dbm, float* __restrict__ dbs,
+                               int32_t* __restrict__ idx) {
+  const __m256 one = _mm256_set1_ps(1.0f), sbm = _mm256_set1_ps(dc.bm);
+  const __m256 sobm = _mm256_set1_ps(dc.obm), sbs = _mm256_set1_ps(dc.bs);
+  int64_t m = 0;
+  for_vectors(N, [&](auto masked, int64_t k0, __m256i mt) {
+    constexpr bool M = decltype(masked)::value;
+    const __m256 vbm = decay8<PN, M>(dc.bmv, sbm, k0, mt);
+    const __m256 vobm = decay8<PN, M>(dc.obmv, sobm, k0, mt);
+    const __m256 vbs = decay8<PN, M>(dc.bsv, sbs, k0, mt);
+    const __m256 uk = load8<M>(u + k0, mt);
+    const __m256 spike = _mm256_cmp_ps(uk, one, _CMP_GT_OQ);
+    const __m256 d = load8<M>(du + k0, mt);
+    __m256 g = load8<M>(grad + k0, mt);
+    if (r) g = _mm256_add_ps(g, load8<M>(r + k0, mt));
+    if (p) g = _mm256_sub_ps(g, _mm256_mul_ps(d, load8<M>(p + k0, mt)));
+    const __m256 a = _mm256_andnot_ps(spike, d);  // du (1 - S)
+    const __m256 gs = _mm256_mul_ps(g, load8<M>(sg + k0, mt));
+    store8<M>(du + k0, mt, _mm256_add_ps(_mm256_mul_ps(vbm, a), gs));
+    const __m256 dik = load8<M>(di + k0, mt);
+    if (ir) {  // dβ_m += a (U - I), dβ_s += dI[n+1] I
+      const __m256 ik = load8<M>(ir + k0, mt);
+      store8<M>(dbm + k0, mt, _mm256_add_ps(load8<M>(dbm + k0, mt),
+                                            _mm256_mul_ps(a, _mm256_sub_ps(uk, ik))));
+      store8<M>(dbs + k0, mt, _mm256_add_ps(load8<M>(dbs + k0, mt), _mm256_mul_ps(dik, ik)));
+    }
+    store8<M>(di + k0, mt, _mm256_add_ps(_mm256_mul_ps(vobm, a), _mm256_mul_ps(vbs, dik)));
+    m = append_bits(_mm256_movemask_ps(spike), k0, idx, m);
+  });
+  return m;
+}
 #endif
 
 // A [B, T, N] tensor stored time-major: step n of batch entry b starts at (n B + b) N.
@@ -1068,6 +1302,77 @@ SG_INLINE void rows_times_matrix(int64_t K, int64_t N, const float* a,
     case 1: tile_times_matrix<R, 1, ADD>(K, N, 16 * c0, tail, a, m, out); break;
     default: break;
   }
+}
+
+template <bool ADD>
+void block_times_matrix(int64_t nb, int64_t K, int64_t N, const float* __restrict__ a,
+                        const float* __restrict__ m, float* __restrict__ out) {
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) rows_times_matrix<4, ADD>(K, N, a + b * K, m, out + b * N);
+  switch (nb - b) {
+    case 3: rows_times_matrix<3, ADD>(K, N, a + b * K, m, out + b * N); break;
+    case 2: rows_times_matrix<2, ADD>(K, N, a + b * K, m, out + b * N); break;
+    case 1: rows_times_matrix<1, ADD>(K, N, a + b * K, m, out + b * N); break;
+    default: break;
+  }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// The same register tiles in vectors of 8 columns (AVX2 has 16 vector registers: tiles of
+// up to 4 rows and 2 vectors, passes of 2 vectors, then the one left), each element summed
+// over k = 0, 1, ... with fused multiply-adds, as above.
+template <int R, int C, bool ADD>
+SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, __m256i last,
+                                 const float* a, const float* __restrict__ m,
+                                 float* __restrict__ out) {
+  __m256 acc[R][C];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) {
+      const float* o = out + r * N + j0 + 8 * c;
+      acc[r][c] = !ADD         ? _mm256_setzero_ps()
+                  : c == C - 1 ? _mm256_maskload_ps(o, last)
+                               : _mm256_loadu_ps(o);
+    }
+  }
+  const float* mk = m + j0;
+  for (int64_t k = 0; k < K; ++k, mk += N) {
+    __m256 mc[C];
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) {
+      mc[c] = c == C - 1 ? _mm256_maskload_ps(mk + 8 * c, last) : _mm256_loadu_ps(mk + 8 * c);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 ak = _mm256_broadcast_ss(a + r * K + k);
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(ak, mc[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) {
+      float* o = out + r * N + j0 + 8 * c;
+      if (c == C - 1) {
+        _mm256_maskstore_ps(o, last, acc[r][c]);
+      } else {
+        _mm256_storeu_ps(o, acc[r][c]);
+      }
+    }
+  }
+}
+
+template <int R, bool ADD>
+SG_INLINE void rows_times_matrix(int64_t K, int64_t N, const float* a,
+                                 const float* __restrict__ m, float* __restrict__ out) {
+  const int64_t vectors = (N + 7) / 8;
+  const __m256i full = _mm256_set1_epi32(-1), tail = lanes_below(N - 8 * (vectors - 1));
+  int64_t c0 = 0;
+  for (; c0 + 2 <= vectors; c0 += 2) {
+    tile_times_matrix<R, 2, ADD>(K, N, 8 * c0, c0 + 2 == vectors ? tail : full, a, m, out);
+  }
+  if (c0 < vectors) tile_times_matrix<R, 1, ADD>(K, N, 8 * c0, tail, a, m, out);
 }
 
 template <bool ADD>
