@@ -255,6 +255,8 @@ SG_INLINE void scatter_rows(int64_t N, scalar_t* __restrict__ out, const scalar_
 // float32 with AVX-512: up to 128 columns at a time in V vectors (the last one masked to
 // what is left), the row that does not move (i, or g) held in registers while the entries
 // of the CSR row stream past.
+constexpr int64_t kLanes = 16;  // floats in a vector
+
 template <int V>
 SG_INLINE void masks_of(int64_t left, __mmask16* masks) {
 #pragma GCC unroll 8
@@ -317,44 +319,12 @@ SG_INLINE void scatter_rows_v(int64_t N, int64_t k0, float* __restrict__ out,
   }
 }
 
-// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 128, N)).
-template <typename F>
-SG_INLINE void with_vectors(int64_t left, const F& f) {
-  switch (std::min<int64_t>((left + 15) / 16, 8)) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 8>{});
-  }
-}
-
-template <>
-SG_INLINE void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
-                            const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
-  if (e0 == e1) return;
-  for (int64_t k0 = 0; k0 < N; k0 += 128) {
-    with_vectors(N - k0, [&](auto v) { add_rows_v<v.value>(N, k0, i, rows, cols, vals, e0, e1); });
-  }
-}
-
-template <>
-SG_INLINE void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
-                                const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
-  if (e0 == e1) return;
-  for (int64_t k0 = 0; k0 < N; k0 += 128) {
-    with_vectors(N - k0, [&](auto v) {
-      scatter_rows_v<v.value>(N, k0, out, g, cols, vals, e0, e1);
-    });
-  }
-}
 #elif defined(__AVX2__) && defined(__FMA__)
 // float32 with AVX2 and FMA (most laptops): the same products as the AVX-512 code above, in
 // vectors of 8 columns, up to 64 at a time; each element sees the same fused multiply-adds in
 // the same order, so both give the same bits.
+constexpr int64_t kLanes = 8;  // floats in a vector
+
 SG_INLINE __m256i lanes_below(int64_t left) {  // lanes [0, min(left, 8)) set
   const int32_t n = static_cast<int32_t>(std::clamp<int64_t>(left, 0, 8));
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -417,10 +387,13 @@ SG_INLINE void scatter_rows_v(int64_t N, int64_t k0, float* __restrict__ out,
   }
 }
 
-// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 64, N)).
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 8 kLanes, N)).
 template <typename F>
 SG_INLINE void with_vectors(int64_t left, const F& f) {
-  switch (std::min<int64_t>((left + 7) / 8, 8)) {
+  switch (std::min<int64_t>((left + kLanes - 1) / kLanes, 8)) {
     case 1: return f(std::integral_constant<int, 1>{});
     case 2: return f(std::integral_constant<int, 2>{});
     case 3: return f(std::integral_constant<int, 3>{});
@@ -436,7 +409,7 @@ template <>
 SG_INLINE void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
                             const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
   if (e0 == e1) return;
-  for (int64_t k0 = 0; k0 < N; k0 += 64) {
+  for (int64_t k0 = 0; k0 < N; k0 += 8 * kLanes) {
     with_vectors(N - k0, [&](auto v) { add_rows_v<v.value>(N, k0, i, rows, cols, vals, e0, e1); });
   }
 }
@@ -445,7 +418,7 @@ template <>
 SG_INLINE void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
                                 const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
   if (e0 == e1) return;
-  for (int64_t k0 = 0; k0 < N; k0 += 64) {
+  for (int64_t k0 = 0; k0 < N; k0 += 8 * kLanes) {
     with_vectors(N - k0, [&](auto v) {
       scatter_rows_v<v.value>(N, k0, out, g, cols, vals, e0, e1);
     });
