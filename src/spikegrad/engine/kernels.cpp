@@ -33,6 +33,145 @@ using at::Tensor;
 // batch entry, on rows of a few vectors, where a call costs as much as the work.
 #define SG_INLINE inline __attribute__((always_inline))
 
+// Vectors of float32 lanes for the inner loops, on the widest instructions the build may
+// use: 16 lanes with AVX-512, 8 with AVX2 and FMA (most laptops). The vector loops below are
+// written once on these operations; each element sees the same operations in the same order
+// with either width (fused multiply-adds only where a loop asks for them), so both give the
+// same bits. A Mask picks lanes: a bit mask with AVX-512, lanes of all ones with AVX2.
+#if defined(__AVX512F__)
+#define SG_VECTORS 1
+struct Vec {
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int64_t lanes = 16;
+  static constexpr int tile_vectors = 4;  // columns of a register tile (32 registers)
+
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static Mask all() { return Mask(0xFFFF); }
+  static Mask below(int64_t left) {  // lanes [0, left)
+    return static_cast<Mask>((1u << std::clamp<int64_t>(left, 0, 16)) - 1u);
+  }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }  // others 0
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
+  static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
+  static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
+  static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
+  // div, equal and fill serve the readout alone, vectorised with AVX-512 only (see there)
+  static Mask equal(const int32_t* p, int32_t value, Mask m) {  // lanes of m with p[l] == value
+    return _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, p),
+                                        _mm512_set1_epi32(value));
+  }
+  static void fill(int32_t* p, Mask m, int32_t value) {  // p[l] = value in the lanes of m
+    _mm512_mask_storeu_epi32(p, m, _mm512_set1_epi32(value));
+  }
+  // The columns k0 + l of the lanes l of s appended to idx (room for 16 past m), compressed to
+  // the front of a vector that is stored whole, without a branch per column (spikes come at
+  // random, and a loop over them would mispredict its exit); returns the new count.
+  static int64_t append_lanes(Mask s, int64_t k0, int32_t* idx, int64_t m) {
+    const __m512i columns = _mm512_add_epi32(
+        _mm512_set1_epi32(static_cast<int32_t>(k0)),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    _mm512_storeu_si512(idx + m, _mm512_maskz_compress_epi32(s, columns));
+    return m + __builtin_popcount(static_cast<uint32_t>(s));
+  }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+#define SG_VECTORS 1
+// The columns of the set bits of an 8-bit mask, as bytes packed into a 64-bit word, for each
+// of the 256 masks (AVX2 has no compress instruction).
+struct ColumnsOfBits {
+  uint64_t packed[256];
+  constexpr ColumnsOfBits() : packed() {
+    for (int bits = 0; bits < 256; ++bits) {
+      uint64_t p = 0;
+      int m = 0;
+      for (int j = 0; j < 8; ++j) {
+        if (bits & (1 << j)) p |= uint64_t(j) << (8 * m++);
+      }
+      packed[bits] = p;
+    }
+  }
+};
+constexpr ColumnsOfBits kColumnsOfBits{};
+
+struct Vec {
+  using V = __m256;
+  using Mask = __m256i;
+  static constexpr int64_t lanes = 8;
+  static constexpr int tile_vectors = 3;  // columns of a register tile (16 registers)
+
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V zero() { return _mm256_setzero_ps(); }
+  static Mask all() { return _mm256_set1_epi32(-1); }
+  static Mask below(int64_t left) {  // lanes [0, left)
+    const int32_t n = static_cast<int32_t>(std::clamp<int64_t>(left, 0, 8));
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }  // others 0
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void store(float* p, Mask m, V v) { _mm256_maskstore_ps(p, m, v); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }  // a b + c, one rounding
+  static Mask greater(V a, V b, Mask m) {
+    return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)), m);
+  }
+  static V where(Mask s, V a) { return _mm256_and_ps(_mm256_castsi256_ps(s), a); }
+  static V where_not(Mask s, V a) { return _mm256_andnot_ps(_mm256_castsi256_ps(s), a); }
+  // The columns k0 + l of the lanes l of s appended to idx (room for 8 past m), looked up in
+  // kColumnsOfBits without a branch per column; returns the new count.
+  static int64_t append_lanes(Mask s, int64_t k0, int32_t* idx, int64_t m) {
+    const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(s));
+    const __m128i packed = _mm_cvtsi64_si128(static_cast<int64_t>(kColumnsOfBits.packed[bits]));
+    const __m256i columns = _mm256_add_epi32(_mm256_cvtepu8_epi32(packed),
+                                             _mm256_set1_epi32(static_cast<int32_t>(k0)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), columns);
+    return m + __builtin_popcount(static_cast<uint32_t>(bits));
+  }
+};
+#endif
+
+#if defined(SG_VECTORS)
+// Loads and stores masked only for the last, partial vector of a row (masked stores to
+// memory that is not in cache are slow: full vectors go without a mask).
+template <bool masked>
+SG_INLINE Vec::V load_lanes(const float* p, Vec::Mask m) {
+  if constexpr (masked) {
+    return Vec::load(p, m);
+  } else {
+    return Vec::load(p);
+  }
+}
+
+template <bool masked>
+SG_INLINE void store_lanes(float* p, Vec::Mask m, Vec::V v) {
+  if constexpr (masked) {
+    Vec::store(p, m, v);
+  } else {
+    Vec::store(p, v);
+  }
+}
+
+// Calls f(masked, k0, mask) for the vectors of columns of [0, N): full ones, then the
+// partial last one (masked = std::true_type; its other lanes load as 0).
+template <typename F>
+SG_INLINE void for_vectors(int64_t N, const F& f) {
+  int64_t k0 = 0;
+  for (; k0 + Vec::lanes <= N; k0 += Vec::lanes) f(std::false_type{}, k0, Vec::all());
+  if (k0 < N) f(std::true_type{}, k0, Vec::below(N - k0));
+}
+#endif
+
 constexpr int64_t kMaxBlocks = 16;
 
 // The number of blocks [0, n) is cut into: at most kMaxBlocks, whatever the thread count.
@@ -251,112 +390,35 @@ SG_INLINE void scatter_rows(int64_t N, scalar_t* __restrict__ out, const scalar_
   }
 }
 
-#if defined(__AVX512F__)
-// float32 with AVX-512: up to 128 columns at a time in V vectors (the last one masked to
-// what is left), the row that does not move (i, or g) held in registers while the entries
-// of the CSR row stream past.
-constexpr int64_t kLanes = 16;  // floats in a vector
-
-template <int V>
-SG_INLINE void masks_of(int64_t left, __mmask16* masks) {
-#pragma GCC unroll 8
-  for (int j = 0; j < V; ++j) {
-    const int64_t n = std::clamp<int64_t>(left - 16 * j, 0, 16);
-    masks[j] = static_cast<__mmask16>((1u << n) - 1u);
-  }
-}
-
+#if defined(SG_VECTORS)
+// float32 in vectors: up to 8 vectors of columns at a time (the last one masked to what is
+// left), the row that does not move (i, or g) held in registers while the entries of the CSR
+// row stream past.
 template <int V>
 SG_INLINE void add_rows_v(int64_t N, int64_t k0, float* __restrict__ i,
                        const float* __restrict__ rows, const int32_t* cols, const float* vals,
                        int64_t e0, int64_t e1) {
-  __mmask16 m[V];
-  masks_of<V>(N - k0, m);
-  __m512 acc[V];
-  const bool full = m[V - 1] == 0xFFFF;  // the last vector too: no mask at all
+  constexpr int64_t L = Vec::lanes;
+  const Vec::Mask last = Vec::below(N - k0 - L * (V - 1));
+  const bool full = N - k0 >= L * V;  // the last vector too: no mask at all
+  Vec::V acc[V];
 #pragma GCC unroll 8
-  for (int j = 0; j < V; ++j) acc[j] = _mm512_maskz_loadu_ps(m[j], i + k0 + 16 * j);
+  for (int j = 0; j < V - 1; ++j) acc[j] = Vec::load(i + k0 + L * j);
+  acc[V - 1] = Vec::load(i + k0 + L * (V - 1), last);
   for (int64_t e = e0; e < e1; ++e) {
-    const __m512 v = _mm512_set1_ps(value_at(vals, e));
+    const Vec::V v = Vec::set1(value_at(vals, e));
     const float* row = rows + int64_t(cols[e]) * N + k0;
 #pragma GCC unroll 8
-    for (int j = 0; j < V - 1; ++j) {
-      acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(row + 16 * j), acc[j]);
-    }
-    const __m512 last = full ? _mm512_loadu_ps(row + 16 * (V - 1))
-                             : _mm512_maskz_loadu_ps(m[V - 1], row + 16 * (V - 1));
-    acc[V - 1] = _mm512_fmadd_ps(v, last, acc[V - 1]);
+    for (int j = 0; j < V - 1; ++j) acc[j] = Vec::fmadd(v, Vec::load(row + L * j), acc[j]);
+    const Vec::V tail = full ? Vec::load(row + L * (V - 1)) : Vec::load(row + L * (V - 1), last);
+    acc[V - 1] = Vec::fmadd(v, tail, acc[V - 1]);
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < V - 1; ++j) _mm512_storeu_ps(i + k0 + 16 * j, acc[j]);
-  _mm512_mask_storeu_ps(i + k0 + 16 * (V - 1), m[V - 1], acc[V - 1]);
-}
-
-template <int V>
-SG_INLINE void scatter_rows_v(int64_t N, int64_t k0, float* __restrict__ out,
-                           const float* __restrict__ g, const int32_t* cols, const float* vals,
-                           int64_t e0, int64_t e1) {
-  __mmask16 m[V];
-  masks_of<V>(N - k0, m);
-  __m512 gv[V];
-#pragma GCC unroll 8
-  for (int j = 0; j < V; ++j) gv[j] = _mm512_maskz_loadu_ps(m[j], g + k0 + 16 * j);
-  const bool full = m[V - 1] == 0xFFFF;  // the last vector too: no mask at all
-  for (int64_t e = e0; e < e1; ++e) {
-    const __m512 v = _mm512_set1_ps(value_at(vals, e));
-    float* row = out + int64_t(cols[e]) * N + k0;
-#pragma GCC unroll 8
-    for (int j = 0; j < V - 1; ++j) {
-      _mm512_storeu_ps(row + 16 * j, _mm512_fmadd_ps(v, gv[j], _mm512_loadu_ps(row + 16 * j)));
-    }
-    float* tail = row + 16 * (V - 1);
-    if (full) {
-      _mm512_storeu_ps(tail, _mm512_fmadd_ps(v, gv[V - 1], _mm512_loadu_ps(tail)));
-    } else {
-      const __m512 r = _mm512_maskz_loadu_ps(m[V - 1], tail);
-      _mm512_mask_storeu_ps(tail, m[V - 1], _mm512_fmadd_ps(v, gv[V - 1], r));
-    }
-  }
-}
-
-#elif defined(__AVX2__) && defined(__FMA__)
-// float32 with AVX2 and FMA (most laptops): the same products as the AVX-512 code above, in
-// vectors of 8 columns, up to 64 at a time; each element sees the same fused multiply-adds in
-// the same order, so both give the same bits.
-constexpr int64_t kLanes = 8;  // floats in a vector
-
-SG_INLINE __m256i lanes_below(int64_t left) {  // lanes [0, min(left, 8)) set
-  const int32_t n = static_cast<int32_t>(std::clamp<int64_t>(left, 0, 8));
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-template <int V>
-SG_INLINE void add_rows_v(int64_t N, int64_t k0, float* __restrict__ i,
-                       const float* __restrict__ rows, const int32_t* cols, const float* vals,
-                       int64_t e0, int64_t e1) {
-  const __m256i last = lanes_below(N - k0 - 8 * (V - 1));
-  const bool full = N - k0 >= 8 * V;  // the last vector too: no mask at all
-  __m256 acc[V];
-#pragma GCC unroll 8
-  for (int j = 0; j < V - 1; ++j) acc[j] = _mm256_loadu_ps(i + k0 + 8 * j);
-  acc[V - 1] = _mm256_maskload_ps(i + k0 + 8 * (V - 1), last);
-  for (int64_t e = e0; e < e1; ++e) {
-    const __m256 v = _mm256_set1_ps(value_at(vals, e));
-    const float* row = rows + int64_t(cols[e]) * N + k0;
-#pragma GCC unroll 8
-    for (int j = 0; j < V - 1; ++j) {
-      acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(row + 8 * j), acc[j]);
-    }
-    const __m256 tail = full ? _mm256_loadu_ps(row + 8 * (V - 1))
-                             : _mm256_maskload_ps(row + 8 * (V - 1), last);
-    acc[V - 1] = _mm256_fmadd_ps(v, tail, acc[V - 1]);
-  }
-#pragma GCC unroll 8
-  for (int j = 0; j < V - 1; ++j) _mm256_storeu_ps(i + k0 + 8 * j, acc[j]);
+  for (int j = 0; j < V - 1; ++j) Vec::store(i + k0 + L * j, acc[j]);
   if (full) {
-    _mm256_storeu_ps(i + k0 + 8 * (V - 1), acc[V - 1]);
+    Vec::store(i + k0 + L * (V - 1), acc[V - 1]);
   } else {
-    _mm256_maskstore_ps(i + k0 + 8 * (V - 1), last, acc[V - 1]);
+    Vec::store(i + k0 + L * (V - 1), last, acc[V - 1]);
   }
 }
 
@@ -364,36 +426,33 @@ template <int V>
 SG_INLINE void scatter_rows_v(int64_t N, int64_t k0, float* __restrict__ out,
                            const float* __restrict__ g, const int32_t* cols, const float* vals,
                            int64_t e0, int64_t e1) {
-  const __m256i last = lanes_below(N - k0 - 8 * (V - 1));
-  const bool full = N - k0 >= 8 * V;
-  __m256 gv[V];
+  constexpr int64_t L = Vec::lanes;
+  const Vec::Mask last = Vec::below(N - k0 - L * (V - 1));
+  const bool full = N - k0 >= L * V;
+  Vec::V gv[V];
 #pragma GCC unroll 8
-  for (int j = 0; j < V - 1; ++j) gv[j] = _mm256_loadu_ps(g + k0 + 8 * j);
-  gv[V - 1] = _mm256_maskload_ps(g + k0 + 8 * (V - 1), last);
+  for (int j = 0; j < V - 1; ++j) gv[j] = Vec::load(g + k0 + L * j);
+  gv[V - 1] = Vec::load(g + k0 + L * (V - 1), last);
   for (int64_t e = e0; e < e1; ++e) {
-    const __m256 v = _mm256_set1_ps(value_at(vals, e));
+    const Vec::V v = Vec::set1(value_at(vals, e));
     float* row = out + int64_t(cols[e]) * N + k0;
 #pragma GCC unroll 8
     for (int j = 0; j < V - 1; ++j) {
-      _mm256_storeu_ps(row + 8 * j, _mm256_fmadd_ps(v, gv[j], _mm256_loadu_ps(row + 8 * j)));
+      Vec::store(row + L * j, Vec::fmadd(v, gv[j], Vec::load(row + L * j)));
     }
-    float* tail = row + 8 * (V - 1);
+    float* tail = row + L * (V - 1);
     if (full) {
-      _mm256_storeu_ps(tail, _mm256_fmadd_ps(v, gv[V - 1], _mm256_loadu_ps(tail)));
+      Vec::store(tail, Vec::fmadd(v, gv[V - 1], Vec::load(tail)));
     } else {
-      const __m256 r = _mm256_maskload_ps(tail, last);
-      _mm256_maskstore_ps(tail, last, _mm256_fmadd_ps(v, gv[V - 1], r));
+      Vec::store(tail, last, Vec::fmadd(v, gv[V - 1], Vec::load(tail, last)));
     }
   }
 }
 
-#endif
-
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 8 kLanes, N)).
+// Calls f with the number of vectors (1..8) that cover the columns [k0, min(k0 + 8 lanes, N)).
 template <typename F>
 SG_INLINE void with_vectors(int64_t left, const F& f) {
-  switch (std::min<int64_t>((left + kLanes - 1) / kLanes, 8)) {
+  switch (std::min<int64_t>((left + Vec::lanes - 1) / Vec::lanes, 8)) {
     case 1: return f(std::integral_constant<int, 1>{});
     case 2: return f(std::integral_constant<int, 2>{});
     case 3: return f(std::integral_constant<int, 3>{});
@@ -409,7 +468,7 @@ template <>
 SG_INLINE void add_rows<float>(int64_t N, float* __restrict__ i, const float* __restrict__ rows,
                             const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
   if (e0 == e1) return;
-  for (int64_t k0 = 0; k0 < N; k0 += 8 * kLanes) {
+  for (int64_t k0 = 0; k0 < N; k0 += 8 * Vec::lanes) {
     with_vectors(N - k0, [&](auto v) { add_rows_v<v.value>(N, k0, i, rows, cols, vals, e0, e1); });
   }
 }
@@ -418,7 +477,7 @@ template <>
 SG_INLINE void scatter_rows<float>(int64_t N, float* __restrict__ out, const float* __restrict__ g,
                                 const int32_t* cols, const float* vals, int64_t e0, int64_t e1) {
   if (e0 == e1) return;
-  for (int64_t k0 = 0; k0 < N; k0 += 8 * kLanes) {
+  for (int64_t k0 = 0; k0 < N; k0 += 8 * Vec::lanes) {
     with_vectors(N - k0, [&](auto v) {
       scatter_rows_v<v.value>(N, k0, out, g, cols, vals, e0, e1);
     });
@@ -706,57 +765,13 @@ SG_INLINE int64_t backward_row(int64_t N, const Decays<scalar_t>& d,
   return m;
 }
 
-#if defined(__AVX512F__)
-// The columns of the set bits of a 16-bit mask of columns [k0, k0 + 16), appended to idx
-// (which has room for 16 entries past the last column): compressed to the front of a vector
-// that is stored whole, without a branch per column (spikes come at random, and a loop over
-// them would mispredict its exit).
-SG_INLINE int64_t append_bits(__mmask16 bits, int64_t k0, int32_t* idx, int64_t m) {
-  const __m512i columns = _mm512_add_epi32(
-      _mm512_set1_epi32(static_cast<int32_t>(k0)),
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-  _mm512_storeu_si512(idx + m, _mm512_maskz_compress_epi32(bits, columns));
-  return m + __builtin_popcount(static_cast<uint32_t>(bits));
-}
-
-SG_INLINE __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-}
-
-// Loads and stores of 16 floats, masked only for the last, partial vector of a row (masked
-// stores to memory that is not in cache are slow: full vectors go without a mask).
-template <bool masked>
-SG_INLINE __m512 load16(const float* p, __mmask16 m) {
-  if constexpr (masked) {
-    return _mm512_maskz_loadu_ps(m, p);
-  } else {
-    return _mm512_loadu_ps(p);
-  }
-}
-
-template <bool masked>
-SG_INLINE void store16(float* p, __mmask16 m, __m512 v) {
-  if constexpr (masked) {
-    _mm512_mask_storeu_ps(p, m, v);
-  } else {
-    _mm512_storeu_ps(p, v);
-  }
-}
-
-// Calls f(masked, k0, mask) for the vectors of 16 columns of [0, N): full ones, then the
-// partial last one (masked = std::true_type).
-template <typename F>
-SG_INLINE void for_vectors(int64_t N, const F& f) {
-  int64_t k0 = 0;
-  for (; k0 + 16 <= N; k0 += 16) f(std::false_type{}, k0, __mmask16(0xFFFF));
-  if (k0 < N) f(std::true_type{}, k0, tail_mask(N - k0));
-}
-
-// The decay of the 16 neurons from k0 on: `same` (PN false), or loaded from v (PN true).
+#if defined(SG_VECTORS)
+// The same two loops in vectors of float32 lanes, with the same operations per element.
+// The decay of the lanes from k0 on: `same` (PN false), or loaded from v (PN true).
 template <bool PN, bool masked>
-SG_INLINE __m512 decay16(const float* v, __m512 same, int64_t k0, __mmask16 m) {
+SG_INLINE Vec::V decay_lanes(const float* v, Vec::V same, int64_t k0, Vec::Mask m) {
   if constexpr (PN) {
-    return load16<masked>(v + k0, m);
+    return load_lanes<masked>(v + k0, m);
   } else {
     return same;
   }
@@ -768,27 +783,28 @@ SG_INLINE int64_t forward_row(int64_t N, const Decays<float>& d,
                               const float* __restrict__ x, float* __restrict__ ur,
                               float* __restrict__ sr, float* __restrict__ pr,
                               float* __restrict__ ir, int32_t* __restrict__ idx) {
-  const __m512 one = _mm512_set1_ps(1.0f), sbm = _mm512_set1_ps(d.bm);
-  const __m512 sobm = _mm512_set1_ps(d.obm), sbs = _mm512_set1_ps(d.bs);
+  using V = Vec::V;
+  const V one = Vec::set1(1.0f), sbm = Vec::set1(d.bm), sobm = Vec::set1(d.obm);
+  const V sbs = Vec::set1(d.bs);
   int64_t m = 0;
-  for_vectors(N, [&](auto masked, int64_t k0, __mmask16 mt) {
+  for_vectors(N, [&](auto masked, int64_t k0, Vec::Mask mt) {
     constexpr bool M = decltype(masked)::value;
-    const __m512 vbm = decay16<PN, M>(d.bmv, sbm, k0, mt);
-    const __m512 vobm = decay16<PN, M>(d.obmv, sobm, k0, mt);
-    const __m512 vbs = decay16<PN, M>(d.bsv, sbs, k0, mt);
-    const __m512 uk = load16<M>(u + k0, mt), ik = load16<M>(i + k0, mt);
-    const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, uk, one, _CMP_GT_OQ);
-    const __m512 s = _mm512_maskz_mov_ps(spike, one);
-    const __m512 p = _mm512_add_ps(_mm512_mul_ps(vbm, uk), _mm512_mul_ps(vobm, ik));
-    if (sr) store16<M>(sr + k0, mt, s);
-    if (ur) store16<M>(ur + k0, mt, uk);
-    if (pr) store16<M>(pr + k0, mt, p);
-    if (ir) store16<M>(ir + k0, mt, ik);
-    store16<M>(u + k0, mt, _mm512_mul_ps(p, _mm512_sub_ps(one, s)));
-    __m512 in = _mm512_mul_ps(vbs, ik);
-    if (x) in = _mm512_add_ps(in, load16<M>(x + k0, mt));
-    store16<M>(i + k0, mt, in);
-    m = append_bits(spike, k0, idx, m);
+    const V vbm = decay_lanes<PN, M>(d.bmv, sbm, k0, mt);
+    const V vobm = decay_lanes<PN, M>(d.obmv, sobm, k0, mt);
+    const V vbs = decay_lanes<PN, M>(d.bsv, sbs, k0, mt);
+    const V uk = load_lanes<M>(u + k0, mt), ik = load_lanes<M>(i + k0, mt);
+    const Vec::Mask spike = Vec::greater(uk, one, mt);
+    const V s = Vec::where(spike, one);
+    const V p = Vec::add(Vec::mul(vbm, uk), Vec::mul(vobm, ik));
+    if (sr) store_lanes<M>(sr + k0, mt, s);
+    if (ur) store_lanes<M>(ur + k0, mt, uk);
+    if (pr) store_lanes<M>(pr + k0, mt, p);
+    if (ir) store_lanes<M>(ir + k0, mt, ik);
+    store_lanes<M>(u + k0, mt, Vec::mul(p, Vec::sub(one, s)));
+    V in = Vec::mul(vbs, ik);
+    if (x) in = Vec::add(in, load_lanes<M>(x + k0, mt));
+    store_lanes<M>(i + k0, mt, in);
+    m = Vec::append_lanes(spike, k0, idx, m);
   });
   return m;
 }
@@ -801,166 +817,33 @@ SG_INLINE int64_t backward_row(int64_t N, const Decays<float>& dc,
                                float* __restrict__ du, float* __restrict__ di,
                                float* __restrict__ dbm, float* __restrict__ dbs,
                                int32_t* __restrict__ idx) {
-  const __m512 one = _mm512_set1_ps(1.0f), sbm = _mm512_set1_ps(dc.bm);
-  const __m512 sobm = _mm512_set1_ps(dc.obm), sbs = _mm512_set1_ps(dc.bs);
+  using V = Vec::V;
+  const V one = Vec::set1(1.0f), sbm = Vec::set1(dc.bm), sobm = Vec::set1(dc.obm);
+  const V sbs = Vec::set1(dc.bs);
   int64_t m = 0;
-  for_vectors(N, [&](auto masked, int64_t k0, __mmask16 mt) {
+  for_vectors(N, [&](auto masked, int64_t k0, Vec::Mask mt) {
     constexpr bool M = decltype(masked)::value;
-    const __m512 vbm = decay16<PN, M>(dc.bmv, sbm, k0, mt);
-    const __m512 vobm = decay16<PN, M>(dc.obmv, sobm, k0, mt);
-    const __m512 vbs = decay16<PN, M>(dc.bsv, sbs, k0, mt);
-    const __m512 uk = load16<M>(u + k0, mt);
-    const __mmask16 spike = _mm512_mask_cmp_ps_mask(mt, uk, one, _CMP_GT_OQ);
-    const __m512 d = load16<M>(du + k0, mt);
-    __m512 g = load16<M>(grad + k0, mt);
-    if (r) g = _mm512_add_ps(g, load16<M>(r + k0, mt));
-    if (p) g = _mm512_sub_ps(g, _mm512_mul_ps(d, load16<M>(p + k0, mt)));
-    const __m512 a = _mm512_maskz_mov_ps(static_cast<__mmask16>(~spike), d);  // du (1 - S)
-    const __m512 gs = _mm512_mul_ps(g, load16<M>(sg + k0, mt));
-    store16<M>(du + k0, mt, _mm512_add_ps(_mm512_mul_ps(vbm, a), gs));
-    const __m512 dik = load16<M>(di + k0, mt);
+    const V vbm = decay_lanes<PN, M>(dc.bmv, sbm, k0, mt);
+    const V vobm = decay_lanes<PN, M>(dc.obmv, sobm, k0, mt);
+    const V vbs = decay_lanes<PN, M>(dc.bsv, sbs, k0, mt);
+    const V uk = load_lanes<M>(u + k0, mt);
+    const Vec::Mask spike = Vec::greater(uk, one, mt);
+    const V d = load_lanes<M>(du + k0, mt);
+    V g = load_lanes<M>(grad + k0, mt);
+    if (r) g = Vec::add(g, load_lanes<M>(r + k0, mt));
+    if (p) g = Vec::sub(g, Vec::mul(d, load_lanes<M>(p + k0, mt)));
+    const V a = Vec::where_not(spike, d);  // du (1 - S)
+    const V gs = Vec::mul(g, load_lanes<M>(sg + k0, mt));
+    store_lanes<M>(du + k0, mt, Vec::add(Vec::mul(vbm, a), gs));
+    const V dik = load_lanes<M>(di + k0, mt);
     if (ir) {  // dβ_m += a (U - I), dβ_s += dI[n+1] I
-      const __m512 ik = load16<M>(ir + k0, mt);
-      store16<M>(dbm + k0, mt, _mm512_add_ps(load16<M>(dbm + k0, mt),
-                                             _mm512_mul_ps(a, _mm512_sub_ps(uk, ik))));
-      store16<M>(dbs + k0, mt, _mm512_add_ps(load16<M>(dbs + k0, mt), _mm512_mul_ps(dik, ik)));
+      const V ik = load_lanes<M>(ir + k0, mt);
+      store_lanes<M>(dbm + k0, mt,
+                     Vec::add(load_lanes<M>(dbm + k0, mt), Vec::mul(a, Vec::sub(uk, ik))));
+      store_lanes<M>(dbs + k0, mt, Vec::add(load_lanes<M>(dbs + k0, mt), Vec::mul(dik, ik)));
     }
-    store16<M>(di + k0, mt, _mm512_add_ps(_mm512_mul_ps(vobm, a), _mm512_mul_ps(vbs, dik)));
-    m = append_bits(spike, k0, idx, m);
-  });
-  return m;
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-// The same loops in vectors of 8 columns (AVX2), with the same operations per element as the
-// AVX-512 code above. The columns of the set bits of an 8-bit mask, as bytes packed into a
-// 64-bit word, for each of the 256 masks:
-struct ColumnsOfBits {
-  uint64_t packed[256];
-  constexpr ColumnsOfBits() : packed() {
-    for (int bits = 0; bits < 256; ++bits) {
-      uint64_t p = 0;
-      int m = 0;
-      for (int j = 0; j < 8; ++j) {
-        if (bits & (1 << j)) p |= uint64_t(j) << (8 * m++);
-      }
-      packed[bits] = p;
-    }
-  }
-};
-constexpr ColumnsOfBits kColumnsOfBits{};
-
-// The columns of the set bits of an 8-bit mask of columns [k0, k0 + 8), appended to idx
-// (which has room for 8 entries past the last column) without a branch per column.
-SG_INLINE int64_t append_bits(int bits, int64_t k0, int32_t* idx, int64_t m) {
-  const __m128i packed = _mm_cvtsi64_si128(static_cast<int64_t>(kColumnsOfBits.packed[bits]));
-  const __m256i columns = _mm256_add_epi32(_mm256_cvtepu8_epi32(packed),
-                                           _mm256_set1_epi32(static_cast<int32_t>(k0)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), columns);
-  return m + __builtin_popcount(static_cast<uint32_t>(bits));
-}
-
-// Loads and stores of 8 floats, masked only for the last, partial vector of a row.
-template <bool masked>
-SG_INLINE __m256 load8(const float* p, __m256i m) {
-  if constexpr (masked) {
-    return _mm256_maskload_ps(p, m);
-  } else {
-    return _mm256_loadu_ps(p);
-  }
-}
-
-template <bool masked>
-SG_INLINE void store8(float* p, __m256i m, __m256 v) {
-  if constexpr (masked) {
-    _mm256_maskstore_ps(p, m, v);
-  } else {
-    _mm256_storeu_ps(p, v);
-  }
-}
-
-// Calls f(masked, k0, mask) for the vectors of 8 columns of [0, N): full ones, then the
-// partial last one (masked = std::true_type; its other lanes load as 0).
-template <typename F>
-SG_INLINE void for_vectors(int64_t N, const F& f) {
-  int64_t k0 = 0;
-  for (; k0 + 8 <= N; k0 += 8) f(std::false_type{}, k0, _mm256_set1_epi32(-1));
-  if (k0 < N) f(std::true_type{}, k0, lanes_below(N - k0));
-}
-
-template <bool PN, bool masked>
-SG_INLINE __m256 decay8(const float* v, __m256 same, int64_t k0, __m256i m) {
-  if constexpr (PN) {
-    return load8<masked>(v + k0, m);
-  } else {
-    return same;
-  }
-}
-
-template <bool PN>
-SG_INLINE int64_t forward_row(int64_t N, const Decays<float>& d,
-                              float* __restrict__ u, float* __restrict__ i,
-                              const float* __restrict__ x, float* __restrict__ ur,
-                              float* __restrict__ sr, float* __restrict__ pr,
-                              float* __restrict__ ir, int32_t* __restrict__ idx) {
-  const __m256 one = _mm256_set1_ps(1.0f), sbm = _mm256_set1_ps(d.bm);
-  const __m256 sobm = _mm256_set1_ps(d.obm), sbs = _mm256_set1_ps(d.bs);
-  int64_t m = 0;
-  for_vectors(N, [&](auto masked, int64_t k0, __m256i mt) {
-    constexpr bool M = decltype(masked)::value;
-    const __m256 vbm = decay8<PN, M>(d.bmv, sbm, k0, mt);
-    const __m256 vobm = decay8<PN, M>(d.obmv, sobm, k0, mt);
-    const __m256 vbs = decay8<PN, M>(d.bsv, sbs, k0, mt);
-    const __m256 uk = load8<M>(u + k0, mt), ik = load8<M>(i + k0, mt);
-    const __m256 spike = _mm256_cmp_ps(uk, one, _CMP_GT_OQ);  // lanes past N hold 0: none
-    const __m256 s = _mm256_and_ps(spike, one);
-    const __m256 p = _mm256_add_ps(_mm256_mul_ps(vbm, uk), _mm256_mul_ps(vobm, ik));
-    if (sr) store8<M>(sr + k0, mt, s);
-    if (ur) store8<M>(ur + k0, mt, uk);
-    if (pr) store8<M>(pr + k0, mt, p);
-    if (ir) store8<M>(ir + k0, mt, ik);
-    store8<M>(u + k0, mt, _mm256_mul_ps(p, _mm256_sub_ps(one, s)));
-    __m256 in = _mm256_mul_ps(vbs, ik);
-    if (x) in = _mm256_add_ps(in, load8<M>(x + k0, mt));
-    store8<M>(i + k0, mt, in);
-    m = append_bits(_mm256_movemask_ps(spike), k0, idx, m);
-  });
-  return m;
-}
-
-template <bool PN>
-SG_INLINE int64_t backward_row(int64_t N, const Decays<float>& dc,
-                               const float* __restrict__ grad, const float* __restrict__ r,
-                               const float* __restrict__ p, const float* __restrict__ u,
-                               const float* __restrict__ ir, const float* __restrict__ sg,
-                               float* __restrict__ du, float* __restrict__ di,
-                               float* __restrict__ dbm, float* __restrict__ dbs,
-                               int32_t* __restrict__ idx) {
-  const __m256 one = _mm256_set1_ps(1.0f), sbm = _mm256_set1_ps(dc.bm);
-  const __m256 sobm = _mm256_set1_ps(dc.obm), sbs = _mm256_set1_ps(dc.bs);
-  int64_t m = 0;
-  for_vectors(N, [&](auto masked, int64_t k0, __m256i mt) {
-    constexpr bool M = decltype(masked)::value;
-    const __m256 vbm = decay8<PN, M>(dc.bmv, sbm, k0, mt);
-    const __m256 vobm = decay8<PN, M>(dc.obmv, sobm, k0, mt);
-    const __m256 vbs = decay8<PN, M>(dc.bsv, sbs, k0, mt);
-    const __m256 uk = load8<M>(u + k0, mt);
-    const __m256 spike = _mm256_cmp_ps(uk, one, _CMP_GT_OQ);
-    const __m256 d = load8<M>(du + k0, mt);
-    __m256 g = load8<M>(grad + k0, mt);
-    if (r) g = _mm256_add_ps(g, load8<M>(r + k0, mt));
-    if (p) g = _mm256_sub_ps(g, _mm256_mul_ps(d, load8<M>(p + k0, mt)));
-    const __m256 a = _mm256_andnot_ps(spike, d);  // du (1 - S)
-    const __m256 gs = _mm256_mul_ps(g, load8<M>(sg + k0, mt));
-    store8<M>(du + k0, mt, _mm256_add_ps(_mm256_mul_ps(vbm, a), gs));
-    const __m256 dik = load8<M>(di + k0, mt);
-    if (ir) {  // dβ_m += a (U - I), dβ_s += dI[n+1] I
-      const __m256 ik = load8<M>(ir + k0, mt);
-      store8<M>(dbm + k0, mt, _mm256_add_ps(load8<M>(dbm + k0, mt),
-                                            _mm256_mul_ps(a, _mm256_sub_ps(uk, ik))));
-      store8<M>(dbs + k0, mt, _mm256_add_ps(load8<M>(dbs + k0, mt), _mm256_mul_ps(dik, ik)));
-    }
-    store8<M>(di + k0, mt, _mm256_add_ps(_mm256_mul_ps(vobm, a), _mm256_mul_ps(vbs, dik)));
-    m = append_bits(_mm256_movemask_ps(spike), k0, idx, m);
+    store_lanes<M>(di + k0, mt, Vec::add(Vec::mul(vobm, a), Vec::mul(vbs, dik)));
+    m = Vec::append_lanes(spike, k0, idx, m);
   });
   return m;
 }
@@ -1106,50 +989,44 @@ SG_INLINE void readout_adjoint_row(int64_t K, scalar_t bm, scalar_t obm, scalar_
 }
 
 #if defined(__AVX512F__)
-// reduce_row on the vector of columns [k0, k0 + 16) (mask mt) holding y = uk, in registers:
-// the row's values are not stored and read back.
-SG_INLINE void reduce_vector(const Fold<float>& F, int64_t k0, __mmask16 mt, __m512 uk) {
+// The readout's rows in vectors, with AVX-512 only: with AVX2 (masked stores are slow on
+// some CPUs, and 10-20 classes fill one or two vectors of 8) the scalar loops above were as
+// fast in interleaved pairs (randman and shd steps within 1 %, where these were 3 % slower).
+// reduce_row on the vector of columns [k0, k0 + lanes) (mask mt) holding y = uk, in
+// registers: the row's values are not stored and read back.
+SG_INLINE void reduce_vector(const Fold<float>& F, int64_t k0, Vec::Mask mt, Vec::V uk) {
   float* logits = F.logits + k0;
   switch (F.reduction) {
     case MAX: {
-      const __mmask16 up =
-          F.n == 0 ? mt : _mm512_mask_cmp_ps_mask(mt, uk, _mm512_maskz_loadu_ps(mt, logits),
-                                                  _CMP_GT_OQ);
-      _mm512_mask_storeu_ps(logits, up, uk);
-      _mm512_mask_storeu_epi32(F.argmax_out + k0, up, _mm512_set1_epi32(int32_t(F.n)));
+      const Vec::Mask up = F.n == 0 ? mt : Vec::greater(uk, Vec::load(logits, mt), mt);
+      Vec::store(logits, up, uk);
+      Vec::fill(F.argmax_out + k0, up, int32_t(F.n));
       break;
     }
     case SUM:
     case MEAN: {
-      __m512 total = F.n == 0 ? uk : _mm512_add_ps(_mm512_maskz_loadu_ps(mt, logits), uk);
-      if (F.reduction == MEAN && F.n == F.T - 1) {
-        total = _mm512_div_ps(total, _mm512_set1_ps(float(F.T)));
-      }
-      _mm512_mask_storeu_ps(logits, mt, total);
+      Vec::V total = F.n == 0 ? uk : Vec::add(Vec::load(logits, mt), uk);
+      if (F.reduction == MEAN && F.n == F.T - 1) total = Vec::div(total, Vec::set1(float(F.T)));
+      Vec::store(logits, mt, total);
       break;
     }
     case LAST:
-      if (F.n == F.T - 1) _mm512_mask_storeu_ps(logits, mt, uk);
+      if (F.n == F.T - 1) Vec::store(logits, mt, uk);
       break;
     default:
       break;
   }
 }
 
-// logits_gradient on the vector of columns [k0, k0 + 16) (mask mt).
-SG_INLINE __m512 logits_gradient_vector(const Fold<float>& F, int64_t k0, __mmask16 mt) {
-  const __m512 g = _mm512_maskz_loadu_ps(mt, F.grad + k0);
+// logits_gradient on the vector of columns [k0, k0 + lanes) (mask mt).
+SG_INLINE Vec::V logits_gradient_vector(const Fold<float>& F, int64_t k0, Vec::Mask mt) {
+  const Vec::V g = Vec::load(F.grad + k0, mt);
   switch (F.reduction) {
-    case MAX: {
-      const __m512i steps = _mm512_maskz_loadu_epi32(mt, F.argmax + k0);
-      const __mmask16 here =
-          _mm512_mask_cmpeq_epi32_mask(mt, steps, _mm512_set1_epi32(int32_t(F.n)));
-      return _mm512_maskz_mov_ps(here, g);
-    }
+    case MAX: return Vec::where(Vec::equal(F.argmax + k0, int32_t(F.n), mt), g);
     case SUM: return g;
-    case MEAN: return _mm512_div_ps(g, _mm512_set1_ps(float(F.T)));
-    case LAST: return F.n == F.T - 1 ? g : _mm512_setzero_ps();
-    default: return _mm512_setzero_ps();
+    case MEAN: return Vec::div(g, Vec::set1(float(F.T)));
+    case LAST: return F.n == F.T - 1 ? g : Vec::zero();
+    default: return Vec::zero();
   }
 }
 
@@ -1158,20 +1035,17 @@ SG_INLINE void readout_row<float>(int64_t K, float bm, float obm, float bs, floa
                                   float* __restrict__ i, const float* __restrict__ wot,
                                   const int32_t* idx, int64_t m, float* __restrict__ y,
                                   const Fold<float>& F) {
-  const __m512 vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm), vbs = _mm512_set1_ps(bs);
-  for (int64_t k0 = 0; k0 < K; k0 += 16) {
-    const __mmask16 mt = tail_mask(K - k0);
-    const __m512 ik = _mm512_maskz_loadu_ps(mt, i + k0);
-    const __m512 uk = _mm512_add_ps(_mm512_mul_ps(vbm, _mm512_maskz_loadu_ps(mt, u + k0)),
-                                    _mm512_mul_ps(vobm, ik));
-    _mm512_mask_storeu_ps(u + k0, mt, uk);
-    if (y) _mm512_mask_storeu_ps(y + k0, mt, uk);
+  const Vec::V vbm = Vec::set1(bm), vobm = Vec::set1(obm), vbs = Vec::set1(bs);
+  for (int64_t k0 = 0; k0 < K; k0 += Vec::lanes) {
+    const Vec::Mask mt = Vec::below(K - k0);
+    const Vec::V ik = Vec::load(i + k0, mt);
+    const Vec::V uk = Vec::add(Vec::mul(vbm, Vec::load(u + k0, mt)), Vec::mul(vobm, ik));
+    Vec::store(u + k0, mt, uk);
+    if (y) Vec::store(y + k0, mt, uk);
     if (F.logits) reduce_vector(F, k0, mt, uk);
-    __m512 in = _mm512_mul_ps(vbs, ik);
-    for (int64_t e = 0; e < m; ++e) {
-      in = _mm512_add_ps(in, _mm512_maskz_loadu_ps(mt, wot + int64_t(idx[e]) * K + k0));
-    }
-    _mm512_mask_storeu_ps(i + k0, mt, in);
+    Vec::V in = Vec::mul(vbs, ik);
+    for (int64_t e = 0; e < m; ++e) in = Vec::add(in, Vec::load(wot + int64_t(idx[e]) * K + k0, mt));
+    Vec::store(i + k0, mt, in);
   }
 }
 
@@ -1180,17 +1054,16 @@ SG_INLINE void readout_adjoint_row<float>(int64_t K, float bm, float obm, float 
                                           float* __restrict__ lu, float* __restrict__ li,
                                           const float* __restrict__ dy, const Fold<float>& F,
                                           float* __restrict__ dxo) {
-  const __m512 vbm = _mm512_set1_ps(bm), vobm = _mm512_set1_ps(obm), vbs = _mm512_set1_ps(bs);
-  for (int64_t k0 = 0; k0 < K; k0 += 16) {
-    const __mmask16 mt = tail_mask(K - k0);
-    const __m512 lik = _mm512_maskz_loadu_ps(mt, li + k0);
-    __m512 d = dy ? _mm512_maskz_loadu_ps(mt, dy + k0) : _mm512_setzero_ps();
-    if (F.grad) d = _mm512_add_ps(d, logits_gradient_vector(F, k0, mt));
-    const __m512 uo = _mm512_add_ps(_mm512_maskz_loadu_ps(mt, lu + k0), d);
-    _mm512_mask_storeu_ps(dxo + k0, mt, lik);
-    _mm512_mask_storeu_ps(lu + k0, mt, _mm512_mul_ps(vbm, uo));
-    _mm512_mask_storeu_ps(li + k0, mt,
-                          _mm512_add_ps(_mm512_mul_ps(vobm, uo), _mm512_mul_ps(vbs, lik)));
+  const Vec::V vbm = Vec::set1(bm), vobm = Vec::set1(obm), vbs = Vec::set1(bs);
+  for (int64_t k0 = 0; k0 < K; k0 += Vec::lanes) {
+    const Vec::Mask mt = Vec::below(K - k0);
+    const Vec::V lik = Vec::load(li + k0, mt);
+    Vec::V d = dy ? Vec::load(dy + k0, mt) : Vec::zero();
+    if (F.grad) d = Vec::add(d, logits_gradient_vector(F, k0, mt));
+    const Vec::V uo = Vec::add(Vec::load(lu + k0, mt), d);
+    Vec::store(dxo + k0, mt, lik);
+    Vec::store(lu + k0, mt, Vec::mul(vbm, uo));
+    Vec::store(li + k0, mt, Vec::add(Vec::mul(vobm, uo), Vec::mul(vbs, lik)));
   }
 }
 #endif
@@ -1212,143 +1085,68 @@ void block_times_matrix(int64_t nb, int64_t K, int64_t N, const scalar_t* __rest
   }
 }
 
-#if defined(__AVX512F__)
-// out[r, j0 + 16 c + l] (+)= Σ_k a[r, k] M[k, j0 + 16 c + l] for R rows of a and C vectors of
-// 16 columns of M (the last one masked by `last`): R × C accumulators in registers, so that
-// each vector of M loaded serves R rows and each element of a broadcast serves C vectors.
+#if defined(SG_VECTORS)
+// out[r, j0 + lanes c + l] (+)= Σ_k a[r, k] M[k, j0 + lanes c + l] for R rows of a and C
+// vectors of columns of M (the last one masked by `last`): R × C accumulators in registers,
+// so that each vector of M loaded serves R rows and each element of a broadcast serves C
+// vectors. Each element is summed over k = 0, 1, ... with fused multiply-adds.
 template <int R, int C, bool ADD>
-SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, __mmask16 last,
+SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, Vec::Mask last,
                                  const float* a, const float* __restrict__ m,
                                  float* __restrict__ out) {
-  __m512 acc[R][C];
+  constexpr int64_t L = Vec::lanes;
+  Vec::V acc[R][C];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      const float* o = out + r * N + j0 + 16 * c;
-      acc[r][c] = !ADD         ? _mm512_setzero_ps()
-                  : c == C - 1 ? _mm512_maskz_loadu_ps(last, o)
-                               : _mm512_loadu_ps(o);
+      const float* o = out + r * N + j0 + L * c;
+      acc[r][c] = !ADD ? Vec::zero() : c == C - 1 ? Vec::load(o, last) : Vec::load(o);
     }
   }
   const float* mk = m + j0;
   for (int64_t k = 0; k < K; ++k, mk += N) {
-    __m512 mc[C];
+    Vec::V mc[C];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) {
-      mc[c] = c == C - 1 ? _mm512_maskz_loadu_ps(last, mk + 16 * c) : _mm512_loadu_ps(mk + 16 * c);
-    }
+    for (int c = 0; c < C; ++c) mc[c] = c == C - 1 ? Vec::load(mk + L * c, last) : Vec::load(mk + L * c);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m512 ak = _mm512_set1_ps(a[r * K + k]);
+      const Vec::V ak = Vec::set1(a[r * K + k]);
 #pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(ak, mc[c], acc[r][c]);
+      for (int c = 0; c < C; ++c) acc[r][c] = Vec::fmadd(ak, mc[c], acc[r][c]);
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      float* o = out + r * N + j0 + 16 * c;
+      float* o = out + r * N + j0 + L * c;
       if (c == C - 1) {
-        _mm512_mask_storeu_ps(o, last, acc[r][c]);
+        Vec::store(o, last, acc[r][c]);
       } else {
-        _mm512_storeu_ps(o, acc[r][c]);
+        Vec::store(o, acc[r][c]);
       }
     }
   }
 }
 
-// The tiles of R rows: passes of 4 vectors of columns, then the 1 to 3 vectors left.
+// The tiles of R rows: passes of Vec::tile_vectors vectors of columns (4 with AVX-512's 32
+// registers; 3 with AVX2's 16, shd step -6.5 % against 2), then the vectors left.
 template <int R, bool ADD>
 SG_INLINE void rows_times_matrix(int64_t K, int64_t N, const float* a,
                                  const float* __restrict__ m, float* __restrict__ out) {
-  const int64_t vectors = (N + 15) / 16;
-  const __mmask16 full = 0xFFFF, tail = tail_mask(N - 16 * (vectors - 1));
+  constexpr int64_t L = Vec::lanes;
+  constexpr int P = Vec::tile_vectors;
+  const int64_t vectors = (N + L - 1) / L;
+  const Vec::Mask full = Vec::all(), tail = Vec::below(N - L * (vectors - 1));
   int64_t c0 = 0;
-  for (; c0 + 4 <= vectors; c0 += 4) {
-    tile_times_matrix<R, 4, ADD>(K, N, 16 * c0, c0 + 4 == vectors ? tail : full, a, m, out);
+  for (; c0 + P <= vectors; c0 += P) {
+    tile_times_matrix<R, P, ADD>(K, N, L * c0, c0 + P == vectors ? tail : full, a, m, out);
   }
   switch (vectors - c0) {
-    case 3: tile_times_matrix<R, 3, ADD>(K, N, 16 * c0, tail, a, m, out); break;
-    case 2: tile_times_matrix<R, 2, ADD>(K, N, 16 * c0, tail, a, m, out); break;
-    case 1: tile_times_matrix<R, 1, ADD>(K, N, 16 * c0, tail, a, m, out); break;
-    default: break;
-  }
-}
-
-template <bool ADD>
-void block_times_matrix(int64_t nb, int64_t K, int64_t N, const float* __restrict__ a,
-                        const float* __restrict__ m, float* __restrict__ out) {
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) rows_times_matrix<4, ADD>(K, N, a + b * K, m, out + b * N);
-  switch (nb - b) {
-    case 3: rows_times_matrix<3, ADD>(K, N, a + b * K, m, out + b * N); break;
-    case 2: rows_times_matrix<2, ADD>(K, N, a + b * K, m, out + b * N); break;
-    case 1: rows_times_matrix<1, ADD>(K, N, a + b * K, m, out + b * N); break;
-    default: break;
-  }
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-// The same register tiles in vectors of 8 columns (AVX2 has 16 vector registers: tiles of
-// up to 4 rows and 3 vectors, 12 accumulators; passes of 3 vectors, then the 1 or 2 left;
-// shd step -6.5 % against tiles of 2 vectors), each element summed
-// over k = 0, 1, ... with fused multiply-adds, as above.
-template <int R, int C, bool ADD>
-SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, __m256i last,
-                                 const float* a, const float* __restrict__ m,
-                                 float* __restrict__ out) {
-  __m256 acc[R][C];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 3
-    for (int c = 0; c < C; ++c) {
-      const float* o = out + r * N + j0 + 8 * c;
-      acc[r][c] = !ADD         ? _mm256_setzero_ps()
-                  : c == C - 1 ? _mm256_maskload_ps(o, last)
-                               : _mm256_loadu_ps(o);
-    }
-  }
-  const float* mk = m + j0;
-  for (int64_t k = 0; k < K; ++k, mk += N) {
-    __m256 mc[C];
-#pragma GCC unroll 3
-    for (int c = 0; c < C; ++c) {
-      mc[c] = c == C - 1 ? _mm256_maskload_ps(mk + 8 * c, last) : _mm256_loadu_ps(mk + 8 * c);
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 ak = _mm256_broadcast_ss(a + r * K + k);
-#pragma GCC unroll 3
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(ak, mc[c], acc[r][c]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 3
-    for (int c = 0; c < C; ++c) {
-      float* o = out + r * N + j0 + 8 * c;
-      if (c == C - 1) {
-        _mm256_maskstore_ps(o, last, acc[r][c]);
-      } else {
-        _mm256_storeu_ps(o, acc[r][c]);
-      }
-    }
-  }
-}
-
-template <int R, bool ADD>
-SG_INLINE void rows_times_matrix(int64_t K, int64_t N, const float* a,
-                                 const float* __restrict__ m, float* __restrict__ out) {
-  const int64_t vectors = (N + 7) / 8;
-  const __m256i full = _mm256_set1_epi32(-1), tail = lanes_below(N - 8 * (vectors - 1));
-  int64_t c0 = 0;
-  for (; c0 + 3 <= vectors; c0 += 3) {
-    tile_times_matrix<R, 3, ADD>(K, N, 8 * c0, c0 + 3 == vectors ? tail : full, a, m, out);
-  }
-  switch (vectors - c0) {
-    case 2: tile_times_matrix<R, 2, ADD>(K, N, 8 * c0, tail, a, m, out); break;
-    case 1: tile_times_matrix<R, 1, ADD>(K, N, 8 * c0, tail, a, m, out); break;
+    case 3: tile_times_matrix<R, 3, ADD>(K, N, L * c0, tail, a, m, out); break;
+    case 2: tile_times_matrix<R, 2, ADD>(K, N, L * c0, tail, a, m, out); break;
+    case 1: tile_times_matrix<R, 1, ADD>(K, N, L * c0, tail, a, m, out); break;
     default: break;
   }
 }
