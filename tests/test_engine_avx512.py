@@ -1,6 +1,7 @@
 """The AVX-512 kernels where the CPU has no AVX-512 (as on most laptops, and on this
-project's CI machine): test_engine.py again on the kernels' AVX-512 branch with SIMDe's
-portable intrinsics (tests/avx512_emulation.py), and the same bits from both vector widths.
+project's CI machine): the engine's tests again (test_engine.py, test_engine_inputs.py,
+test_sparse_batches.py) on the kernels' AVX-512 branch with SIMDe's portable intrinsics
+(tests/avx512_emulation.py), and the same bits from both vector widths.
 Skipped without SIMDe's headers, and on CPUs with AVX-512 (test_engine.py runs that branch
 natively there)."""
 
@@ -45,7 +46,8 @@ def _emulated(*args: str) -> subprocess.CompletedProcess:
 
 def test_engine_tests_pass_on_the_avx512_kernels():
     done = _emulated("-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "avx512_emulation",
-                     "tests/test_engine.py")
+                     "tests/test_engine.py", "tests/test_engine_inputs.py",
+                     "tests/test_sparse_batches.py")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
