@@ -44,7 +44,7 @@ struct Vec {
   using V = __m512;
   using Mask = __mmask16;
   static constexpr int64_t lanes = 16;
-  static constexpr int tile_vectors = 4;  // columns of a register tile (32 registers)
+  static constexpr int tile_vectors = 4;  // vectors of columns in a register tile (32 registers)
 
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V zero() { return _mm512_setzero_ps(); }
@@ -106,7 +106,7 @@ struct Vec {
   using V = __m256;
   using Mask = __m256i;
   static constexpr int64_t lanes = 8;
-  static constexpr int tile_vectors = 3;  // columns of a register tile (16 registers)
+  static constexpr int tile_vectors = 3;  // vectors of columns in a register tile (16 registers)
 
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V zero() { return _mm256_setzero_ps(); }
