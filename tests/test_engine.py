@@ -249,24 +249,27 @@ def test_recompute_matches(backend):
             recompute=True)
 
 
-def _network_gradients(recompute, recurrent, reset, taus, batch, steps, seed):
-    """Logits and every parameter's gradient of a two-layer network with learned τ."""
+def _network_gradients(recompute, recurrent, reset, taus, batch, steps, seed,
+                       hidden=(40, 30), reduction="max", classes=4):
+    """Logits, spike counts and every parameter's gradient of a float32 network (the first
+    hidden layer recurrent when ``recurrent``), with learned per-neuron τ when ``taus``."""
     g = torch.Generator().manual_seed(seed)
     inputs = (torch.rand(batch, steps, 20, generator=g) < 0.05).float()
-    labels = torch.randint(4, (batch,), generator=g)
-    net = SNN.build(20, [40, 30], 4, recurrent=[recurrent, False], detach_reset=not reset,
-                    engine="fast", recompute=recompute, init_scale=12.0,
+    labels = torch.randint(classes, (batch,), generator=g)
+    net = SNN.build(20, list(hidden), classes, recurrent=[recurrent] + [False] * (len(hidden) - 1),
+                    detach_reset=not reset, engine="fast", recompute=recompute, init_scale=12.0,
                     generator=torch.Generator().manual_seed(seed + 1))
     if taus:
         for layer in net.hidden:
             layer.set_time_constants(*random_time_constants(seed, layer.out_features,
                                                             torch.float32), 1.0, learn=True)
-    out = net(inputs, record_spikes=False, record_trace=False, reduction="max")
+    out = net(inputs, record_spikes=False, record_trace=False, reduction=reduction)
     loss = (torch.nn.functional.cross_entropy(out.logits, labels)
             + 1e-3 * sum(c.pow(2).mean() for c in out.spike_counts))
     loss.backward()
     assert all(c.sum() > 0 for c in out.spike_counts)
-    return [out.logits] + [p.grad for p in net.parameters()]
+    return ([out.logits.detach()] + [c.detach() for c in out.spike_counts]
+            + [p.grad for p in net.parameters()])
 
 
 @pytest.mark.parametrize("recurrent, reset, taus", [(False, False, False), (True, True, False),

@@ -17,7 +17,7 @@ import torch
 
 from avx512_emulation import simde_include
 from spikegrad.engine import cpp
-from spikegrad.model import SNN
+from test_engine import _network_gradients
 
 TESTS = Path(__file__).parent
 
@@ -52,34 +52,16 @@ def test_engine_tests_pass_on_the_avx512_kernels():
 
 
 def network_results() -> list[torch.Tensor]:
-    """Logits, spike counts and every gradient of float32 networks: widths that fill whole
-    vectors of 8 and 16 and ones that do not, feed-forward and recurrent, each readout
-    reduction, with and without learned per-neuron time constants."""
+    """test_engine's network results on widths that fill whole vectors of 8 and 16 and ones
+    that do not, feed-forward and recurrent, each readout reduction, with and without learned
+    per-neuron time constants."""
     results = []
-    for case, (hidden, recurrent, reduction, taus) in enumerate([
-            ([37, 19], False, "max", False), ([100], False, "sum", True),
-            ([256], True, "max", False), ([130, 64], True, "mean", True),
-            ([24], True, "last", False), ([16, 48], False, "max", True)]):
-        g = torch.Generator().manual_seed(case)
-        batch, steps, inputs, classes = 5 + case, 40 + 3 * case, 23, 10 + case
-        x = (torch.rand(batch, steps, inputs, generator=g) < 0.08).float()
-        labels = torch.randint(classes, (batch,), generator=g)
-        recurrence = [recurrent] + [False] * (len(hidden) - 1)
-        net = SNN.build(inputs, hidden, classes, recurrent=recurrence,
-                        detach_reset=case % 2 == 0, engine="fast", init_scale=8.0,
-                        generator=torch.Generator().manual_seed(case + 1))
-        if taus:
-            for layer in net.hidden:
-                tau_mem = torch.rand(layer.out_features, generator=g) * 15 + 5
-                tau_syn = torch.rand(layer.out_features, generator=g) * 8 + 2
-                layer.set_time_constants(tau_mem, tau_syn, 1.0, learn=True)
-        out = net(x, record_spikes=False, record_trace=False, reduction=reduction)
-        loss = (torch.nn.functional.cross_entropy(out.logits, labels)
-                + 1e-3 * sum(c.pow(2).mean() for c in out.spike_counts))
-        loss.backward()
-        assert all(c.sum() > 0 for c in out.spike_counts)
-        results += [out.logits.detach(), *(c.detach() for c in out.spike_counts),
-                    *(p.grad for p in net.parameters())]
+    for seed, (hidden, recurrent, reduction, taus) in enumerate([
+            ((37, 19), False, "max", False), ((100,), False, "sum", True),
+            ((256,), True, "max", False), ((130, 64), True, "mean", True),
+            ((24,), True, "last", False), ((16, 48), False, "max", True)]):
+        results += _network_gradients("auto", recurrent, seed % 2 == 1, taus, 5 + seed,
+                                      40 + 3 * seed, seed, hidden, reduction, 10 + seed)
     return results
 
 
