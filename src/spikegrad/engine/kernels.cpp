@@ -63,6 +63,8 @@ struct Vec {
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
   static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
+  static Mask nonzero(V a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN too
+  static uint32_t bits(Mask m) { return m; }  // bit l: lane l
   static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
   // div, equal and fill serve the readout alone, vectorised with AVX-512 only (see there)
   static Mask equal(const int32_t* p, int32_t value, Mask m) {  // lanes of m with p[l] == value
@@ -119,7 +121,7 @@ struct Vec {
   static V load(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }  // others 0
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   // The lanes of m stored one by one from a copy of v: AVX2's masked store (vmaskmovps) is
-  // slow on some CPUs (AMD Zen 3: randman and shd steps 6-7 % faster this way, A/B pairs).
+  // slow on some CPUs (AMD Zen 3: randman steps 2-3 %, shd 1 % faster this way, A/B pairs).
   static void store(float* p, Mask m, V v) {
     alignas(32) float lanes_of_v[8];
     _mm256_store_ps(lanes_of_v, v);
@@ -136,6 +138,12 @@ struct Vec {
     return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)), m);
   }
   static V where(Mask s, V a) { return _mm256_and_ps(_mm256_castsi256_ps(s), a); }
+  static Mask nonzero(V a) {  // NaN too
+    return _mm256_castps_si256(_mm256_cmp_ps(a, zero(), _CMP_NEQ_UQ));
+  }
+  static uint32_t bits(Mask m) {  // bit l: lane l
+    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(m)));
+  }
   static V where_not(Mask s, V a) { return _mm256_andnot_ps(_mm256_castsi256_ps(s), a); }
   // The columns k0 + l of the lanes l of s appended to idx (room for 8 past m), looked up in
   // kColumnsOfBits without a branch per column; returns the new count.
@@ -296,22 +304,12 @@ inline uint32_t nonzero_mask32(const scalar_t* p) {
   return mask;
 }
 
-#if defined(__AVX512F__)
+#if defined(SG_VECTORS)
 template <>
 inline uint32_t nonzero_mask32<float>(const float* p) {
-  const __m512 zero = _mm512_setzero_ps();
-  const uint32_t lo = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_NEQ_UQ);
-  const uint32_t hi = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_NEQ_UQ);
-  return lo | (hi << 16);
-}
-#elif defined(__AVX2__)
-template <>
-inline uint32_t nonzero_mask32<float>(const float* p) {
-  const __m256 zero = _mm256_setzero_ps();
   uint32_t mask = 0;
-  for (int j = 0; j < 4; ++j) {
-    const __m256 ne = _mm256_cmp_ps(_mm256_loadu_ps(p + 8 * j), zero, _CMP_NEQ_UQ);
-    mask |= uint32_t(_mm256_movemask_ps(ne)) << (8 * j);
+  for (int64_t k0 = 0; k0 < 32; k0 += Vec::lanes) {
+    mask |= Vec::bits(Vec::nonzero(Vec::load(p + k0))) << k0;
   }
   return mask;
 }
