@@ -998,7 +998,7 @@ SG_INLINE void readout_adjoint_row(int64_t K, scalar_t bm, scalar_t obm, scalar_
 #if defined(__AVX512F__)
 // The readout's rows in vectors, with AVX-512 only: with AVX2 (10-20 classes fill one or two
 // vectors of 8, the last one partly) the scalar loops above were faster in interleaved pairs
-// (randman and shd steps 3 % slower in vectors; 2 % with masked stores lane by lane).
+// (randman and shd steps 3 % slower in vectors; 1-2 % with masked stores lane by lane).
 // reduce_row on the vector of columns [k0, k0 + lanes) (mask mt) holding y = uk, in
 // registers: the row's values are not stored and read back.
 SG_INLINE void reduce_vector(const Fold<float>& F, int64_t k0, Vec::Mask mt, Vec::V uk) {
