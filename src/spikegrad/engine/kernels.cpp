@@ -63,9 +63,9 @@ struct Vec {
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
   static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
+  static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
   static Mask nonzero(V a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN too
   static uint32_t bits(Mask m) { return m; }  // bit l: lane l
-  static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
   // div, equal and fill serve the readout alone, vectorised with AVX-512 only (see there)
   static Mask equal(const int32_t* p, int32_t value, Mask m) {  // lanes of m with p[l] == value
     return _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, p),
@@ -138,13 +138,13 @@ struct Vec {
     return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)), m);
   }
   static V where(Mask s, V a) { return _mm256_and_ps(_mm256_castsi256_ps(s), a); }
+  static V where_not(Mask s, V a) { return _mm256_andnot_ps(_mm256_castsi256_ps(s), a); }
   static Mask nonzero(V a) {  // NaN too
     return _mm256_castps_si256(_mm256_cmp_ps(a, zero(), _CMP_NEQ_UQ));
   }
   static uint32_t bits(Mask m) {  // bit l: lane l
     return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(m)));
   }
-  static V where_not(Mask s, V a) { return _mm256_andnot_ps(_mm256_castsi256_ps(s), a); }
   // The columns k0 + l of the lanes l of s appended to idx (room for 8 past m), looked up in
   // kColumnsOfBits without a branch per column; returns the new count.
   static int64_t append_lanes(Mask s, int64_t k0, int32_t* idx, int64_t m) {
