@@ -64,6 +64,7 @@ struct Vec {
   static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
   static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
+  static V select(Mask s, V a, V b) { return _mm512_mask_mov_ps(b, s, a); }  // a in s, else b
   static Mask nonzero(V a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN too
   static uint32_t bits(Mask m) { return m; }  // bit l: lane l
   // div, equal and fill serve the readout alone, vectorised with AVX-512 only (see there)
@@ -78,11 +79,14 @@ struct Vec {
   // the front of a vector that is stored whole, without a branch per column (spikes come at
   // random, and a loop over them would mispredict its exit); returns the new count.
   static int64_t append_lanes(Mask s, int64_t k0, int32_t* idx, int64_t m) {
+    return append_bits(bits(s), k0, idx, m);
+  }
+  static int64_t append_bits(uint32_t lanes, int64_t k0, int32_t* idx, int64_t m) {
     const __m512i columns = _mm512_add_epi32(
         _mm512_set1_epi32(static_cast<int32_t>(k0)),
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    _mm512_storeu_si512(idx + m, _mm512_maskz_compress_epi32(s, columns));
-    return m + __builtin_popcount(static_cast<uint32_t>(s));
+    _mm512_storeu_si512(idx + m, _mm512_maskz_compress_epi32(static_cast<Mask>(lanes), columns));
+    return m + __builtin_popcount(lanes);
   }
 };
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -139,6 +143,9 @@ struct Vec {
   }
   static V where(Mask s, V a) { return _mm256_and_ps(_mm256_castsi256_ps(s), a); }
   static V where_not(Mask s, V a) { return _mm256_andnot_ps(_mm256_castsi256_ps(s), a); }
+  static V select(Mask s, V a, V b) {  // a in s, else b
+    return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(s));
+  }
   static Mask nonzero(V a) {  // NaN too
     return _mm256_castps_si256(_mm256_cmp_ps(a, zero(), _CMP_NEQ_UQ));
   }
@@ -148,12 +155,14 @@ struct Vec {
   // The columns k0 + l of the lanes l of s appended to idx (room for 8 past m), looked up in
   // kColumnsOfBits without a branch per column; returns the new count.
   static int64_t append_lanes(Mask s, int64_t k0, int32_t* idx, int64_t m) {
-    const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(s));
-    const __m128i packed = _mm_cvtsi64_si128(static_cast<int64_t>(kColumnsOfBits.packed[bits]));
+    return append_bits(bits(s), k0, idx, m);
+  }
+  static int64_t append_bits(uint32_t lanes, int64_t k0, int32_t* idx, int64_t m) {
+    const __m128i packed = _mm_cvtsi64_si128(static_cast<int64_t>(kColumnsOfBits.packed[lanes]));
     const __m256i columns = _mm256_add_epi32(_mm256_cvtepu8_epi32(packed),
                                              _mm256_set1_epi32(static_cast<int32_t>(k0)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), columns);
-    return m + __builtin_popcount(static_cast<uint32_t>(bits));
+    return m + __builtin_popcount(lanes);
   }
 };
 #endif
@@ -1218,6 +1227,222 @@ Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& 
   return L;
 }
 
+#if defined(SG_VECTORS)
+// The forward loop of one batch entry b of a layer without recurrence, for G vectors of
+// neurons from vector v0 on (the last one masked when LAST_MASKED), over steps [0, steps):
+// their U and I stay in registers from step to step, the rows asked for are recorded, and
+// the lanes that spiked at step n are written to bits[n nv + v] (nv vectors in a row; nv = 0:
+// the spikes are not used, each step overwrites the last).
+// Each element sees the operations of forward_row and add_rows, in their order.
+template <bool PN, int G, bool LAST_MASKED>
+SG_INLINE void forward_vectors(const Layer<float>& L, int64_t b, int64_t v0, int64_t nv,
+                               int64_t steps, const Rows<float>& S, const Rows<float>& U,
+                               const Rows<float>& P, const Rows<float>& I, uint32_t* bits) {
+  using V = Vec::V;
+  constexpr int64_t W = Vec::lanes;
+  const int64_t N = L.N, k0 = v0 * W;
+  const Vec::Mask full = Vec::all();
+  const Vec::Mask last = LAST_MASKED ? Vec::below(N - k0 - W * (G - 1)) : full;
+  const V one = Vec::set1(1.0f);
+  V bm[G], obm[G], bs[G], u[G], i[G];
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) {
+    const bool masked = LAST_MASKED && g == G - 1;
+    const int64_t k = k0 + W * g;
+    bm[g] = !PN ? Vec::set1(L.decay.bm) : masked ? Vec::load(L.decay.bmv + k, last)
+                                                 : Vec::load(L.decay.bmv + k);
+    obm[g] = !PN ? Vec::set1(L.decay.obm) : masked ? Vec::load(L.decay.obmv + k, last)
+                                                   : Vec::load(L.decay.obmv + k);
+    bs[g] = !PN ? Vec::set1(L.decay.bs) : masked ? Vec::load(L.decay.bsv + k, last)
+                                                 : Vec::load(L.decay.bsv + k);
+    u[g] = Vec::zero();
+    i[g] = Vec::zero();
+  }
+  auto load = [&](const float* p, int g) {
+    return LAST_MASKED && g == G - 1 ? Vec::load(p, last) : Vec::load(p);
+  };
+  auto store = [&](float* p, int g, V v) {
+    if (LAST_MASKED && g == G - 1) {
+      Vec::store(p, last, v);
+    } else {
+      Vec::store(p, v);
+    }
+  };
+  for (int64_t n = 0; n < steps; ++n) {
+    const int64_t q = n * L.B + b;
+    float *sr = S(n, b), *ur = U(n, b), *pr = P(n, b), *ir = I(n, b);
+    const float* x = L.x ? L.x + q * N : nullptr;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const int64_t k = k0 + W * g;
+      const Vec::Mask spike = Vec::greater(u[g], one, LAST_MASKED && g == G - 1 ? last : full);
+      const V s = Vec::where(spike, one);
+      const V p = Vec::add(Vec::mul(bm[g], u[g]), Vec::mul(obm[g], i[g]));
+      if (sr) store(sr + k, g, s);
+      if (ur) store(ur + k, g, u[g]);
+      if (pr) store(pr + k, g, p);
+      if (ir) store(ir + k, g, i[g]);
+      u[g] = Vec::mul(p, Vec::sub(one, s));
+      i[g] = Vec::mul(bs[g], i[g]);
+      if (x) i[g] = Vec::add(i[g], load(x + k, g));
+      bits[n * nv + v0 + g] = Vec::bits(spike);
+    }
+    if (L.wt) {
+      for (int64_t e = L.in.begin[q]; e < L.in.end[q]; ++e) {
+        const V v = Vec::set1(value_at(L.in.vals, e));
+        const float* row = L.wt + int64_t(L.in.cols[e]) * N + k0;
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g) i[g] = Vec::fmadd(v, load(row + W * g, g), i[g]);
+      }
+    }
+  }
+}
+
+// Calls f(G, last_masked) as compile-time constants, for 1 <= g <= 4 vectors.
+template <typename F>
+SG_INLINE void with_group(int64_t g, bool last_masked, const F& f) {
+  using std::integral_constant;
+  with_flag(last_masked, [&](auto masked) {
+    switch (g) {
+      case 1: return f(integral_constant<int, 1>{}, masked);
+      case 2: return f(integral_constant<int, 2>{}, masked);
+      case 3: return f(integral_constant<int, 3>{}, masked);
+      default: return f(integral_constant<int, 4>{}, masked);
+    }
+  });
+}
+
+// Calls f(C) with C = 0 (no readout, or one of more than 3 vectors: readout_row) or the
+// number 1-3 of vectors of the readout's K classes, as a compile-time constant.
+template <typename F>
+SG_INLINE void with_readout_vectors(int64_t vectors, const F& f) {
+  using std::integral_constant;
+  switch (vectors) {
+    case 1: return f(integral_constant<int, 1>{});
+    case 2: return f(integral_constant<int, 2>{});
+    case 3: return f(integral_constant<int, 3>{});
+    default: return f(integral_constant<int, 0>{});
+  }
+}
+
+// The steps of batch entry b in order, from the bits of the neurons that spiked
+// (forward_vectors): the spikes' columns to the sparse form and the counts (row: [N]), and
+// the readout. The readout of C vectors (C > 0) keeps U_out, I_out and the reduced logits in
+// registers over the steps, with the operations of readout_row and reduce_row on each
+// element, in their order; C = 0 runs readout_row (K > 0) at each step.
+template <int C>
+SG_INLINE void spike_steps(const Layer<float>& L, const Readout<float>& R, int64_t b,
+                           int64_t steps, int64_t nv, const uint32_t* bits, int32_t* idx,
+                           const Rows<float>& Y, SparseBuilder<float>* sparse, int64_t c,
+                           float* counts_row, float* logits, int32_t* argmax) {
+  using V = Vec::V;
+  constexpr int64_t W = Vec::lanes;
+  const int64_t K = R.K;
+  const Vec::Mask full = Vec::all(), last = Vec::below(K - W * (C - 1));
+  const V bm = Vec::set1(R.bm), obm = Vec::set1(R.obm), bs = Vec::set1(R.bs);
+  V u[C > 0 ? C : 1], i[C > 0 ? C : 1], reduced[C > 0 ? C : 1], first[C > 0 ? C : 1];
+  for (int r = 0; r < C; ++r) {
+    u[r] = Vec::set1(R.u0);
+    i[r] = Vec::zero();
+    reduced[r] = Vec::zero();
+    first[r] = Vec::zero();  // the first step of each maximum, as a float
+  }
+  std::vector<float> out_u(C == 0 ? K : 0, R.u0), out_i(C == 0 ? K : 0, 0.0f);
+  const bool reduce = logits != nullptr;
+  for (int64_t n = 0; n < steps; ++n) {
+    int64_t m = 0;
+    for (int64_t v = 0; v < nv; ++v) m = Vec::append_bits(bits[n * nv + v], v * W, idx, m);
+    if (sparse) sparse->add_spikes(c, n * L.B + b, idx, m);
+    if (counts_row) {
+      for (int64_t e = 0; e < m; ++e) counts_row[idx[e]] += 1.0f;
+    }
+    if constexpr (C == 0) {
+      if (K > 0) {
+        readout_row(K, R.bm, R.obm, R.bs, out_u.data(), out_i.data(), R.wot, idx, m, Y(n, b),
+                    forward_fold(R, b, n, logits, argmax));
+      }
+    } else {
+      float* y = Y(n, b);
+#pragma GCC unroll 3
+      for (int r = 0; r < C; ++r) {
+        const Vec::Mask mr = r == C - 1 ? last : full;
+        u[r] = Vec::add(Vec::mul(bm, u[r]), Vec::mul(obm, i[r]));
+        if (y) Vec::store(y + W * r, mr, u[r]);
+        if (reduce && R.reduction == MAX) {
+          const Vec::Mask up = n == 0 ? mr : Vec::greater(u[r], reduced[r], mr);
+          reduced[r] = Vec::select(up, u[r], reduced[r]);
+          first[r] = Vec::select(up, Vec::set1(float(n)), first[r]);
+        } else if (reduce && (R.reduction == SUM || R.reduction == MEAN)) {
+          reduced[r] = n == 0 ? u[r] : Vec::add(reduced[r], u[r]);
+        }
+        i[r] = Vec::mul(bs, i[r]);
+      }
+      const V one = Vec::set1(1.0f);
+      for (int64_t e = 0; e < m; ++e) {
+        const float* row = R.wot + int64_t(idx[e]) * K;
+#pragma GCC unroll 3
+        for (int r = 0; r < C; ++r) {
+          const V w = r == C - 1 ? Vec::load(row + W * r, last) : Vec::load(row + W * r);
+          i[r] = Vec::fmadd(one, w, i[r]);
+        }
+      }
+    }
+  }
+  if constexpr (C > 0) {
+    if (!reduce || steps == 0) return;
+    alignas(64) float lanes_of[C * W], steps_of[C * W];
+    for (int r = 0; r < C; ++r) {
+      Vec::store(lanes_of + W * r, R.reduction == LAST ? u[r] : reduced[r]);
+      Vec::store(steps_of + W * r, first[r]);
+    }
+    float* out = logits + b * K;
+    for (int64_t k = 0; k < K; ++k) {
+      if (R.reduction == MAX) {
+        out[k] = lanes_of[k];
+        argmax[b * K + k] = static_cast<int32_t>(steps_of[k]);
+      } else if (R.reduction == SUM || R.reduction == MEAN) {
+        out[k] = R.reduction == MEAN && steps == R.T ? lanes_of[k] / float(R.T) : lanes_of[k];
+      } else if (R.reduction == LAST && steps == R.T) {
+        out[k] = lanes_of[k];
+      }
+    }
+  }
+}
+
+// forward_entries for a float32 layer without recurrence: its neurons do not act on each
+// other, so each batch entry runs all steps for a few vectors of neurons at a time (their
+// state in registers, forward_vectors), keeping which neurons spiked as bits; then its steps
+// in order for what takes all of a step's spikes (the counts, the sparse form, the readout).
+// The same operations on each element as forward_entries: the same bits.
+template <bool PN>
+void forward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R, int64_t b0,
+                               int64_t b1, int64_t steps, const Rows<float>& S,
+                               const Rows<float>& U, const Rows<float>& P, const Rows<float>& I,
+                               const Rows<float>& Y, SparseBuilder<float>* sparse, int64_t c,
+                               float* counts, float* logits, int32_t* argmax) {
+  const int64_t N = L.N, K = R.K, nv = (N + Vec::lanes - 1) / Vec::lanes;
+  const int64_t groups = (nv + 3) / 4;
+  const bool spikes_used = sparse || counts || K > 0;
+  std::vector<uint32_t> bits(spikes_used ? steps * nv : nv);
+  std::vector<int32_t> idx(N + 16);
+  for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t gi = 0; gi < groups; ++gi) {  // groups of 1-4 vectors, as even as can be
+      const int64_t v0 = nv * gi / groups, v1 = nv * (gi + 1) / groups;
+      with_group(v1 - v0, v1 == nv && N % Vec::lanes != 0, [&](auto G, auto masked) {
+        forward_vectors<PN, decltype(G)::value, decltype(masked)::value>(
+            L, b, v0, spikes_used ? nv : 0, steps, S, U, P, I, bits.data());
+      });
+    }
+    if (!spikes_used) continue;
+    const int64_t readout_vectors = (K + Vec::lanes - 1) / Vec::lanes;
+    with_readout_vectors(readout_vectors, [&](auto C) {
+      spike_steps<C.value>(L, R, b, steps, nv, bits.data(), idx.data(), Y, sparse, c,
+                           counts ? counts + b * N : nullptr, logits, argmax);
+    });
+  }
+}
+#endif
+
 // The forward loop of the batch entries [b0, b1) over steps [0, steps): records the rows
 // asked for (S, U, P, I; the readout trace Y when R.K > 0), and adds the spikes' columns to
 // `sparse` (block c) when given. PN: per-neuron decays.
@@ -1227,6 +1452,15 @@ void forward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R, int64
                      const Rows<scalar_t>& P, const Rows<scalar_t>& I, const Rows<scalar_t>& Y,
                      SparseBuilder<scalar_t>* sparse, int64_t c, scalar_t* counts = nullptr,
                      scalar_t* logits = nullptr, int32_t* argmax = nullptr) {
+#if defined(SG_VECTORS)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!L.vt) {
+      forward_entries_by_neuron<PN>(L, R, b0, b1, steps, S, U, P, I, Y, sparse, c, counts,
+                                    logits, argmax);
+      return;
+    }
+  }
+#endif
   const int64_t N = L.N, K = R.K, nb = b1 - b0;
   std::vector<scalar_t> state_u(nb * N, scalar_t(0)), state_i(nb * N, scalar_t(0));
   std::vector<scalar_t> out_u(nb * K, R.u0), out_i(nb * K, scalar_t(0));
