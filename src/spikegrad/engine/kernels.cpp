@@ -60,6 +60,7 @@ struct Vec {
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V abs(V a) { return _mm512_abs_ps(a); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
   static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
@@ -67,7 +68,7 @@ struct Vec {
   static V select(Mask s, V a, V b) { return _mm512_mask_mov_ps(b, s, a); }  // a in s, else b
   static Mask nonzero(V a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN too
   static uint32_t bits(Mask m) { return m; }  // bit l: lane l
-  // div, equal and fill serve the readout alone, vectorised with AVX-512 only (see there)
+  // equal and fill serve the readout's adjoint alone, vectorised with AVX-512 only (see there)
   static Mask equal(const int32_t* p, int32_t value, Mask m) {  // lanes of m with p[l] == value
     return _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, p),
                                         _mm512_set1_epi32(value));
@@ -137,6 +138,8 @@ struct Vec {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }  // a b + c, one rounding
   static Mask greater(V a, V b, Mask m) {
     return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)), m);
@@ -1228,6 +1231,38 @@ Layer<scalar_t> layer_of(const Tensor& x, const Tensor& in_begin, const Tensor& 
 }
 
 #if defined(SG_VECTORS)
+// G vectors of the columns [k0, N) of rows, the last one masked to the columns below N when
+// LAST_MASKED: the mask, loads and stores of vector g, and the layer's decays in them.
+template <int G, bool LAST_MASKED>
+struct Group {
+  Vec::Mask last;
+
+  Group(int64_t N, int64_t k0)
+      : last(LAST_MASKED ? Vec::below(N - k0 - Vec::lanes * (G - 1)) : Vec::all()) {}
+  SG_INLINE Vec::Mask mask(int g) const { return LAST_MASKED && g == G - 1 ? last : Vec::all(); }
+  SG_INLINE Vec::V load(const float* p, int g) const {
+    return LAST_MASKED && g == G - 1 ? Vec::load(p, last) : Vec::load(p);
+  }
+  SG_INLINE void store(float* p, int g, Vec::V v) const {
+    if (LAST_MASKED && g == G - 1) {
+      Vec::store(p, last, v);
+    } else {
+      Vec::store(p, v);
+    }
+  }
+  template <bool PN>  // per-neuron decays, else the layer's numbers
+  SG_INLINE void decays(const Decays<float>& d, int64_t k0, Vec::V* bm, Vec::V* obm,
+                        Vec::V* bs) const {
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const int64_t k = k0 + Vec::lanes * g;
+      bm[g] = PN ? load(d.bmv + k, g) : Vec::set1(d.bm);
+      obm[g] = PN ? load(d.obmv + k, g) : Vec::set1(d.obm);
+      bs[g] = PN ? load(d.bsv + k, g) : Vec::set1(d.bs);
+    }
+  }
+};
+
 // The forward loop of one batch entry b of a layer without recurrence, for G vectors of
 // neurons from vector v0 on (the last one masked when LAST_MASKED), over steps [0, steps):
 // their U and I stay in registers from step to step, the rows asked for are recorded, and
@@ -1241,33 +1276,17 @@ SG_INLINE void forward_vectors(const Layer<float>& L, int64_t b, int64_t v0, int
   using V = Vec::V;
   constexpr int64_t W = Vec::lanes;
   const int64_t N = L.N, k0 = v0 * W;
-  const Vec::Mask full = Vec::all();
-  const Vec::Mask last = LAST_MASKED ? Vec::below(N - k0 - W * (G - 1)) : full;
+  const Group<G, LAST_MASKED> group(N, k0);
   const V one = Vec::set1(1.0f);
   V bm[G], obm[G], bs[G], u[G], i[G];
+  group.template decays<PN>(L.decay, k0, bm, obm, bs);
 #pragma GCC unroll 4
   for (int g = 0; g < G; ++g) {
-    const bool masked = LAST_MASKED && g == G - 1;
-    const int64_t k = k0 + W * g;
-    bm[g] = !PN ? Vec::set1(L.decay.bm) : masked ? Vec::load(L.decay.bmv + k, last)
-                                                 : Vec::load(L.decay.bmv + k);
-    obm[g] = !PN ? Vec::set1(L.decay.obm) : masked ? Vec::load(L.decay.obmv + k, last)
-                                                   : Vec::load(L.decay.obmv + k);
-    bs[g] = !PN ? Vec::set1(L.decay.bs) : masked ? Vec::load(L.decay.bsv + k, last)
-                                                 : Vec::load(L.decay.bsv + k);
     u[g] = Vec::zero();
     i[g] = Vec::zero();
   }
-  auto load = [&](const float* p, int g) {
-    return LAST_MASKED && g == G - 1 ? Vec::load(p, last) : Vec::load(p);
-  };
-  auto store = [&](float* p, int g, V v) {
-    if (LAST_MASKED && g == G - 1) {
-      Vec::store(p, last, v);
-    } else {
-      Vec::store(p, v);
-    }
-  };
+  auto load = [&](const float* p, int g) { return group.load(p, g); };
+  auto store = [&](float* p, int g, V v) { group.store(p, g, v); };
   for (int64_t n = 0; n < steps; ++n) {
     const int64_t q = n * L.B + b;
     float *sr = S(n, b), *ur = U(n, b), *pr = P(n, b), *ir = I(n, b);
@@ -1275,7 +1294,7 @@ SG_INLINE void forward_vectors(const Layer<float>& L, int64_t b, int64_t v0, int
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {
       const int64_t k = k0 + W * g;
-      const Vec::Mask spike = Vec::greater(u[g], one, LAST_MASKED && g == G - 1 ? last : full);
+      const Vec::Mask spike = Vec::greater(u[g], one, group.mask(g));
       const V s = Vec::where(spike, one);
       const V p = Vec::add(Vec::mul(bm[g], u[g]), Vec::mul(obm[g], i[g]));
       if (sr) store(sr + k, g, s);
@@ -1649,18 +1668,17 @@ struct Adjoint {
   scalar_t* dbs = nullptr;              // of dL/dβ_s [N]
 };
 
-// The backward loop of the batch entries [b0, b1) over steps t1 - 1 down to t0, from the
-// layer's U (and P; I when the decays' gradients are asked for, A.dbm) rows; carries du, di
-// ([nb, N]) and lu, li ([nb, K]) in place. PN: per-neuron decays.
-template <bool PN, typename scalar_t>
-void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
-                      const Adjoint<scalar_t>& A, int64_t b0, int64_t b1, int64_t t0, int64_t t1,
-                      const Rows<scalar_t>& U, const Rows<scalar_t>& P, const Rows<scalar_t>& I,
-                      scalar_t* du, scalar_t* di, scalar_t* lu, scalar_t* li) {
-  const int64_t N = L.N, K = R.K, nb = b1 - b0;
-  // Entry b receives no gradient after step last[b] - 1: its adjoints stay exactly zero
-  // until then, and those steps are skipped.
-  std::vector<int64_t> last(nb, t0);
+// For each batch entry b of [b0, b1) (with the adjoints du, di ([nb, N]) and lu, li ([nb, K])
+// carried in from step t1): 1 + the last step before t1 at which a gradient reaches it (t0
+// when none does). Its adjoints stay exactly zero until then, and those steps are skipped.
+template <typename scalar_t>
+std::vector<int64_t> last_gradient_steps(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
+                                         const Adjoint<scalar_t>& A, int64_t b0, int64_t b1,
+                                         int64_t t0, int64_t t1, const scalar_t* du,
+                                         const scalar_t* di, const scalar_t* lu,
+                                         const scalar_t* li) {
+  const int64_t N = L.N, K = R.K;
+  std::vector<int64_t> last(b1 - b0, t0);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t j = b - b0;
     if ((A.grad_const && any_nonzero(A.grad_const + b * N, N)) || any_nonzero(du + j * N, N) ||
@@ -1682,6 +1700,19 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
       if (step >= t0) last[j] = std::max(last[j], std::min(t1, step + 1));
     }
   }
+  return last;
+}
+
+// The backward loop of the batch entries [b0, b1) over steps t1 - 1 down to t0, from the
+// layer's U (and P; I when the decays' gradients are asked for, A.dbm) rows; carries du, di
+// ([nb, N]) and lu, li ([nb, K]) in place. PN: per-neuron decays.
+template <bool PN, typename scalar_t>
+void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
+                      const Adjoint<scalar_t>& A, int64_t b0, int64_t b1, int64_t t0, int64_t t1,
+                      const Rows<scalar_t>& U, const Rows<scalar_t>& P, const Rows<scalar_t>& I,
+                      scalar_t* du, scalar_t* di, scalar_t* lu, scalar_t* li) {
+  const int64_t N = L.N, K = R.K, nb = b1 - b0;
+  const std::vector<int64_t> last = last_gradient_steps(L, R, A, b0, b1, t0, t1, du, di, lu, li);
   std::vector<scalar_t> sgbuf(N), gbuf(N), di_next(A.dvt ? N : 0);
   std::vector<scalar_t> rec(A.v ? nb * N : 0);
   // with a readout: the gradient reaching S[n] ([nb, N]) and dx_out[n] ([nb, K]) of the block
@@ -1759,6 +1790,167 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
     }
   }
 }
+
+#if defined(SG_VECTORS)
+// σ'(u - 1) of the built-in surrogate `shape` on the lanes of u, with the operations of
+// surrogate: SuperSpike in vectors, the others lane by lane.
+Vec::V surrogate_by_lane(int64_t shape, Vec::V u, float slope, float scale) {
+  alignas(64) float in[Vec::lanes], out[Vec::lanes];
+  Vec::store(in, u);
+  with_shape(shape, [&](auto sh) {
+    if constexpr (sh.value != GIVEN) surrogate_row<sh.value>(Vec::lanes, in, out, slope, scale);
+  });
+  return Vec::load(out);
+}
+
+SG_INLINE Vec::V surrogate_lanes(int64_t shape, Vec::V u, float slope, float scale) {
+  if (shape != SUPERSPIKE) return surrogate_by_lane(shape, u, slope, scale);
+  const Vec::V one = Vec::set1(1.0f);
+  const Vec::V t = Vec::add(Vec::mul(Vec::set1(slope), Vec::abs(Vec::sub(u, one))), one);
+  return Vec::mul(Vec::set1(scale), Vec::div(one, Vec::mul(t, t)));
+}
+
+// The backward loop of one batch entry b of a layer without recurrence (j = b - b0 in its
+// block), for G vectors of neurons from vector v0 on (the last one masked when LAST_MASKED),
+// over the steps steps - 1 down to 0, with dU and dI in registers: U (and P) from the entry's
+// rows u_rows, p_rows ([steps, N]), the readout's dx_out[n] from dxo ([steps, K]). Writes
+// dx[n] = dI[n+1] to A.dx and, at the steps with input (slot[n] >= 0), to saved[slot[n]]
+// (for dW, summed later in the loops' order). The operations of backward_entries on each
+// element, in their order.
+template <bool PN, int G, bool LAST_MASKED>
+SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
+                                const Adjoint<float>& A, int64_t b, int64_t v0, int64_t steps,
+                                const float* u_rows, const float* p_rows, const float* dxo,
+                                const int64_t* slot, float* saved, float* du_row,
+                                float* di_row) {
+  using V = Vec::V;
+  constexpr int64_t W = Vec::lanes;
+  const int64_t N = L.N, K = R.K, k0 = v0 * W;
+  const Group<G, LAST_MASKED> group(N, k0);
+  auto load = [&](const float* p, int g) { return group.load(p, g); };
+  auto store = [&](float* p, int g, V v) { group.store(p, g, v); };
+  const V one = Vec::set1(1.0f);
+  V bm[G], obm[G], bs[G], du[G], di[G];
+  group.template decays<PN>(L.decay, k0, bm, obm, bs);
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) {
+    du[g] = load(du_row + k0 + W * g, g);
+    di[g] = load(di_row + k0 + W * g, g);
+  }
+  const float* grad_const = A.grad_const ? A.grad_const + b * N : nullptr;
+  for (int64_t n = steps - 1; n >= 0; --n) {
+    const float* gr = A.grad(n, b);
+    float* dx = A.dx(n, b);
+    V g[G];
+#pragma GCC unroll 4
+    for (int g_ = 0; g_ < G; ++g_) {  // the gradient from outside: dL/dS (+ the counts')
+      const int64_t k = k0 + W * g_;
+      g[g_] = gr && grad_const ? Vec::add(load(gr + k, g_), load(grad_const + k, g_))
+              : gr             ? load(gr + k, g_)
+              : grad_const     ? load(grad_const + k, g_)
+                               : Vec::zero();
+    }
+    for (int64_t k = 0; k < K; ++k) {  // + dx_out[n] W_out (block_times_matrix's order)
+      const V a = Vec::set1(dxo[n * K + k]);
+      const float* row = R.wo + k * N + k0;
+#pragma GCC unroll 4
+      for (int g_ = 0; g_ < G; ++g_) g[g_] = Vec::fmadd(a, load(row + W * g_, g_), g[g_]);
+    }
+#pragma GCC unroll 4
+    for (int g_ = 0; g_ < G; ++g_) {
+      const int64_t k = k0 + W * g_;
+      const V uk = load(u_rows + n * N + k, g_);
+      const Vec::Mask spike = Vec::greater(uk, one, group.mask(g_));
+      if (p_rows) g[g_] = Vec::sub(g[g_], Vec::mul(du[g_], load(p_rows + n * N + k, g_)));
+      const V a = Vec::where_not(spike, du[g_]);  // du (1 - S)
+      const V gs = Vec::mul(g[g_], surrogate_lanes(A.shape, uk, A.slope, A.scale));
+      if (dx) store(dx + k, g_, di[g_]);
+      if (slot[n] >= 0) store(saved + slot[n] * N + k, g_, di[g_]);
+      du[g_] = Vec::add(Vec::mul(bm[g_], a), gs);
+      di[g_] = Vec::add(Vec::mul(obm[g_], a), Vec::mul(bs[g_], di[g_]));
+    }
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) {
+    store(du_row + k0 + W * g, g, du[g]);
+    store(di_row + k0 + W * g, g, di[g]);
+  }
+}
+
+// backward_entries over the steps t1 - 1 down to 0 for a float32 layer without recurrence
+// whose U (and P) are recomputed and whose decays are not learned: each batch entry runs the
+// readout's adjoint over its steps (dx_out[n] into a buffer), recomputes its U (and P) by
+// neurons (forward_vectors, into rows of its own that stay in cache) and runs its backward
+// loop by neurons (backward_vectors); then dW and dW_out are summed over the steps and entries
+// in the order of backward_entries. The same bits as backward_entries.
+template <bool PN>
+void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
+                                const Adjoint<float>& A, int64_t b0, int64_t b1, int64_t t1,
+                                bool reset_grad, float* du, float* di, float* lu, float* li) {
+  const int64_t N = L.N, K = R.K, nb = b1 - b0, nv = (N + Vec::lanes - 1) / Vec::lanes;
+  const int64_t groups = (nv + 3) / 4;
+  const std::vector<int64_t> last = last_gradient_steps(L, R, A, b0, b1, 0, t1, du, di, lu, li);
+  // the steps of each entry whose dx[n] dW takes (those with input), numbered
+  std::vector<int64_t> slot(nb * t1, -1);
+  int64_t slots = 0;
+  if (A.dwt) {
+    for (int64_t j = 0; j < nb; ++j) {
+      for (int64_t n = 0; n < last[j]; ++n) {
+        const int64_t q = n * L.B + b0 + j;
+        if (L.in.begin[q] < L.in.end[q]) slot[j * t1 + n] = slots++;
+      }
+    }
+  }
+  std::vector<float> saved(slots * N), dxo(nb * t1 * K);
+  std::vector<float> u_rows(t1 * N), p_rows(reset_grad ? t1 * N : 0);
+  std::vector<uint32_t> bits(A.dwot ? nb * t1 * nv : nv);
+  const Rows<float> none;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t j = b - b0, steps = last[j];
+    if (A.dx.base) {  // nothing reaches entry b from step `steps` on
+      for (int64_t n = steps; n < t1; ++n) std::fill_n(A.dx(n, b), N, 0.0f);
+    }
+    if (steps == 0) continue;
+    float* dxo_j = dxo.data() + j * t1 * K;
+    for (int64_t n = steps - 1; n >= 0; --n) {
+      readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, A.dy(n, b),
+                          backward_fold(R, b, n, A.grad_logits, A.argmax), dxo_j + n * K);
+    }
+    const Rows<float> U{u_rows.data(), N, N, b};
+    const Rows<float> P = reset_grad ? Rows<float>{p_rows.data(), N, N, b} : none;
+    uint32_t* bits_j = A.dwot ? bits.data() + j * t1 * nv : bits.data();
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t v0 = nv * gi / groups, v1 = nv * (gi + 1) / groups;
+      with_group(v1 - v0, v1 == nv && N % Vec::lanes != 0, [&](auto G, auto masked) {
+        constexpr int g = decltype(G)::value;
+        constexpr bool m = decltype(masked)::value;
+        forward_vectors<PN, g, m>(L, b, v0, A.dwot ? nv : 0, steps, none, U, P, none, bits_j);
+        backward_vectors<PN, g, m>(L, R, A, b, v0, steps, u_rows.data(),
+                                   reset_grad ? p_rows.data() : nullptr, dxo_j,
+                                   slot.data() + j * t1, saved.data(), du + j * N, di + j * N);
+      });
+    }
+  }
+  // dW^T += S_in[n]^T dx[n] and dW_out^T += S[n]^T dx_out[n], steps latest first, then entries
+  std::vector<int32_t> idx(N + 16);
+  for (int64_t n = t1 - 1; n >= 0; --n) {
+    for (int64_t j = 0; j < nb; ++j) {
+      if (n >= last[j]) continue;
+      const int64_t q = n * L.B + b0 + j;
+      if (A.dwt && slot[j * t1 + n] >= 0) {
+        scatter_rows(N, A.dwt, saved.data() + slot[j * t1 + n] * N, L.in.cols, L.in.vals,
+                     L.in.begin[q], L.in.end[q]);
+      }
+      if (A.dwot) {
+        int64_t m = 0;
+        const uint32_t* row = bits.data() + (j * t1 + n) * nv;
+        for (int64_t v = 0; v < nv; ++v) m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
+        scatter_rows<float>(K, A.dwot, dxo.data() + (j * t1 + n) * K, idx.data(), nullptr, 0, m);
+      }
+    }
+  }
+}
+#endif
 
 // BPTT of a LIF layer (and of the leaky readout that reads it, when wo is given). Tensors
 // [B, T, N] are time-major. The gradient reaching the layer's spikes is the sum of: grad
@@ -1878,6 +2070,15 @@ std::vector<Tensor> lif_backward(
         }
         // the block's U (P, I) for steps [0, t1) in a buffer of its own, then the backward
         // loop over the block as with stored state: the same order of sums, the same bits
+#if defined(SG_VECTORS)
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (!L.vt && !want_decays) {
+            backward_entries_by_neuron<PN>(L, R, A, b0, b1, t1, reset_grad, dup + b0 * N,
+                                           dip + b0 * N, lup + b0 * K, lip + b0 * K);
+            return;
+          }
+        }
+#endif
         const int64_t nb = b1 - b0;
         std::vector<scalar_t> u_local(nb * t1 * N), p_local(reset_grad ? nb * t1 * N : 0);
         std::vector<scalar_t> i_local(want_decays ? nb * t1 * N : 0);
