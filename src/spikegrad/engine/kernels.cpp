@@ -66,6 +66,7 @@ struct Vec {
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
   static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
   static V select(Mask s, V a, V b) { return _mm512_mask_mov_ps(b, s, a); }  // a in s, else b
+  static Mask equal(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
   static Mask nonzero(V a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN too
   static uint32_t bits(Mask m) { return m; }  // bit l: lane l
   // equal and fill serve the readout's adjoint alone, vectorised with AVX-512 only (see there)
@@ -149,6 +150,7 @@ struct Vec {
   static V select(Mask s, V a, V b) {  // a in s, else b
     return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(s));
   }
+  static Mask equal(V a, V b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)); }
   static Mask nonzero(V a) {  // NaN too
     return _mm256_castps_si256(_mm256_cmp_ps(a, zero(), _CMP_NEQ_UQ));
   }
@@ -1813,7 +1815,7 @@ SG_INLINE Vec::V surrogate_lanes(int64_t shape, Vec::V u, float slope, float sca
 // The backward loop of one batch entry b of a layer without recurrence (j = b - b0 in its
 // block), for G vectors of neurons from vector v0 on (the last one masked when LAST_MASKED),
 // over the steps steps - 1 down to 0, with dU and dI in registers: U (and P) from the entry's
-// rows u_rows, p_rows ([steps, N]), the readout's dx_out[n] from dxo ([steps, K]). Writes
+// rows u_rows, p_rows ([steps, N]), the readout's dx_out[n] from dxo (rows of dk). Writes
 // dx[n] = dI[n+1] to A.dx and, at the steps with input (slot[n] >= 0), to saved[slot[n]]
 // (for dW, summed later in the loops' order). The operations of backward_entries on each
 // element, in their order.
@@ -1821,7 +1823,7 @@ template <bool PN, int G, bool LAST_MASKED>
 SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
                                 const Adjoint<float>& A, int64_t b, int64_t v0, int64_t steps,
                                 const float* u_rows, const float* p_rows, const float* dxo,
-                                const int64_t* slot, float* saved, float* du_row,
+                                int64_t dk, const int64_t* slot, float* saved, float* du_row,
                                 float* di_row) {
   using V = Vec::V;
   constexpr int64_t W = Vec::lanes;
@@ -1851,7 +1853,7 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
                                : Vec::zero();
     }
     for (int64_t k = 0; k < K; ++k) {  // + dx_out[n] W_out (block_times_matrix's order)
-      const V a = Vec::set1(dxo[n * K + k]);
+      const V a = Vec::set1(dxo[n * dk + k]);
       const float* row = R.wo + k * N + k0;
 #pragma GCC unroll 4
       for (int g_ = 0; g_ < G; ++g_) g[g_] = Vec::fmadd(a, load(row + W * g_, g_), g[g_]);
@@ -1874,6 +1876,70 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
   for (int g = 0; g < G; ++g) {
     store(du_row + k0 + W * g, g, du[g]);
     store(di_row + k0 + W * g, g, di[g]);
+  }
+}
+
+// The readout's adjoint of batch entry b over the steps steps - 1 down to 0, from λ_U = lu,
+// λ_I = li ([K], carried in place): dx_out[n] into the rows of dk of dxo. With C vectors
+// (C > 0) λ_U and λ_I stay in registers, with the operations of readout_adjoint_row on each
+// element in their order; C = 0 runs readout_adjoint_row at each step.
+template <int C>
+SG_INLINE void readout_adjoint_steps(const Readout<float>& R, const Adjoint<float>& A,
+                                     int64_t b, int64_t steps, float* lu, float* li, float* dxo,
+                                     int64_t dk) {
+  const int64_t K = R.K;
+  if constexpr (C == 0) {
+    for (int64_t n = steps - 1; n >= 0; --n) {
+      readout_adjoint_row(K, R.bm, R.obm, R.bs, lu, li, A.dy(n, b),
+                          backward_fold(R, b, n, A.grad_logits, A.argmax), dxo + n * dk);
+    }
+  } else {
+    using V = Vec::V;
+    constexpr int64_t W = Vec::lanes;
+    const Vec::Mask full = Vec::all(), last = Vec::below(K - W * (C - 1));
+    const V bm = Vec::set1(R.bm), obm = Vec::set1(R.obm), bs = Vec::set1(R.bs);
+    const float* grad = A.grad_logits ? A.grad_logits + b * K : nullptr;
+    V lu_v[C], li_v[C], g[C], first[C];
+    alignas(64) float steps_of[C * W] = {};
+    if (grad && R.reduction == MAX) {
+      for (int64_t k = 0; k < K; ++k) steps_of[k] = float(A.argmax[b * K + k]);
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < C; ++r) {
+      const Vec::Mask mr = r == C - 1 ? last : full;
+      lu_v[r] = Vec::load(lu + W * r, mr);
+      li_v[r] = Vec::load(li + W * r, mr);
+      g[r] = grad ? Vec::load(grad + W * r, mr) : Vec::zero();
+      first[r] = Vec::load(steps_of + W * r);
+    }
+    for (int64_t n = steps - 1; n >= 0; --n) {
+      const float* dy = A.dy(n, b);
+#pragma GCC unroll 3
+      for (int r = 0; r < C; ++r) {
+        V d = dy ? Vec::load(dy + W * r, r == C - 1 ? last : full) : Vec::zero();
+        if (grad) {  // logits_gradient
+          V from_logits = Vec::zero();
+          switch (R.reduction) {
+            case MAX: from_logits = Vec::where(Vec::equal(first[r], Vec::set1(float(n))), g[r]); break;
+            case SUM: from_logits = g[r]; break;
+            case MEAN: from_logits = Vec::div(g[r], Vec::set1(float(R.T))); break;
+            case LAST: from_logits = n == R.T - 1 ? g[r] : Vec::zero(); break;
+            default: break;
+          }
+          d = Vec::add(d, from_logits);
+        }
+        const V uo = Vec::add(lu_v[r], d);
+        Vec::store(dxo + n * dk + W * r, li_v[r]);
+        lu_v[r] = Vec::mul(bm, uo);
+        li_v[r] = Vec::add(Vec::mul(obm, uo), Vec::mul(bs, li_v[r]));
+      }
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < C; ++r) {
+      const Vec::Mask mr = r == C - 1 ? last : full;
+      Vec::store(lu + W * r, mr, lu_v[r]);
+      Vec::store(li + W * r, mr, li_v[r]);
+    }
   }
 }
 
@@ -1901,7 +1967,10 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       }
     }
   }
-  std::vector<float> saved(slots * N), dxo(nb * t1 * K);
+  // dx_out[n] of each entry, in rows of whole vectors (C > 0) or of K
+  const int64_t readout_vectors = (K + Vec::lanes - 1) / Vec::lanes;
+  const int64_t dk = readout_vectors <= 3 ? readout_vectors * Vec::lanes : K;
+  std::vector<float> saved(slots * N), dxo(nb * t1 * dk);
   std::vector<float> u_rows(t1 * N), p_rows(reset_grad ? t1 * N : 0);
   std::vector<uint32_t> bits(A.dwot ? nb * t1 * nv : nv);
   const Rows<float> none;
@@ -1911,11 +1980,10 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       for (int64_t n = steps; n < t1; ++n) std::fill_n(A.dx(n, b), N, 0.0f);
     }
     if (steps == 0) continue;
-    float* dxo_j = dxo.data() + j * t1 * K;
-    for (int64_t n = steps - 1; n >= 0; --n) {
-      readout_adjoint_row(K, R.bm, R.obm, R.bs, lu + j * K, li + j * K, A.dy(n, b),
-                          backward_fold(R, b, n, A.grad_logits, A.argmax), dxo_j + n * K);
-    }
+    float* dxo_j = dxo.data() + j * t1 * dk;
+    with_readout_vectors(readout_vectors, [&](auto C) {
+      readout_adjoint_steps<C.value>(R, A, b, steps, lu + j * K, li + j * K, dxo_j, dk);
+    });
     const Rows<float> U{u_rows.data(), N, N, b};
     const Rows<float> P = reset_grad ? Rows<float>{p_rows.data(), N, N, b} : none;
     uint32_t* bits_j = A.dwot ? bits.data() + j * t1 * nv : bits.data();
@@ -1926,7 +1994,7 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
         constexpr bool m = decltype(masked)::value;
         forward_vectors<PN, g, m>(L, b, v0, A.dwot ? nv : 0, steps, none, U, P, none, bits_j);
         backward_vectors<PN, g, m>(L, R, A, b, v0, steps, u_rows.data(),
-                                   reset_grad ? p_rows.data() : nullptr, dxo_j,
+                                   reset_grad ? p_rows.data() : nullptr, dxo_j, dk,
                                    slot.data() + j * t1, saved.data(), du + j * N, di + j * N);
       });
     }
@@ -1945,7 +2013,8 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
         int64_t m = 0;
         const uint32_t* row = bits.data() + (j * t1 + n) * nv;
         for (int64_t v = 0; v < nv; ++v) m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
-        scatter_rows<float>(K, A.dwot, dxo.data() + (j * t1 + n) * K, idx.data(), nullptr, 0, m);
+        scatter_rows<float>(K, A.dwot, dxo.data() + (j * t1 + n) * dk, idx.data(), nullptr, 0,
+                            m);
       }
     }
   }
