@@ -61,6 +61,7 @@ struct Vec {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
   static V abs(V a) { return _mm512_abs_ps(a); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }  // a > b ? a : b (b if NaN)
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
   static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
@@ -141,6 +142,7 @@ struct Vec {
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }  // a > b ? a : b (b if NaN)
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }  // a b + c, one rounding
   static Mask greater(V a, V b, Mask m) {
     return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)), m);
@@ -1794,22 +1796,40 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
 }
 
 #if defined(SG_VECTORS)
-// σ'(u - 1) of the built-in surrogate `shape` on the lanes of u, with the operations of
-// surrogate: SuperSpike in vectors, the others lane by lane.
-Vec::V surrogate_by_lane(int64_t shape, Vec::V u, float slope, float scale) {
-  alignas(64) float in[Vec::lanes], out[Vec::lanes];
-  Vec::store(in, u);
-  with_shape(shape, [&](auto sh) {
-    if constexpr (sh.value != GIVEN) surrogate_row<sh.value>(Vec::lanes, in, out, slope, scale);
-  });
-  return Vec::load(out);
+// Whether the built-in surrogate `shape` is computed lane by lane (it calls std::exp, whose
+// vector forms round otherwise) rather than in vectors (surrogate_vector).
+constexpr bool by_lane(int64_t shape) {
+  return shape == SIGMOID || shape == EXPONENTIAL || shape == GAUSSIAN;
 }
 
-SG_INLINE Vec::V surrogate_lanes(int64_t shape, Vec::V u, float slope, float scale) {
-  if (shape != SUPERSPIKE) return surrogate_by_lane(shape, u, slope, scale);
-  const Vec::V one = Vec::set1(1.0f);
-  const Vec::V t = Vec::add(Vec::mul(Vec::set1(slope), Vec::abs(Vec::sub(u, one))), one);
-  return Vec::mul(Vec::set1(scale), Vec::div(one, Vec::mul(t, t)));
+// σ'(u[k] - 1) of the built-in surrogate `shape` into out[k], k < n (surrogate_row).
+void surrogate_lanes(int64_t shape, int64_t n, const float* u, float* out, float slope,
+                     float scale) {
+  with_shape(shape, [&](auto sh) {
+    if constexpr (sh.value != GIVEN) surrogate_row<sh.value>(n, u, out, slope, scale);
+  });
+}
+
+// σ'(u - 1) of the built-in surrogate `shape` on the lanes of u for the shapes not by_lane,
+// with the operations of surrogate on each element.
+SG_INLINE Vec::V surrogate_vector(int64_t shape, Vec::V u, float slope, float scale) {
+  using V = Vec::V;
+  const V one = Vec::set1(1.0f), x = Vec::sub(u, one), ax = Vec::abs(x);
+  const V t = Vec::add(Vec::mul(Vec::set1(slope), ax), one);  // slope |x| + 1
+  switch (shape) {
+    case SUPERSPIKE: return Vec::mul(Vec::set1(scale), Vec::div(one, Vec::mul(t, t)));
+    case SUPERSPIKE_ASYMPTOTIC:
+      return Vec::mul(Vec::set1(scale), Vec::div(Vec::set1(slope), Vec::mul(t, t)));
+    case ESSER:  // std::max(1 - slope |x|, 0)
+      return Vec::mul(Vec::set1(scale),
+                      Vec::max(Vec::zero(), Vec::sub(one, Vec::mul(Vec::set1(slope), ax))));
+    case ARCTAN: {
+      const V z = Vec::mul(Vec::set1(float(0.5 * 3.14159265358979323846) * slope), x);
+      return Vec::mul(Vec::set1(scale), Vec::div(one, Vec::add(one, Vec::mul(z, z))));
+    }
+    case TRUE_GRADIENT: return Vec::zero();
+    default: return Vec::set1(scale);  // CONSTANT
+  }
 }
 
 // The backward loop of one batch entry b of a layer without recurrence (j = b - b0 in its
@@ -1839,10 +1859,15 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
     du[g] = load(du_row + k0 + W * g, g);
     di[g] = load(di_row + k0 + W * g, g);
   }
+  // σ' of the group's columns at one step, for the surrogates computed lane by lane
+  const bool lanes = by_lane(A.shape);
+  const int64_t columns = std::min<int64_t>(G * W, N - k0);
+  alignas(64) float sg_lanes[G * W] = {};
   const float* grad_const = A.grad_const ? A.grad_const + b * N : nullptr;
   for (int64_t n = steps - 1; n >= 0; --n) {
     const float* gr = A.grad(n, b);
     float* dx = A.dx(n, b);
+    if (lanes) surrogate_lanes(A.shape, columns, u_rows + n * N + k0, sg_lanes, A.slope, A.scale);
     V g[G];
 #pragma GCC unroll 4
     for (int g_ = 0; g_ < G; ++g_) {  // the gradient from outside: dL/dS (+ the counts')
@@ -1865,7 +1890,9 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
       const Vec::Mask spike = Vec::greater(uk, one, group.mask(g_));
       if (p_rows) g[g_] = Vec::sub(g[g_], Vec::mul(du[g_], load(p_rows + n * N + k, g_)));
       const V a = Vec::where_not(spike, du[g_]);  // du (1 - S)
-      const V gs = Vec::mul(g[g_], surrogate_lanes(A.shape, uk, A.slope, A.scale));
+      const V sg = lanes ? Vec::load(sg_lanes + W * g_)
+                         : surrogate_vector(A.shape, uk, A.slope, A.scale);
+      const V gs = Vec::mul(g[g_], sg);
       if (dx) store(dx + k, g_, di[g_]);
       if (slot[n] >= 0) store(saved + slot[n] * N + k, g_, di[g_]);
       du[g_] = Vec::add(Vec::mul(bm[g_], a), gs);
