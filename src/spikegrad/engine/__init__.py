@@ -42,13 +42,18 @@ weight gradients only visit the non-zero entries of S_in and S (sparse inputs ar
 inside the forward loop and their weight gradient summed inside the backward loop). Only U
 (and P for a differentiable reset, I for learned decays) are saved besides the spikes; with
 ``recompute`` (the config's ``model.recompute``) not even those: the backward pass re-runs
-the forward loop, one block of batch entries at a time, into a buffer that stays close in
-cache. Both ways give the same bits (the same loops sum the weight gradients in the same
-order), so ``recompute`` changes time and memory alone: ``auto`` (the default) recomputes
-the layers without recurrence, whose forward loop costs less than writing U to memory and
-reading it back (for a recurrent layer the product V S[n] would be computed twice), where
-the compiled kernels recompute in the backward loop (built-in surrogates).
-Steps after the last one that receives a gradient are skipped.
+the forward loop, one block of batch entries at a time (one entry at a time in the compiled
+kernels' float32 layers without recurrence whose time constants are not trained), into a
+buffer that stays close in cache. Both ways give the same bits (the weight gradients are
+summed in the same order), so ``recompute`` changes time and memory alone: ``auto`` (the
+default) recomputes the layers without recurrence, whose forward loop costs less than
+writing U to memory and reading it back (for a recurrent layer the product V S[n] would be
+computed twice), where the compiled kernels recompute in the backward loop (built-in
+surrogates).
+Steps after the last one that receives a gradient are skipped. The compiled kernels run a
+float32 layer without recurrence by neurons: its neurons do not act on each other, so each
+batch entry runs all steps for a few vectors of neurons at a time with their state in
+registers (and the readout's), the same operations on each element in the same order.
 
 Threads: on CPU the thread count follows the load of the machine (:mod:`.threads`); results
 do not depend on it.
