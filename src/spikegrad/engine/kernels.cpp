@@ -70,7 +70,7 @@ struct Vec {
   static Mask equal(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
   static Mask nonzero(V a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN too
   static uint32_t bits(Mask m) { return m; }  // bit l: lane l
-  // equal and fill serve the readout's adjoint alone, vectorised with AVX-512 only (see there)
+  // equal on int32 lanes and fill serve the readout's rows, vectorised with AVX-512 only
   static Mask equal(const int32_t* p, int32_t value, Mask m) {  // lanes of m with p[l] == value
     return _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, p),
                                         _mm512_set1_epi32(value));
@@ -1390,7 +1390,11 @@ SG_INLINE void spike_steps(const Layer<float>& L, const Readout<float>& R, int64
       for (int r = 0; r < C; ++r) {
         const Vec::Mask mr = r == C - 1 ? last : full;
         u[r] = Vec::add(Vec::mul(bm, u[r]), Vec::mul(obm, i[r]));
-        if (y) Vec::store(y + W * r, mr, u[r]);
+        if (y && r == C - 1) {
+          Vec::store(y + W * r, last, u[r]);
+        } else if (y) {
+          Vec::store(y + W * r, u[r]);
+        }
         if (reduce && R.reduction == MAX) {
           const Vec::Mask up = n == 0 ? mr : Vec::greater(u[r], reduced[r], mr);
           reduced[r] = Vec::select(up, u[r], reduced[r]);
