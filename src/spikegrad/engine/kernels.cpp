@@ -1836,10 +1836,10 @@ SG_INLINE Vec::V surrogate_vector(int64_t shape, Vec::V u, float slope, float sc
   }
 }
 
-// The backward loop of one batch entry b of a layer without recurrence (j = b - b0 in its
-// block), for G vectors of neurons from vector v0 on (the last one masked when LAST_MASKED),
-// over the steps steps - 1 down to 0, with dU and dI in registers: U (and P) from the entry's
-// rows u_rows, p_rows ([steps, N]), the readout's dx_out[n] from dxo (rows of dk). Writes
+// The backward loop of one batch entry b of a layer without recurrence, for G vectors of
+// neurons from vector v0 on (the last one masked when LAST_MASKED), over the steps steps - 1
+// down to 0, with dU and dI in registers: U (and P) from the entry's rows u_rows, p_rows
+// ([steps, N]), the readout's dx_out[n] from dxo (rows of dk). Writes
 // dx[n] = dI[n+1] to A.dx and, at the steps with input (slot[n] >= 0), to saved[slot[n]]
 // (for dW, summed later in the loops' order). The operations of backward_entries on each
 // element, in their order.
