@@ -63,6 +63,12 @@ struct Vec {
   static V abs(V a) { return _mm512_abs_ps(a); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }  // a > b ? a : b (b if NaN)
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
+  static V in_register(V v) {  // see the AVX2 Vec (the tests' emulated build: no register)
+#ifdef __AVX512F__
+    __asm__("" : "+v"(v));
+#endif
+    return v;
+  }
   static Mask greater(V a, V b, Mask m) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_GT_OQ); }
   static V where(Mask s, V a) { return _mm512_maskz_mov_ps(s, a); }  // a in s, 0 elsewhere
   static V where_not(Mask s, V a) { return _mm512_maskz_mov_ps(static_cast<Mask>(~s), a); }
@@ -144,6 +150,12 @@ struct Vec {
   static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }  // a > b ? a : b (b if NaN)
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }  // a b + c, one rounding
+  // v kept in a register: an empty asm statement takes and returns it, so the compiler cannot
+  // fold the load that made v into each instruction that uses it
+  static V in_register(V v) {
+    __asm__("" : "+x"(v));
+    return v;
+  }
   static Mask greater(V a, V b, Mask m) {
     return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)), m);
   }
@@ -1110,28 +1122,31 @@ void block_times_matrix(int64_t nb, int64_t K, int64_t N, const scalar_t* __rest
 
 #if defined(SG_VECTORS)
 // out[r, j0 + lanes c + l] (+)= Σ_k a[r, k] M[k, j0 + lanes c + l] for R rows of a and C
-// vectors of columns of M (the last one masked by `last`): R × C accumulators in registers,
-// so that each vector of M loaded serves R rows and each element of a broadcast serves C
-// vectors. Each element is summed over k = 0, 1, ... with fused multiply-adds.
-template <int R, int C, bool ADD>
+// vectors of columns of M (the last one masked by `last` when MASKED): R × C accumulators in
+// registers, so that each vector of M loaded serves R rows and each element of a broadcast
+// serves C vectors. Each element is summed over k = 0, 1, ... with fused multiply-adds. The
+// vectors of M are held in registers (Vec::in_register): folded into each multiply-add instead,
+// they would be loaded R times, and the tile would wait on loads (shd step 0.86-0.92 of
+// that in A/B pairs, both orders).
+template <int R, int C, bool ADD, bool MASKED>
 SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, Vec::Mask last,
                                  const float* a, const float* __restrict__ m,
                                  float* __restrict__ out) {
   constexpr int64_t L = Vec::lanes;
+  auto load = [&](const float* p, int c) {  // masked only for the last, partial vector
+    return MASKED && c == C - 1 ? Vec::load(p, last) : Vec::load(p);
+  };
   Vec::V acc[R][C];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) {
-      const float* o = out + r * N + j0 + L * c;
-      acc[r][c] = !ADD ? Vec::zero() : c == C - 1 ? Vec::load(o, last) : Vec::load(o);
-    }
+    for (int c = 0; c < C; ++c) acc[r][c] = !ADD ? Vec::zero() : load(out + r * N + j0 + L * c, c);
   }
   const float* mk = m + j0;
   for (int64_t k = 0; k < K; ++k, mk += N) {
     Vec::V mc[C];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) mc[c] = c == C - 1 ? Vec::load(mk + L * c, last) : Vec::load(mk + L * c);
+    for (int c = 0; c < C; ++c) mc[c] = Vec::in_register(load(mk + L * c, c));
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const Vec::V ak = Vec::set1(a[r * K + k]);
@@ -1144,7 +1159,7 @@ SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, Vec::Mask las
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
       float* o = out + r * N + j0 + L * c;
-      if (c == C - 1) {
+      if (MASKED && c == C - 1) {
         Vec::store(o, last, acc[r][c]);
       } else {
         Vec::store(o, acc[r][c]);
@@ -1154,24 +1169,32 @@ SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, Vec::Mask las
 }
 
 // The tiles of R rows: passes of Vec::tile_vectors vectors of columns (4 with AVX-512's 32
-// registers; 3 with AVX2's 16, shd step -6.5 % against 2), then the vectors left.
+// registers; 3 with AVX2's 16, shd step -6.5 % against 2), then the vectors left; only the
+// last vector of a row that is not a whole vector is masked.
 template <int R, bool ADD>
 SG_INLINE void rows_times_matrix(int64_t K, int64_t N, const float* a,
                                  const float* __restrict__ m, float* __restrict__ out) {
   constexpr int64_t L = Vec::lanes;
   constexpr int P = Vec::tile_vectors;
   const int64_t vectors = (N + L - 1) / L;
-  const Vec::Mask full = Vec::all(), tail = Vec::below(N - L * (vectors - 1));
+  const Vec::Mask tail = Vec::below(N - L * (vectors - 1));
+  const bool partial = N % L != 0;
   int64_t c0 = 0;
-  for (; c0 + P <= vectors; c0 += P) {
-    tile_times_matrix<R, P, ADD>(K, N, L * c0, c0 + P == vectors ? tail : full, a, m, out);
+  for (; c0 + P < vectors; c0 += P) {
+    tile_times_matrix<R, P, ADD, false>(K, N, L * c0, tail, a, m, out);
   }
-  switch (vectors - c0) {
-    case 3: tile_times_matrix<R, 3, ADD>(K, N, L * c0, tail, a, m, out); break;
-    case 2: tile_times_matrix<R, 2, ADD>(K, N, L * c0, tail, a, m, out); break;
-    case 1: tile_times_matrix<R, 1, ADD>(K, N, L * c0, tail, a, m, out); break;
-    default: break;
-  }
+  with_flag(partial, [&](auto masked) {
+    constexpr bool M = decltype(masked)::value;
+    switch (vectors - c0) {
+      case 4:
+        if constexpr (P >= 4) tile_times_matrix<R, 4, ADD, M>(K, N, L * c0, tail, a, m, out);
+        break;
+      case 3: tile_times_matrix<R, 3, ADD, M>(K, N, L * c0, tail, a, m, out); break;
+      case 2: tile_times_matrix<R, 2, ADD, M>(K, N, L * c0, tail, a, m, out); break;
+      case 1: tile_times_matrix<R, 1, ADD, M>(K, N, L * c0, tail, a, m, out); break;
+      default: break;
+    }
+  });
 }
 
 template <bool ADD>
