@@ -1126,8 +1126,8 @@ void block_times_matrix(int64_t nb, int64_t K, int64_t N, const scalar_t* __rest
 // registers, so that each vector of M loaded serves R rows and each element of a broadcast
 // serves C vectors. Each element is summed over k = 0, 1, ... with fused multiply-adds. The
 // vectors of M are held in registers (Vec::in_register): folded into each multiply-add instead,
-// they would be loaded R times, and the tile would wait on loads (shd step 0.86-0.92 of
-// that in A/B pairs, both orders).
+// they would be loaded R times, and the tile would wait on loads (the shd step took 0.86-0.97
+// of the time with them folded, in A/B pairs, both orders).
 template <int R, int C, bool ADD, bool MASKED>
 SG_INLINE void tile_times_matrix(int64_t K, int64_t N, int64_t j0, Vec::Mask last,
                                  const float* a, const float* __restrict__ m,
@@ -1189,7 +1189,7 @@ SG_INLINE void block_times_columns(int64_t nb, int64_t K, int64_t N, int64_t j0,
 // Stretches of Vec::tile_vectors vectors of columns (4 with AVX-512's 32 registers; 3 with
 // AVX2's 16, shd step -6.5 % against 2), then the vectors left; only the last vector of a row
 // that is not a whole vector is masked. Columns outside, rows inside: each stretch of M is
-// read from L2 (or beyond) once per call, not once per tile of rows (shd step 0.96-0.98 of
+// read from L2 (or beyond) once per call, not once per tile of rows (shd step 0.96-0.99 of
 // the rows-outside order's in A/B pairs, both orders).
 template <bool ADD>
 void block_times_matrix(int64_t nb, int64_t K, int64_t N, const float* __restrict__ a,
@@ -1980,7 +1980,9 @@ SG_INLINE void readout_adjoint_steps(const Readout<float>& R, const Adjoint<floa
         if (grad) {  // logits_gradient
           V from_logits = Vec::zero();
           switch (R.reduction) {
-            case MAX: from_logits = Vec::where(Vec::equal(first[r], Vec::set1(float(n))), g[r]); break;
+            case MAX:
+              from_logits = Vec::where(Vec::equal(first[r], Vec::set1(float(n))), g[r]);
+              break;
             case SUM: from_logits = g[r]; break;
             case MEAN: from_logits = Vec::div(g[r], Vec::set1(float(R.T))); break;
             case LAST: from_logits = n == R.T - 1 ? g[r] : Vec::zero(); break;
@@ -2072,7 +2074,9 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       if (A.dwot) {
         int64_t m = 0;
         const uint32_t* row = bits.data() + (j * t1 + n) * nv;
-        for (int64_t v = 0; v < nv; ++v) m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
+        for (int64_t v = 0; v < nv; ++v) {
+          m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
+        }
         scatter_rows<float>(K, A.dwot, dxo.data() + (j * t1 + n) * dk, idx.data(), nullptr, 0,
                             m);
       }
