@@ -55,3 +55,37 @@ def test_a_fixed_count_wins(load, monkeypatch):
     monkeypatch.setenv("SPIKEGRAD_THREADS", "many")
     with pytest.raises(Exception, match="SPIKEGRAD_THREADS"):
         ThreadGovernor(cores=2).update()
+
+
+def test_release_gives_the_users_count_back_and_adapting_goes_on(load):
+    torch.set_num_threads(2)
+    governor = ThreadGovernor(cores=2)
+    load["others"] = 1
+    assert [governor.update() for _ in range(CONFIRM_FEWER)][-1] == 1
+    governor.release()
+    assert torch.get_num_threads() == 2 and governor.user_limit() == 2
+    assert [governor.update() for _ in range(CONFIRM_FEWER)][-1] == 1  # still busy
+    torch.set_num_threads(3)  # the user's new count stays as it is
+    governor.release()
+    assert torch.get_num_threads() == 3 and governor.user_limit() == 3
+
+
+def test_pytorchs_kernels_run_on_the_users_count_under_load(load, monkeypatch):
+    """PyTorch's products may give other bits on other thread counts, so the engine never
+    lowers the count for them: the same seed gives the same results under any load."""
+    from spikegrad import engine
+    from spikegrad.model import SNN
+
+    monkeypatch.delenv("SPIKEGRAD_ENGINE", raising=False)
+    monkeypatch.setattr(threads, "GOVERNOR", ThreadGovernor(cores=2))
+    monkeypatch.setattr(engine, "GOVERNOR", threads.GOVERNOR)
+    torch.set_num_threads(2)
+    load["others"] = 1
+    inputs = torch.rand(4, 10, 6)
+    for kernels, expected in (("torch", 2), ("cpp", 1), ("torch", 2)):
+        if kernels == "cpp" and not engine.cpp.available():
+            continue
+        net = SNN.build(6, hidden_sizes=[5], n_outputs=3, engine="fast", kernels=kernels)
+        for _ in range(CONFIRM_FEWER):
+            net(inputs, record_spikes=False, record_trace=False, reduction="max")
+        assert torch.get_num_threads() == expected

@@ -8,8 +8,10 @@ operation the engine counts the other processes that are running or waiting to r
 ``/proc/loadavg`` minus this process's own running threads) and uses the cores they leave
 free, at least one and at most the thread count it was given (``torch.get_num_threads()``
 when first used, or a later value the user sets); with one thread to give (a study worker)
-it does not look. Results do not depend on the thread count (see ``kernels.cpp``), so this
-changes speed only.
+it does not look. The compiled kernels' results do not depend on the thread count (see
+``kernels.cpp``), so this changes speed only; PyTorch's products can give other bits on
+other thread counts, so before PyTorch's kernels the engine gives the user's count back
+(:meth:`ThreadGovernor.release`) and the same config and seed give the same results.
 
 ``SPIKEGRAD_THREADS=N`` fixes the thread count at N; ``SPIKEGRAD_THREADS=auto`` (the default)
 adapts it. Elsewhere than on Linux the count is left as it is.
@@ -112,6 +114,17 @@ class ThreadGovernor:
             torch.set_num_threads(wanted)
             self.chosen, self.pending = wanted, None
         return self.chosen
+
+    def release(self) -> None:
+        """Give the user's thread count back (before work whose results may depend on the
+        thread count: PyTorch's products)."""
+        if self.fixed() is not None or self.chosen is None:
+            return
+        current = torch.get_num_threads()
+        if not self._set_by_user(current) and current != self.limit:
+            torch.set_num_threads(self.limit)
+        self.chosen, self.pending = torch.get_num_threads(), None
+        self.limit = self.chosen
 
 
 GOVERNOR = ThreadGovernor()
