@@ -2061,7 +2061,11 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       });
     }
   }
-  // dW^T += S_in[n]^T dx[n] and dW_out^T += S[n]^T dx_out[n], steps latest first, then entries
+  // dW^T += S_in[n]^T dx[n] and dW_out^T += S[n]^T dx_out[n], steps latest first, then
+  // entries; with dx_out in rows of whole vectors, dW_out^T is summed in rows of dk (no masked
+  // loads and stores) from +0 as A.dwot would be, and copied there at the end
+  const bool padded = A.dwot && dk % Vec::lanes == 0;
+  std::vector<float> dwot_rows(padded ? N * dk : 0, 0.0f);
   std::vector<int32_t> idx(N + 16);
   for (int64_t n = t1 - 1; n >= 0; --n) {
     for (int64_t j = 0; j < nb; ++j) {
@@ -2071,16 +2075,27 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
         scatter_rows(N, A.dwt, saved.data() + slot[j * t1 + n] * N, L.in.cols, L.in.vals,
                      L.in.begin[q], L.in.end[q]);
       }
-      if (A.dwot) {
-        int64_t m = 0;
-        const uint32_t* row = bits.data() + (j * t1 + n) * nv;
-        for (int64_t v = 0; v < nv; ++v) {
-          m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
+      if (!A.dwot) continue;
+      const uint32_t* row = bits.data() + (j * t1 + n) * nv;
+      const float* dxo_row = dxo.data() + (j * t1 + n) * dk;
+      int64_t m = 0;
+      for (int64_t v = 0; v < nv; ++v) {
+        m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
+      }
+      if (!padded) {
+        scatter_rows<float>(K, A.dwot, dxo_row, idx.data(), nullptr, 0, m);
+        continue;
+      }
+      for (int64_t e = 0; e < m; ++e) {
+        float* out = dwot_rows.data() + int64_t(idx[e]) * dk;
+        for (int64_t k = 0; k < dk; k += Vec::lanes) {
+          Vec::store(out + k, Vec::add(Vec::load(out + k), Vec::load(dxo_row + k)));
         }
-        scatter_rows<float>(K, A.dwot, dxo.data() + (j * t1 + n) * dk, idx.data(), nullptr, 0,
-                            m);
       }
     }
+  }
+  for (int64_t i = 0; padded && i < N; ++i) {
+    std::copy_n(dwot_rows.data() + i * dk, K, A.dwot + i * K);
   }
 }
 #endif
