@@ -1870,6 +1870,7 @@ SG_INLINE Vec::V surrogate_vector(int64_t shape, Vec::V u, float slope, float sc
 // down to 0, with dU and dI in registers: U (and P) from the entry's rows u_rows, p_rows
 // ([steps, N]), the readout's dx_out[n] from dxo (rows of dk). Writes
 // dx[n] = dI[n+1] to A.dx and, at the steps with input (slot[n] >= 0), to saved[slot[n]]
+// (rows of whole vectors; the lanes past N are not read)
 // (for dW, summed later in the loops' order). The operations of backward_entries on each
 // element, in their order.
 template <bool PN, int G, bool LAST_MASKED>
@@ -1880,7 +1881,7 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
                                 float* di_row) {
   using V = Vec::V;
   constexpr int64_t W = Vec::lanes;
-  const int64_t N = L.N, K = R.K, k0 = v0 * W;
+  const int64_t N = L.N, K = R.K, k0 = v0 * W, saved_row = (N + W - 1) / W * W;
   const Group<G, LAST_MASKED> group(N, k0);
   auto load = [&](const float* p, int g) { return group.load(p, g); };
   auto store = [&](float* p, int g, V v) { group.store(p, g, v); };
@@ -1927,7 +1928,7 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
                          : surrogate_vector(A.shape, uk, A.slope, A.scale);
       const V gs = Vec::mul(g[g_], sg);
       if (dx) store(dx + k, g_, di[g_]);
-      if (slot[n] >= 0) store(saved + slot[n] * N + k, g_, di[g_]);
+      if (slot[n] >= 0) Vec::store(saved + slot[n] * saved_row + k, di[g_]);
       du[g_] = Vec::add(Vec::mul(bm[g_], a), gs);
       di[g_] = Vec::add(Vec::mul(obm[g_], a), Vec::mul(bs[g_], di[g_]));
     }
@@ -2010,11 +2011,12 @@ SG_INLINE void readout_adjoint_steps(const Readout<float>& R, const Adjoint<floa
 // readout's adjoint over its steps (dx_out[n] into a buffer), recomputes its U (and P) by
 // neurons (forward_vectors, into rows of its own that stay in cache) and runs its backward
 // loop by neurons (backward_vectors); then dW and dW_out are summed over the steps and entries
-// in the order of backward_entries. The same bits as backward_entries.
+// in the order of backward_entries (dW^T: [columns, N]). The same bits as backward_entries.
 template <bool PN>
 void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
                                 const Adjoint<float>& A, int64_t b0, int64_t b1, int64_t t1,
-                                bool reset_grad, float* du, float* di, float* lu, float* li) {
+                                bool reset_grad, int64_t columns, float* du, float* di,
+                                float* lu, float* li) {
   const int64_t N = L.N, K = R.K, nb = b1 - b0, nv = (N + Vec::lanes - 1) / Vec::lanes;
   const int64_t groups = (nv + 3) / 4;
   const std::vector<int64_t> last = last_gradient_steps(L, R, A, b0, b1, 0, t1, du, di, lu, li);
@@ -2032,7 +2034,7 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
   // dx_out[n] of each entry, in rows of whole vectors (C > 0) or of K
   const int64_t readout_vectors = (K + Vec::lanes - 1) / Vec::lanes;
   const int64_t dk = readout_vectors <= 3 ? readout_vectors * Vec::lanes : K;
-  std::vector<float> saved(slots * N), dxo(nb * t1 * dk);
+  std::vector<float> saved(slots * nv * Vec::lanes), dxo(nb * t1 * dk);
   std::vector<float> u_rows(t1 * N), p_rows(reset_grad ? t1 * N : 0);
   std::vector<uint32_t> bits(A.dwot ? nb * t1 * nv : nv);
   const Rows<float> none;
@@ -2062,8 +2064,12 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
     }
   }
   // dW^T += S_in[n]^T dx[n] and dW_out^T += S[n]^T dx_out[n], steps latest first, then
-  // entries; with dx_out in rows of whole vectors, dW_out^T is summed in rows of dk (no masked
-  // loads and stores) from +0 as A.dwot would be, and copied there at the end
+  // entries. Both are summed in rows of whole vectors (no masked loads and stores): dW^T in
+  // rows of np (when N is not a whole number of vectors), dW_out^T in rows of dk (when dx_out
+  // is in rows of whole vectors), from +0 as A.dwt and A.dwot would be, copied there at the end
+  const int64_t np = nv * Vec::lanes;
+  std::vector<float> dwt_rows(A.dwt && np != N ? columns * np : 0, 0.0f);
+  float* dwt = np != N ? dwt_rows.data() : A.dwt;
   const bool padded = A.dwot && dk % Vec::lanes == 0;
   std::vector<float> dwot_rows(padded ? N * dk : 0, 0.0f);
   std::vector<int32_t> idx(N + 16);
@@ -2072,7 +2078,7 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       if (n >= last[j]) continue;
       const int64_t q = n * L.B + b0 + j;
       if (A.dwt && slot[j * t1 + n] >= 0) {
-        scatter_rows(N, A.dwt, saved.data() + slot[j * t1 + n] * N, L.in.cols, L.in.vals,
+        scatter_rows(np, dwt, saved.data() + slot[j * t1 + n] * np, L.in.cols, L.in.vals,
                      L.in.begin[q], L.in.end[q]);
       }
       if (!A.dwot) continue;
@@ -2093,6 +2099,9 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
         }
       }
     }
+  }
+  for (int64_t c = 0; A.dwt && np != N && c < columns; ++c) {
+    std::copy_n(dwt_rows.data() + c * np, N, A.dwt + c * N);
   }
   for (int64_t i = 0; padded && i < N; ++i) {
     std::copy_n(dwot_rows.data() + i * dk, K, A.dwot + i * K);
@@ -2221,7 +2230,7 @@ std::vector<Tensor> lif_backward(
 #if defined(SG_VECTORS)
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (!L.vt && !want_decays) {
-            backward_entries_by_neuron<PN>(L, R, A, b0, b1, t1, reset_grad, dup + b0 * N,
+            backward_entries_by_neuron<PN>(L, R, A, b0, b1, t1, reset_grad, C, dup + b0 * N,
                                            dip + b0 * N, lup + b0 * K, lip + b0 * K);
             return;
           }
