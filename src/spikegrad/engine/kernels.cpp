@@ -186,6 +186,13 @@ struct Vec {
 };
 #endif
 
+// A buffer of n elements left uninitialised, for scratch rows that are written before they
+// are read.
+template <typename T>
+std::unique_ptr<T[]> scratch(size_t n) {
+  return std::unique_ptr<T[]>(new T[n]);
+}
+
 #if defined(SG_VECTORS)
 // Loads and stores masked only for the last, partial vector of a row (masked stores to
 // memory that is not in cache are slow: full vectors go without a mask).
@@ -1479,20 +1486,20 @@ void forward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R, i
   const int64_t N = L.N, K = R.K, nv = (N + Vec::lanes - 1) / Vec::lanes;
   const int64_t groups = (nv + 3) / 4;
   const bool spikes_used = sparse || counts || K > 0;
-  std::vector<uint32_t> bits(spikes_used ? steps * nv : nv);
+  const auto bits = scratch<uint32_t>(spikes_used ? steps * nv : nv);
   std::vector<int32_t> idx(N + 16);
   for (int64_t b = b0; b < b1; ++b) {
     for (int64_t gi = 0; gi < groups; ++gi) {  // groups of 1-4 vectors, as even as can be
       const int64_t v0 = nv * gi / groups, v1 = nv * (gi + 1) / groups;
       with_group(v1 - v0, v1 == nv && N % Vec::lanes != 0, [&](auto G, auto masked) {
         forward_vectors<PN, decltype(G)::value, decltype(masked)::value>(
-            L, b, v0, spikes_used ? nv : 0, steps, S, U, P, I, bits.data());
+            L, b, v0, spikes_used ? nv : 0, steps, S, U, P, I, bits.get());
       });
     }
     if (!spikes_used) continue;
     const int64_t readout_vectors = (K + Vec::lanes - 1) / Vec::lanes;
     with_readout_vectors(readout_vectors, [&](auto C) {
-      spike_steps<C.value>(L, R, b, steps, nv, bits.data(), idx.data(), Y, sparse, c,
+      spike_steps<C.value>(L, R, b, steps, nv, bits.get(), idx.data(), Y, sparse, c,
                            counts ? counts + b * N : nullptr, logits, argmax);
     });
   }
@@ -2034,9 +2041,9 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
   // dx_out[n] of each entry, in rows of whole vectors (C > 0) or of K
   const int64_t readout_vectors = (K + Vec::lanes - 1) / Vec::lanes;
   const int64_t dk = readout_vectors <= 3 ? readout_vectors * Vec::lanes : K;
-  std::vector<float> saved(slots * nv * Vec::lanes), dxo(nb * t1 * dk);
-  std::vector<float> u_rows(t1 * N), p_rows(reset_grad ? t1 * N : 0);
-  std::vector<uint32_t> bits(A.dwot ? nb * t1 * nv : nv);
+  const auto saved = scratch<float>(slots * nv * Vec::lanes), dxo = scratch<float>(nb * t1 * dk);
+  const auto u_rows = scratch<float>(t1 * N), p_rows = scratch<float>(reset_grad ? t1 * N : 0);
+  const auto bits = scratch<uint32_t>(A.dwot ? nb * t1 * nv : nv);
   const Rows<float> none;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t j = b - b0, steps = last[j];
@@ -2044,22 +2051,22 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       for (int64_t n = steps; n < t1; ++n) std::fill_n(A.dx(n, b), N, 0.0f);
     }
     if (steps == 0) continue;
-    float* dxo_j = dxo.data() + j * t1 * dk;
+    float* dxo_j = dxo.get() + j * t1 * dk;
     with_readout_vectors(readout_vectors, [&](auto C) {
       readout_adjoint_steps<C.value>(R, A, b, steps, lu + j * K, li + j * K, dxo_j, dk);
     });
-    const Rows<float> U{u_rows.data(), N, N, b};
-    const Rows<float> P = reset_grad ? Rows<float>{p_rows.data(), N, N, b} : none;
-    uint32_t* bits_j = A.dwot ? bits.data() + j * t1 * nv : bits.data();
+    const Rows<float> U{u_rows.get(), N, N, b};
+    const Rows<float> P = reset_grad ? Rows<float>{p_rows.get(), N, N, b} : none;
+    uint32_t* bits_j = A.dwot ? bits.get() + j * t1 * nv : bits.get();
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t v0 = nv * gi / groups, v1 = nv * (gi + 1) / groups;
       with_group(v1 - v0, v1 == nv && N % Vec::lanes != 0, [&](auto G, auto masked) {
         constexpr int g = decltype(G)::value;
         constexpr bool m = decltype(masked)::value;
         forward_vectors<PN, g, m>(L, b, v0, A.dwot ? nv : 0, steps, none, U, P, none, bits_j);
-        backward_vectors<PN, g, m>(L, R, A, b, v0, steps, u_rows.data(),
-                                   reset_grad ? p_rows.data() : nullptr, dxo_j, dk,
-                                   slot.data() + j * t1, saved.data(), du + j * N, di + j * N);
+        backward_vectors<PN, g, m>(L, R, A, b, v0, steps, u_rows.get(),
+                                   reset_grad ? p_rows.get() : nullptr, dxo_j, dk,
+                                   slot.data() + j * t1, saved.get(), du + j * N, di + j * N);
       });
     }
   }
@@ -2078,12 +2085,12 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
       if (n >= last[j]) continue;
       const int64_t q = n * L.B + b0 + j;
       if (A.dwt && slot[j * t1 + n] >= 0) {
-        scatter_rows(np, dwt, saved.data() + slot[j * t1 + n] * np, L.in.cols, L.in.vals,
+        scatter_rows(np, dwt, saved.get() + slot[j * t1 + n] * np, L.in.cols, L.in.vals,
                      L.in.begin[q], L.in.end[q]);
       }
       if (!A.dwot) continue;
-      const uint32_t* row = bits.data() + (j * t1 + n) * nv;
-      const float* dxo_row = dxo.data() + (j * t1 + n) * dk;
+      const uint32_t* row = bits.get() + (j * t1 + n) * nv;
+      const float* dxo_row = dxo.get() + (j * t1 + n) * dk;
       int64_t m = 0;
       for (int64_t v = 0; v < nv; ++v) {
         m = Vec::append_bits(row[v], v * Vec::lanes, idx.data(), m);
