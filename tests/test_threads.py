@@ -1,6 +1,11 @@
 """The thread governor: fewer threads while other processes keep cores busy, never a look
 at the load when there is one thread to give."""
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -89,3 +94,18 @@ def test_pytorchs_kernels_run_on_the_users_count_under_load(load, monkeypatch):
         for _ in range(CONFIRM_FEWER):
             net(inputs, record_spikes=False, record_trace=False, reduction="max")
         assert torch.get_num_threads() == expected
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="Linux /proc only")
+def test_a_busy_process_is_seen_as_another_runnable_task():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline, seen = time.monotonic() + 5.0, []
+        while time.monotonic() < deadline and not any(n >= 1 for n in seen):
+            seen.append(threads.other_runnable_tasks())
+            time.sleep(0.01)
+        assert all(isinstance(n, int) and n >= 0 for n in seen)
+        assert seen[-1] >= 1
+    finally:
+        busy.kill()
+        busy.wait()

@@ -21,31 +21,39 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import torch
 
 from spikegrad.errors import ConfigError
 
 CHECK_INTERVAL_S = 0.01
-"""The load is looked at no more often than this (a look costs about 50 µs)."""
+"""The load is looked at no more often than this (a look costs 30-70 µs)."""
 
 CONFIRM_FEWER, CONFIRM_MORE = 2, 3
 """A changed count of free cores is acted on once it has been seen this many times in a row:
 fewer threads soon (a busy core costs much), more threads a little later."""
 
 
+def _read(path: str) -> bytes:
+    """The start of a small /proc file (a raw read: a Python file object costs 3x the time)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 512)
+    finally:
+        os.close(fd)
+
+
 def other_runnable_tasks() -> int | None:
     """Tasks of other processes that are running or waiting for a core right now (Linux)."""
     try:
-        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        running = int(_read("/proc/loadavg").split()[3].split(b"/")[0])
         own = 0
-        for task in os.scandir("/proc/self/task"):
+        for task in os.listdir("/proc/self/task"):
             try:
-                stat = Path(task.path, "stat").read_text()
+                stat = _read(f"/proc/self/task/{task}/stat")
             except OSError:  # the thread ended meanwhile
                 continue
-            own += stat[stat.rindex(")") + 2] == "R"
+            own += stat[stat.rindex(b")") + 2] == ord("R")
     except (OSError, ValueError, IndexError):
         return None
     return max(0, running - own)
