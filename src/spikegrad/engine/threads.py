@@ -27,7 +27,7 @@ import torch
 from spikegrad.errors import ConfigError
 
 CHECK_INTERVAL_S = 0.01
-"""The load is looked at no more often than this (a look costs 30-70 µs)."""
+"""The load is looked at no more often than this (a look costs about 60 µs)."""
 
 CONFIRM_FEWER, CONFIRM_MORE = 2, 3
 """A changed count of free cores is acted on once it has been seen this many times in a row:
