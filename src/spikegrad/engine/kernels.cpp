@@ -1877,9 +1877,8 @@ SG_INLINE Vec::V surrogate_vector(int64_t shape, Vec::V u, float slope, float sc
 // down to 0, with dU and dI in registers: U (and P) from the entry's rows u_rows, p_rows
 // ([steps, N]), the readout's dx_out[n] from dxo (rows of dk). Writes
 // dx[n] = dI[n+1] to A.dx and, at the steps with input (slot[n] >= 0), to saved[slot[n]]
-// (rows of whole vectors; the lanes past N are not read)
-// (for dW, summed later in the loops' order). The operations of backward_entries on each
-// element, in their order.
+// (for dW, summed later in the loops' order; rows of whole vectors, whose lanes past N are
+// not used). The operations of backward_entries on each element, in their order.
 template <bool PN, int G, bool LAST_MASKED>
 SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
                                 const Adjoint<float>& A, int64_t b, int64_t v0, int64_t steps,
