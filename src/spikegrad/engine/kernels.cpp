@@ -2040,7 +2040,8 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
   // dx_out[n] of each entry, in rows of whole vectors (C > 0) or of K
   const int64_t readout_vectors = (K + Vec::lanes - 1) / Vec::lanes;
   const int64_t dk = readout_vectors <= 3 ? readout_vectors * Vec::lanes : K;
-  const auto saved = scratch<float>(slots * nv * Vec::lanes), dxo = scratch<float>(nb * t1 * dk);
+  const int64_t np = nv * Vec::lanes;  // N in whole vectors
+  const auto saved = scratch<float>(slots * np), dxo = scratch<float>(nb * t1 * dk);
   const auto u_rows = scratch<float>(t1 * N), p_rows = scratch<float>(reset_grad ? t1 * N : 0);
   const auto bits = scratch<uint32_t>(A.dwot ? nb * t1 * nv : nv);
   const Rows<float> none;
@@ -2073,7 +2074,6 @@ void backward_entries_by_neuron(const Layer<float>& L, const Readout<float>& R,
   // entries. Both are summed in rows of whole vectors (no masked loads and stores): dW^T in
   // rows of np (when N is not a whole number of vectors), dW_out^T in rows of dk (when dx_out
   // is in rows of whole vectors), from +0 as A.dwt and A.dwot would be, copied there at the end
-  const int64_t np = nv * Vec::lanes;
   std::vector<float> dwt_rows(A.dwt && np != N ? columns * np : 0, 0.0f);
   float* dwt = np != N ? dwt_rows.data() : A.dwt;
   const bool padded = A.dwot && dk % Vec::lanes == 0;
