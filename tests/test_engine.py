@@ -529,8 +529,8 @@ def test_the_network_passes_its_kernels_and_recompute_to_the_engine(monkeypatch)
                         asked.append(choice) or choose(tensor, choice))
     prepare = engine._prepare
     monkeypatch.setattr(engine, "_prepare",
-                        lambda inputs, recompute: recomputed.append(recompute)
-                        or prepare(inputs, recompute))
+                        lambda inputs, recompute, kernels: recomputed.append(recompute)
+                        or prepare(inputs, recompute, kernels))
     inputs = (torch.rand(2, 10, 4, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     for fused in (True, False):
         net = SNN.build(4, [5, 6], 3, engine="fast", kernels="torch", recompute=True)
@@ -538,6 +538,8 @@ def test_the_network_passes_its_kernels_and_recompute_to_the_engine(monkeypatch)
             net(inputs)
         else:
             net.readout(net.hidden[1](net.hidden[0](inputs)))
-    assert set(asked) == {"torch"} and set(recomputed) == {True} and len(asked) == 5
+    # asked once per operation, and again by each layer operation for its thread count
+    assert set(asked) == {"torch"} and set(recomputed) == {True}
+    assert len(recomputed) == 4 and len(asked) == 5 + len(recomputed)
     with pytest.raises(ConfigError, match="model.kernels: Input should be"):
         SNN.build(4, [5], 3, kernels="gpu")

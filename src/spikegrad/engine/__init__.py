@@ -84,6 +84,7 @@ from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
 from spikegrad.engine.contract import KernelChoice, RecomputeChoice
+from spikegrad.engine.threads import GOVERNOR
 from spikegrad.errors import ConfigError, KernelsUnavailableError
 from spikegrad.functional import (
     LIFDynamics,
@@ -391,12 +392,18 @@ def _readable(inputs: Tensor, kernels: KernelChoice) -> Tensor:
     return inputs
 
 
-def _prepare(inputs: Tensor, recompute: RecomputeChoice | None) -> RecomputeChoice:
-    """Before an operation: whether the forward pass keeps no state for the backward pass:
-    ``recompute``, or no backward pass at all (under ``torch.no_grad``, where an autograd
-    function still sees which of its inputs require gradients, and would otherwise keep U of
-    a whole evaluation batch). (The compiled kernels set their thread count for the current
-    load themselves, see :mod:`spikegrad.engine.cpp`.)"""
+def _prepare(inputs: Tensor, recompute: RecomputeChoice | None,
+             kernels: KernelChoice) -> RecomputeChoice:
+    """Before an operation: the thread count (the compiled kernels: for the current load, as
+    their results do not depend on it; PyTorch's kernels: the user's count throughout, as
+    PyTorch's products can give other bits on other thread counts), and whether the forward
+    pass keeps no state for the backward pass: ``recompute``, or no backward pass at all
+    (under ``torch.no_grad``, where an autograd function still sees which of its inputs
+    require gradients, and would otherwise keep U of a whole evaluation batch)."""
+    if kernels_for(inputs, kernels) is cpp:
+        GOVERNOR.update()
+    else:
+        GOVERNOR.release()
     if not torch.is_grad_enabled():
         return True
     return recompute_setting(recompute)
@@ -422,7 +429,8 @@ def lif_layer(
     inputs = _readable(inputs, kernels)
     spikes, *_ = _Layer.apply(inputs, weight, recurrent_weight, None,
                               *_decay_inputs(dynamics, weight), dynamics, None,
-                              _prepare(inputs, recompute), True, None, False, kernels)
+                              _prepare(inputs, recompute, kernels), True, None, False,
+                              kernels)
     return spikes
 
 
@@ -459,8 +467,8 @@ def lif_readout(
     inputs = _readable(inputs, kernels)
     s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
                                         *_decay_inputs(dynamics, weight), dynamics, readout,
-                                        _prepare(inputs, recompute), spikes, reduction, trace,
-                                        kernels)
+                                        _prepare(inputs, recompute, kernels), spikes, reduction,
+                                        trace, kernels)
     return LayerOutput(s if spikes else None, y if trace else None, counts,
                        logits if reduction else None)
 

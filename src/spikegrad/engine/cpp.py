@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from spikegrad.engine import threads
 from spikegrad.engine.contract import REDUCTIONS, Forward, Sparse
 from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics, per_neuron_decays
 
@@ -141,30 +140,8 @@ def available() -> bool:
         return False
 
 
-class _GovernedOps:
-    """The compiled operations, each run on the thread count that the machine's load leaves
-    (:data:`threads.GOVERNOR`; their results do not depend on it), with the user's count given
-    back after it: PyTorch's own operations, whose bits can depend on the thread count, always
-    run on the user's, so the same config and seed give the same results under any load."""
-
-    def __init__(self, ops) -> None:
-        self.ops = ops
-
-    def __getattr__(self, name: str):
-        op = getattr(self.ops, name)
-
-        def governed(*args):
-            threads.GOVERNOR.update()
-            try:
-                return op(*args)
-            finally:
-                threads.GOVERNOR.release()
-
-        return governed
-
-
-def _ops() -> _GovernedOps:
-    return _GovernedOps(getattr(torch.ops, _ops.name))
+def _ops():
+    return getattr(torch.ops, _ops.name)
 
 
 _ops.name = "spikegrad_engine"

@@ -10,9 +10,8 @@ free, at least one and at most the thread count it was given (``torch.get_num_th
 when first used, or a later value the user sets); with one thread to give (a study worker)
 it does not look. The compiled kernels' results do not depend on the thread count (see
 ``kernels.cpp``), so this changes speed only; PyTorch's products can give other bits on
-other thread counts, so the count is lowered only while a compiled operation runs, and the
-user's count given back after it (:meth:`ThreadGovernor.release`, called by
-:mod:`spikegrad.engine.cpp`): the same config and seed give the same results under any load.
+other thread counts, so before PyTorch's kernels the engine gives the user's count back
+(:meth:`ThreadGovernor.release`) and the same config and seed give the same results.
 
 ``SPIKEGRAD_THREADS=N`` fixes the thread count at N; ``SPIKEGRAD_THREADS=auto`` (the default)
 adapts it. Elsewhere than on Linux the count is left as it is.
@@ -125,12 +124,15 @@ class ThreadGovernor:
         return self.chosen
 
     def release(self) -> None:
-        """Give the user's thread count back after the compiled kernels' work (PyTorch's
-        products can give other bits on another thread count); the count chosen for the
-        load is kept for the next :meth:`update`."""
-        if self.fixed() is None and self.limit is not None and self.chosen != self.limit:
-            if torch.get_num_threads() == self.chosen:
-                torch.set_num_threads(self.limit)
+        """Give the user's thread count back (before work whose results may depend on the
+        thread count: PyTorch's products)."""
+        if self.fixed() is not None or self.chosen is None:
+            return
+        current = torch.get_num_threads()
+        if not self._set_by_user(current) and current != self.limit:
+            torch.set_num_threads(self.limit)
+        self.chosen, self.pending = torch.get_num_threads(), None
+        self.limit = self.chosen
 
 
 GOVERNOR = ThreadGovernor()
