@@ -392,15 +392,18 @@ def test_no_state_is_kept_without_a_backward_pass(backend, recompute, monkeypatc
     assert torch.equal(evaluated.spikes, trained.spikes.detach())
 
 
-@pytest.mark.parametrize("learned_taus", [False, True])
-def test_same_bits_for_any_thread_count(learned_taus):
+@pytest.mark.parametrize("learned_taus, dense_input", [(False, False), (True, False),
+                                                       (False, True)])
+def test_same_bits_for_any_thread_count(learned_taus, dense_input):
     """Work is split into blocks set by the batch size alone and partial sums are added in
     block order: one thread and two give identical spikes, traces and gradients (of learned
-    per-neuron time constants too)."""
+    per-neuron time constants too; and of a dense input's weights, which have no sparse
+    form to be summed over)."""
     if not cpp.available():
         pytest.skip("compiled kernels unavailable")
     g = torch.Generator().manual_seed(5)
-    inputs = (torch.rand(37, 60, 50, generator=g) < 0.05).float()
+    inputs = (torch.randn(37, 60, 50, generator=g) if dense_input
+              else (torch.rand(37, 60, 50, generator=g) < 0.05).float())
     outcomes = []
     before = torch.get_num_threads()
     try:
@@ -422,6 +425,33 @@ def test_same_bits_for_any_thread_count(learned_taus):
         torch.set_num_threads(before)
     for a, b in zip(*outcomes, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dense_weight_gradient_is_the_product_whatever_the_thread_count(dtype):
+    """The compiled kernels' x^T g (the weight gradient of an input without a sparse form):
+    PyTorch's product to rounding, and the same bits on 1, 2 and 3 threads, for row counts
+    across the block and stretch boundaries and column counts that are not whole vectors,
+    with rows of x apart in memory (a slice of a wider tensor)."""
+    if not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    g = torch.Generator().manual_seed(3)
+    before = torch.get_num_threads()
+    try:
+        for rows, columns, n in [(1, 3, 5), (17, 20, 100), (300, 9, 10), (4100, 37, 13)]:
+            x = torch.randn(rows, columns + 3, generator=g, dtype=dtype)[:, 1:-2]
+            grad = torch.randn(rows, n, generator=g, dtype=dtype)
+            results = []
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                results.append(cpp.dense_tmm(x, grad))
+            expected = x.double().t() @ grad.double()
+            tolerance = 1e-4 if dtype == torch.float32 else 1e-12
+            torch.testing.assert_close(results[0].double(), expected, rtol=tolerance,
+                                       atol=tolerance * rows ** 0.5)
+            assert all(torch.equal(results[0], r) for r in results[1:])
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_stale_build_lock_does_not_hang(tmp_path):

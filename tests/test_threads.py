@@ -1,6 +1,7 @@
 """The thread governor: fewer threads while other processes keep cores busy, never a look
 at the load when there is one thread to give."""
 
+import itertools
 import subprocess
 import sys
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
 from spikegrad.engine import threads
 from spikegrad.engine.threads import CONFIRM_FEWER, CONFIRM_MORE, ThreadGovernor
@@ -109,3 +111,56 @@ def test_a_busy_process_is_seen_as_another_runnable_task():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_the_weight_gradient_of_a_dense_input_gives_the_idle_bits_under_load(load, monkeypatch):
+    """The weight gradient of an input without a sparse form is summed by the compiled
+    kernels, not by PyTorch's product (whose bits depend on the thread count for this shape
+    in MKL), so a busy core, which lowers the count, changes no bit."""
+    from spikegrad import engine
+    from spikegrad.functional import ReadoutDynamics
+
+    if not engine.cpp.available():
+        pytest.skip("no compiled kernels")
+    monkeypatch.delenv("SPIKEGRAD_ENGINE", raising=False)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.rand(250, 100, 100, generator=generator)  # dense: no sparse form
+    weight = torch.randn(10, 100, generator=generator)
+    dynamics = ReadoutDynamics.from_time_constants(20.0, 5.0, 1.0)
+
+    def weight_gradient(others: int) -> Tensor:
+        torch.set_num_threads(2)
+        governor = ThreadGovernor(cores=2)
+        monkeypatch.setattr(threads, "GOVERNOR", governor)
+        monkeypatch.setattr(engine, "GOVERNOR", governor)
+        load["others"] = others
+        for _ in range(CONFIRM_FEWER):  # the governor acts on a busy core once seen so often
+            governor.update()
+        assert torch.get_num_threads() == 2 - others
+        w = weight.clone().requires_grad_()
+        engine.readout_layer(inputs, w, dynamics, kernels="cpp").square().sum().backward()
+        assert torch.get_num_threads() == 2 - others  # the governor's count again after
+        return w.grad
+
+    assert torch.equal(weight_gradient(1), weight_gradient(0))
+
+
+def test_pytorchs_row_products_give_the_same_bits_on_one_and_two_threads():
+    """What the compiled path's remaining PyTorch products rely on to follow the load without
+    changing a bit: in a [M, K] @ [K, N] product with many rows (a dense input's projection
+    x = S_in W^T, the gradient dx W sent to a layer's input) each element sums one row of
+    K products, which the BLAS does not split across threads. (The weight gradient, a sum
+    over the M rows, is split, and so summed by the kernels: dense_tmm.)"""
+    g = torch.Generator().manual_seed(0)
+    before = torch.get_num_threads()
+    try:
+        for rows, k, n in itertools.product((1000, 25000), (2, 20, 128, 700), (3, 10, 100, 256)):
+            a = torch.randn(rows, k, generator=g)
+            b = torch.randn(n, k, generator=g)
+            results = []
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                results.append((a @ b.t(), a @ b.t().contiguous()))
+            assert all(torch.equal(x, y) for x, y in zip(*results, strict=True)), (rows, k, n)
+    finally:
+        torch.set_num_threads(before)

@@ -200,13 +200,6 @@ def _time_major(t: Tensor) -> Tensor:
     return t if _is_time_major(t) else t.transpose(0, 1).contiguous().transpose(0, 1)
 
 
-def _matmul(a: Tensor, matrix: Tensor) -> Tensor:
-    """a [B, T, K] @ matrix [K, M], in the layout of ``a`` (time-major stays time-major)."""
-    if _is_time_major(a) and not a.is_contiguous():
-        return (a.transpose(0, 1) @ matrix).transpose(0, 1)
-    return a @ matrix
-
-
 def _matmul_time_major(a: Tensor, matrix: Tensor) -> Tensor:
     """a [B, T, K] @ matrix [K, M], stored time-major whatever the layout of ``a``."""
     return (a.transpose(0, 1) @ matrix).transpose(0, 1)
@@ -219,7 +212,7 @@ def _weight_grad(kernels: ModuleType, dx: Tensor, inputs: Tensor, sparse) -> Ten
     if sparse is not None:
         return kernels.sparse_tmm(sparse, dx_rows, inputs.shape[-1]).t()
     in_rows = _time_major(inputs).transpose(0, 1).reshape(-1, inputs.shape[-1])
-    return dx_rows.t() @ in_rows
+    return kernels.dense_tmm(in_rows, dx_rows).t()
 
 
 def _any_nonzero(t: Tensor) -> bool:

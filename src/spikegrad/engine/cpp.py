@@ -172,6 +172,10 @@ def sparse_tmm(sparse: Sparse, g: Tensor, columns: int) -> Tensor:
     return _ops().sparse_tmm(*sparse, g.contiguous(), columns)
 
 
+def dense_tmm(x: Tensor, g: Tensor) -> Tensor:
+    return _ops().dense_tmm(x if x.stride(-1) == 1 else x.contiguous(), g.contiguous())
+
+
 def _sparse_args(sparse: Sparse | None, like: Tensor) -> Sparse:
     return sparse if sparse is not None else (like.new_empty(0),) * 4
 

@@ -1224,6 +1224,37 @@ void block_times_matrix(int64_t nb, int64_t K, int64_t N, const float* __restric
 }
 #endif
 
+// out [C, N] = x [R, C]^T g [R, N] for a dense x (rows contiguous): the weight gradient of
+// an input without a sparse form. Each block of rows sums into its own buffer, a stretch of
+// kRows rows at a time (x^T of the stretch copied, then block_times_matrix: each element
+// summed over the rows in order), and the blocks are added in block order, so the bits do
+// not depend on the thread count (those of PyTorch's threaded product can).
+Tensor dense_tmm(const Tensor& x, const Tensor& g) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && g.dim() == 2 && g.is_contiguous() &&
+                  x.size(0) == g.size(0) && x.scalar_type() == g.scalar_type(),
+              "dense_tmm: x [R, C] with contiguous rows and contiguous g [R, N] expected");
+  constexpr int64_t kRows = 256;  // x^T and g of a stretch stay in L2
+  const int64_t R = x.size(0), C = x.size(1), N = g.size(1), blocks = n_blocks(R);
+  const int64_t row_stride = x.stride(0);
+  Tensor parts = at::empty({blocks, C, N}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "dense_tmm", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *gp = g.data_ptr<scalar_t>();
+    for_blocks(R, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
+      scalar_t* part = cleared_part<scalar_t>(parts, c);
+      const auto xt = scratch<scalar_t>(size_t(C * kRows));
+      for (int64_t q0 = r0; q0 < r1; q0 += kRows) {
+        const int64_t rows = std::min(kRows, r1 - q0);
+        for (int64_t r = 0; r < rows; ++r) {
+          const scalar_t* row = xp + (q0 + r) * row_stride;
+          for (int64_t k = 0; k < C; ++k) xt[k * rows + r] = row[k];
+        }
+        block_times_matrix<true>(C, rows, N, xt.get(), gp + q0 * N, part);
+      }
+    });
+  });
+  return sum_blocks(parts);
+}
+
 // What drives a LIF layer, and its constants.
 template <typename scalar_t>
 struct Layer {
@@ -2351,6 +2382,7 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
         &sparse_mm);
   m.def("sparse_tmm(Tensor begin, Tensor end, Tensor cols, Tensor vals, Tensor g, int C) "
         "-> Tensor", &sparse_tmm);
+  m.def("dense_tmm(Tensor x, Tensor g) -> Tensor", &dense_tmm);
   m.def("lif_forward(Tensor x, Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, "
         "Tensor wt, Tensor vt, Tensor wot, int B, int T, float beta_mem, "
         "float one_minus_beta_mem, float beta_syn, Tensor bm_v, Tensor obm_v, Tensor bs_v, "

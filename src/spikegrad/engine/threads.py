@@ -11,7 +11,11 @@ when first used, or a later value the user sets); with one thread to give (a stu
 it does not look. The compiled kernels' results do not depend on the thread count (see
 ``kernels.cpp``), so this changes speed only; PyTorch's products can give other bits on
 other thread counts, so before PyTorch's kernels the engine gives the user's count back
-(:meth:`ThreadGovernor.release`) and the same config and seed give the same results.
+(:meth:`ThreadGovernor.release`) and the same config and seed give the same results. On the
+compiled path the weight gradient of an input without a sparse form (a sum over the batch and
+the steps, which the BLAS splits across threads) is summed by the kernels; the PyTorch
+products left there (a dense input's projection, the gradient sent to a layer's input) sum
+each element over one row, which it does not split (``tests/test_threads.py`` holds both).
 
 ``SPIKEGRAD_THREADS=N`` fixes the thread count at N; ``SPIKEGRAD_THREADS=auto`` (the default)
 adapts it. Elsewhere than on Linux the count is left as it is.

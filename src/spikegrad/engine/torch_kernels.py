@@ -29,6 +29,12 @@ def sparse_form_of_coo(x: Tensor, max_density: float) -> None:
     return None
 
 
+def dense_tmm(x: Tensor, g: Tensor) -> Tensor:
+    """x [R, C]^T g [R, N] ([C, N]): PyTorch's product (on the user's thread count, see
+    :mod:`spikegrad.engine.threads`), as g^T x transposed."""
+    return (g.t() @ x).t()
+
+
 def empty_time_major(batch: int, steps: int, n: int, like: Tensor) -> Tensor:
     """An uninitialised [B, T, N] tensor stored time-major (each step a contiguous [B, N])."""
     return like.new_empty(steps, batch, n).transpose(0, 1)
