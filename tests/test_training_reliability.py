@@ -19,9 +19,10 @@ import torch
 from conftest import TINY
 from spikegrad.config import ConfigError, load_config
 from spikegrad.data import build_data
-from spikegrad.data.base import DataSplits
+from spikegrad.data.base import CurrentDataset, DataSplits
 from spikegrad.data.files import DataFileError
 from spikegrad.data.spike_file import write_spike_file
+from spikegrad.engine import cpp
 from spikegrad.engine import threads as thread_settings
 from spikegrad.engine.threads import ThreadGovernor
 from spikegrad.io import ExclusiveLock, atomic_torch_save
@@ -248,6 +249,47 @@ def test_every_run_records_its_thread_count(tmp_path, monkeypatch):
             assert outcome["versions"]["thread_setting"] == "auto"
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("input_kind", ["spikes", "current"])
+def test_the_thread_count_changes_no_result(tmp_path, monkeypatch, input_kind):
+    """The governor lowers the thread count while other processes keep cores busy, so a
+    run's results must not depend on it: a network of two hidden layers (the gradient dx W
+    sent back to the first), on Randman's spikes or on a dense input current (no sparse
+    form: its weight gradient is summed by the kernels, its projection is PyTorch's), trained
+    on 1 and 2 threads, gives the same losses, accuracies, spike counts and final weights.
+    (The 10 neurons of the first layer: MKL's product for that weight gradient gives other
+    bits on 1 and 2 threads.)"""
+    if not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    data = None
+    if input_kind == "current":
+        generator = torch.Generator().manual_seed(0)
+
+        def split(n):
+            return CurrentDataset(torch.randn(n, 50, 20, generator=generator),
+                                  torch.randint(3, (n,), generator=generator))
+
+        data = DataSplits("currents", split(96), split(32), split(32), n_inputs=20,
+                          n_classes=3, n_steps=50, input_kind="current")
+    outcomes, dense_tmm, calls = [], cpp.dense_tmm, []
+    monkeypatch.setattr(cpp, "dense_tmm", lambda x, g: calls.append(1) or dense_tmm(x, g))
+    for threads in (1, 2):
+        monkeypatch.setenv("SPIKEGRAD_THREADS", str(threads))
+        config = tiny(**{"model.hidden": [{"size": 10}, {"size": 64}], "training.epochs": 2})
+        calls.clear()
+        result = train(config, out_dir=tmp_path / f"run{threads}", data=data)
+        assert result["threads"] == threads and result["kernels"] == "cpp"
+        assert bool(calls) == (input_kind == "current")
+        weights = torch.load(tmp_path / f"run{threads}" / "checkpoint.pt",
+                             weights_only=False)["model"]
+        for timing in ("threads", "thread_setting", "wall_time_s"):
+            result.pop(timing)
+        outcomes.append((result, weights))
+    (first, first_weights), (second, second_weights) = outcomes
+    assert first == second
+    assert first_weights.keys() == second_weights.keys()
+    assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
 
 
 def test_every_run_records_its_kernels_and_recompute(tmp_path, monkeypatch):
