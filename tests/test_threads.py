@@ -164,3 +164,26 @@ def test_pytorchs_row_products_give_the_same_bits_on_one_and_two_threads():
             assert all(torch.equal(x, y) for x, y in zip(*results, strict=True)), (rows, k, n)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_training_run_gives_the_users_count_back(load, monkeypatch, tmp_path):
+    """The engine lowers the count while a core is busy; when the run ends the user's
+    count is back, for what the process does next (a reference run, the user's own work)."""
+    from spikegrad import engine
+    from spikegrad.config import load_config
+    from spikegrad.training import train
+
+    if not engine.cpp.available():
+        pytest.skip("no compiled kernels")
+    from conftest import TINY
+
+    governor = ThreadGovernor(cores=2)
+    monkeypatch.setattr(threads, "GOVERNOR", governor)
+    monkeypatch.setattr(engine, "GOVERNOR", governor)
+    monkeypatch.setattr("spikegrad.training.GOVERNOR", governor)
+    monkeypatch.delenv("SPIKEGRAD_ENGINE", raising=False)
+    torch.set_num_threads(2)
+    load["others"] = 1
+    train(load_config({**TINY, "training": {**TINY["training"], "epochs": 1}}))
+    assert governor.chosen == 2 and torch.get_num_threads() == 2
+    assert load["looks"] >= CONFIRM_FEWER  # it looked, and so ran on one thread meanwhile

@@ -15,13 +15,18 @@ time trains into an ``out_dir`` (a lock on ``out_dir/.lock``); a second one is r
 before it writes.
 
 Determinism on CPU: the same config and seed give the same bits on the same machine, with
-the same torch build and the same thread count. The fast engine's own loops give identical
-bits for any thread count (work is split into fixed blocks whose partial sums are added in
-block order, ``engine/kernels.cpp``); the rest of a step (dense products, the loss, the
-activity penalties, Adam) are PyTorch operations, whose reductions over large tensors may
-split work by thread count and then differ in the last bits between thread counts. The
-thread count follows the machine's load unless ``SPIKEGRAD_THREADS`` fixes it
-(:mod:`spikegrad.engine.threads`); every run records it (``threads`` and
+the same torch build. On the fast engine's compiled path they do so on any thread count:
+its loops split work into fixed blocks whose partial sums are added in block order
+(``engine/kernels.cpp``), it sums the weight gradient of a dense input itself, and the
+PyTorch operations left in a step are element-wise (Adam) or sum over rows that no thread
+count splits (a dense input's projection, the gradient sent back to a layer's input) or too
+few elements to be split (the loss, the activity penalties):
+``tests/test_training_reliability.py`` trains on 1 and 2 threads to the same weights. So
+the engine may use fewer threads while other processes keep cores busy
+(:mod:`spikegrad.engine.threads`; ``SPIKEGRAD_THREADS`` fixes the count), and gives the
+user's count back when the run ends. PyTorch's kernels (``model.kernels: torch``, the
+reference engine) run on the user's count throughout, and their products may give other
+last bits on another count. Every run records the count (``threads`` and
 ``thread_setting`` in its result).
 
 A run whose memory need is plainly beyond the machine (:func:`memory_need`) is refused
@@ -46,7 +51,7 @@ from spikegrad.config import ConfigError, ExperimentConfig
 from spikegrad.data import DataSplits, build_data, iterate_batches
 from spikegrad.data.base import SampleDataset
 from spikegrad.engine import engine_info, recompute_setting, recomputes
-from spikegrad.engine.threads import thread_info
+from spikegrad.engine.threads import GOVERNOR, thread_info
 from spikegrad.errors import RunFolderError
 from spikegrad.losses import (
     classification_loss,
@@ -340,17 +345,22 @@ class Trainer:
         (status ``stopped``, the metrics of the best epoch so far).
 
         With an ``out_dir``, the folder is locked for the time of the call: a second run into
-        it, while this one trains, is a :class:`ConfigError` before it writes anything.
+        it, while this one trains, is a :class:`ConfigError` before it writes anything. The
+        thread count, which the engine lowers while other processes keep cores busy, is the
+        user's again when the call returns.
         """
-        if self.run is None:
-            return self._fit(stop_after, epoch_callback)
-        self._check_fresh(resume)
-        with self.run.lock():
+        try:
+            if self.run is None:
+                return self._fit(stop_after, epoch_callback)
             self._check_fresh(resume)
-            if resume:
-                self.load_checkpoint()
-            self.run.write_config(self.config)
-            return self._fit(stop_after, epoch_callback)
+            with self.run.lock():
+                self._check_fresh(resume)
+                if resume:
+                    self.load_checkpoint()
+                self.run.write_config(self.config)
+                return self._fit(stop_after, epoch_callback)
+        finally:  # the count the engine lowered while other processes were busy
+            GOVERNOR.release()
 
     def _check_fresh(self, resume: bool) -> None:
         if not resume and self.run.holds_run():

@@ -16,6 +16,8 @@ compiled path the weight gradient of an input without a sparse form (a sum over 
 the steps, which the BLAS splits across threads) is summed by the kernels; the PyTorch
 products left there (a dense input's projection, the gradient sent to a layer's input) sum
 each element over one row, which it does not split (``tests/test_threads.py`` holds both).
+A training run gives the user's count back when it ends (``Trainer.fit``); elsewhere
+:meth:`ThreadGovernor.release` does.
 
 ``SPIKEGRAD_THREADS=N`` fixes the thread count at N; ``SPIKEGRAD_THREADS=auto`` (the default)
 adapts it. Elsewhere than on Linux the count is left as it is.
