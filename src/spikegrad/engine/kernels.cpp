@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -62,7 +63,15 @@ struct Vec {
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
   static V abs(V a) { return _mm512_abs_ps(a); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }  // a > b ? a : b (b if NaN)
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }  // a < b ? a : b (b if NaN)
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c, one rounding
+  static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a b, one rounding
+  static V floor(V a) { return _mm512_floor_ps(a); }
+  static V pow2(V k) {  // 2^k for integral k in [-126, 127]: k + 127 in the exponent bits
+    const __m512i biased = _mm512_sub_epi32(_mm512_castps_si512(add(k, set1(12582912.0f))),
+                                            _mm512_set1_epi32(0x4B400000 - 127));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23));
+  }
   static V in_register(V v) {  // see the AVX2 Vec (the tests' emulated build: no register)
 #ifdef __AVX512F__
     __asm__("" : "+v"(v));
@@ -149,7 +158,15 @@ struct Vec {
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }  // a > b ? a : b (b if NaN)
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }  // a < b ? a : b (b if NaN)
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }  // a b + c, one rounding
+  static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a b, one rounding
+  static V floor(V a) { return _mm256_floor_ps(a); }
+  static V pow2(V k) {  // 2^k for integral k in [-126, 127]: k + 127 in the exponent bits
+    const __m256i biased = _mm256_sub_epi32(_mm256_castps_si256(add(k, set1(12582912.0f))),
+                                            _mm256_set1_epi32(0x4B400000 - 127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
+  }
   // v kept in a register: an empty asm statement takes and returns it, so the compiler cannot
   // fold the load that made v into each instruction that uses it
   static V in_register(V v) {
@@ -1657,6 +1674,83 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
   return result;
 }
 
+// exp(x) of a float32 x with the same operations in the scalar and vector code (exp_vector),
+// so its bits are the same in every build and do not depend on the C library: x = k ln 2 + r
+// with k = round(x / ln 2) and |r| <= ln 2 / 2 (ln 2 in two parts, fused multiply-adds),
+// exp(r) by its Taylor polynomial of degree 7 (truncation 5e-9 relative; Horner, fused
+// multiply-adds), times 2^k in two factors 2^floor(k / 2) 2^(k - floor(k / 2)) so that
+// results from the subnormal range to the overflow to +inf round once. x is clamped to [-104, 89] first
+// (exp is 0 below, +inf above); NaN stays NaN. Within 2 units in the last place of exp
+// (tests/test_engine.py).
+namespace expf32 {
+constexpr float kLow = -104.0f, kHigh = 89.0f, kLog2e = 1.44269504088896341f;
+constexpr float kShift = 12582912.0f;  // 1.5 2^23: x + kShift - kShift rounds x to an integer
+constexpr float kLn2High = 0.693145751953125f, kLn2Low = 1.42860682030941723212e-6f;
+constexpr float kC[8] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720,
+                         1.0f / 5040};
+}  // namespace expf32
+
+inline float exp_float(float x) {
+  using namespace expf32;
+  x = kLow > x ? kLow : x;  // Vec::max(kLow, x), Vec::min(kHigh, x): NaN passes
+  x = kHigh < x ? kHigh : x;
+  const float k = std::fma(x, kLog2e, kShift) - kShift;
+  const float r = std::fma(-k, kLn2Low, std::fma(-k, kLn2High, x));
+  float p = kC[7];
+  for (int j = 6; j >= 0; --j) p = std::fma(p, r, kC[j]);
+  if (k != k) return p;  // NaN
+  const float k1 = std::floor(k * 0.5f), k2 = k - k1;
+  auto pow2 = [](float n) {  // 2^n for integral n in [-126, 127]
+    const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
+  return p * pow2(k1) * pow2(k2);
+}
+
+template <typename scalar_t>
+SG_INLINE scalar_t exp_of(scalar_t x) {  // exp_float for float32, the C library's for float64
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return exp_float(x);
+  } else {
+    return std::exp(x);
+  }
+}
+
+#if defined(SG_VECTORS)
+SG_INLINE Vec::V exp_vector(Vec::V x) {  // exp_float on each lane, the same operations
+  using namespace expf32;
+  x = Vec::min(Vec::set1(kHigh), Vec::max(Vec::set1(kLow), x));
+  const Vec::V shift = Vec::set1(kShift);
+  const Vec::V k = Vec::sub(Vec::fmadd(x, Vec::set1(kLog2e), shift), shift);
+  const Vec::V r = Vec::fnmadd(k, Vec::set1(kLn2Low), Vec::fnmadd(k, Vec::set1(kLn2High), x));
+  Vec::V p = Vec::set1(kC[7]);
+  for (int j = 6; j >= 0; --j) p = Vec::fmadd(p, r, Vec::set1(kC[j]));
+  const Vec::V k1 = Vec::floor(Vec::mul(k, Vec::set1(0.5f))), k2 = Vec::sub(k, k1);
+  return Vec::mul(Vec::mul(p, Vec::pow2(k1)), Vec::pow2(k2));
+}
+#endif
+
+// exp_float of each element of a float32 tensor, lane by lane and in vectors (where the
+// build has them; else lane by lane again): for the tests, which hold both to exp and each
+// other.
+std::vector<Tensor> exp_float_both(const Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "exp_float_both: float32 expected");
+  const Tensor in = x.contiguous();
+  Tensor scalar = at::empty_like(in), vector = at::empty_like(in);
+  const float* xp = in.data_ptr<float>();
+  float *sp = scalar.data_ptr<float>(), *vp = vector.data_ptr<float>();
+  const int64_t n = in.numel();
+  for (int64_t i = 0; i < n; ++i) sp[i] = exp_float(xp[i]);
+  int64_t i = 0;
+#if defined(SG_VECTORS)
+  for (; i + Vec::lanes <= n; i += Vec::lanes) Vec::store(vp + i, exp_vector(Vec::load(xp + i)));
+#endif
+  for (; i < n; ++i) vp[i] = exp_float(xp[i]);
+  return {scalar, vector};
+}
+
 // The built-in surrogates σ'(x) = scale * natural(x, slope) of spikegrad.surrogates, by
 // index (0: none, the caller passes σ' evaluated by PyTorch instead).
 enum Shape { GIVEN = 0, SUPERSPIKE, SIGMOID, ESSER, SUPERSPIKE_ASYMPTOTIC, EXPONENTIAL, ARCTAN,
@@ -1668,19 +1762,19 @@ SG_INLINE scalar_t surrogate(scalar_t x, scalar_t slope, scalar_t scale) {
   if constexpr (shape == SUPERSPIKE) {
     return scale * (one / ((slope * ax + one) * (slope * ax + one)));
   } else if constexpr (shape == SIGMOID) {
-    const scalar_t sig = one / (one + std::exp(-slope * x));
+    const scalar_t sig = one / (one + exp_of(-slope * x));
     return scale * (sig * (one - sig));
   } else if constexpr (shape == ESSER) {
     return scale * std::max(one - slope * ax, scalar_t(0));
   } else if constexpr (shape == SUPERSPIKE_ASYMPTOTIC) {
     return scale * (slope / ((slope * ax + one) * (slope * ax + one)));
   } else if constexpr (shape == EXPONENTIAL) {
-    return scale * std::exp(-slope * ax);
+    return scale * exp_of(-slope * ax);
   } else if constexpr (shape == ARCTAN) {
     const scalar_t z = scalar_t(0.5 * 3.14159265358979323846) * slope * x;
     return scale * (one / (one + z * z));
   } else if constexpr (shape == GAUSSIAN) {
-    return scale * std::exp(scalar_t(-0.5) * (slope * x) * (slope * x));
+    return scale * exp_of(scalar_t(-0.5) * (slope * x) * (slope * x));
   } else if constexpr (shape == TRUE_GRADIENT) {
     return 0;
   } else {
@@ -1867,22 +1961,8 @@ void backward_entries(const Layer<scalar_t>& L, const Readout<scalar_t>& R,
 }
 
 #if defined(SG_VECTORS)
-// Whether the built-in surrogate `shape` is computed lane by lane (it calls std::exp, whose
-// vector forms round otherwise) rather than in vectors (surrogate_vector).
-constexpr bool by_lane(int64_t shape) {
-  return shape == SIGMOID || shape == EXPONENTIAL || shape == GAUSSIAN;
-}
-
-// σ'(u[k] - 1) of the built-in surrogate `shape` into out[k], k < n (surrogate_row).
-void surrogate_lanes(int64_t shape, int64_t n, const float* u, float* out, float slope,
-                     float scale) {
-  with_shape(shape, [&](auto sh) {
-    if constexpr (sh.value != GIVEN) surrogate_row<sh.value>(n, u, out, slope, scale);
-  });
-}
-
-// σ'(u - 1) of the built-in surrogate `shape` on the lanes of u for the shapes not by_lane,
-// with the operations of surrogate on each element.
+// σ'(u - 1) of the built-in surrogate `shape` on the lanes of u, with the operations of
+// surrogate on each element.
 SG_INLINE Vec::V surrogate_vector(int64_t shape, Vec::V u, float slope, float scale) {
   using V = Vec::V;
   const V one = Vec::set1(1.0f), x = Vec::sub(u, one), ax = Vec::abs(x);
@@ -1897,6 +1977,16 @@ SG_INLINE Vec::V surrogate_vector(int64_t shape, Vec::V u, float slope, float sc
     case ARCTAN: {
       const V z = Vec::mul(Vec::set1(float(0.5 * 3.14159265358979323846) * slope), x);
       return Vec::mul(Vec::set1(scale), Vec::div(one, Vec::add(one, Vec::mul(z, z))));
+    }
+    case SIGMOID: {
+      const V sig = Vec::div(one, Vec::add(one, exp_vector(Vec::mul(Vec::set1(-slope), x))));
+      return Vec::mul(Vec::set1(scale), Vec::mul(sig, Vec::sub(one, sig)));
+    }
+    case EXPONENTIAL:
+      return Vec::mul(Vec::set1(scale), exp_vector(Vec::mul(Vec::set1(-slope), ax)));
+    case GAUSSIAN: {
+      const V z = Vec::mul(Vec::set1(slope), x);
+      return Vec::mul(Vec::set1(scale), exp_vector(Vec::mul(Vec::mul(Vec::set1(-0.5f), z), z)));
     }
     case TRUE_GRADIENT: return Vec::zero();
     default: return Vec::set1(scale);  // CONSTANT
@@ -1930,15 +2020,10 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
     du[g] = load(du_row + k0 + W * g, g);
     di[g] = load(di_row + k0 + W * g, g);
   }
-  // σ' of the group's columns at one step, for the surrogates computed lane by lane
-  const bool lanes = by_lane(A.shape);
-  const int64_t columns = std::min<int64_t>(G * W, N - k0);
-  alignas(64) float sg_lanes[G * W] = {};
   const float* grad_const = A.grad_const ? A.grad_const + b * N : nullptr;
   for (int64_t n = steps - 1; n >= 0; --n) {
     const float* gr = A.grad(n, b);
     float* dx = A.dx(n, b);
-    if (lanes) surrogate_lanes(A.shape, columns, u_rows + n * N + k0, sg_lanes, A.slope, A.scale);
     V g[G];
 #pragma GCC unroll 4
     for (int g_ = 0; g_ < G; ++g_) {  // the gradient from outside: dL/dS (+ the counts')
@@ -1961,8 +2046,7 @@ SG_INLINE void backward_vectors(const Layer<float>& L, const Readout<float>& R,
       const Vec::Mask spike = Vec::greater(uk, one, group.mask(g_));
       if (p_rows) g[g_] = Vec::sub(g[g_], Vec::mul(du[g_], load(p_rows + n * N + k, g_)));
       const V a = Vec::where_not(spike, du[g_]);  // du (1 - S)
-      const V sg = lanes ? Vec::load(sg_lanes + W * g_)
-                         : surrogate_vector(A.shape, uk, A.slope, A.scale);
+      const V sg = surrogate_vector(A.shape, uk, A.slope, A.scale);
       const V gs = Vec::mul(g[g_], sg);
       if (dx) store(dx + k, g_, di[g_]);
       if (slot[n] >= 0) Vec::store(saved + slot[n] * saved_row + k, di[g_]);
@@ -2383,6 +2467,7 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("sparse_tmm(Tensor begin, Tensor end, Tensor cols, Tensor vals, Tensor g, int C) "
         "-> Tensor", &sparse_tmm);
   m.def("dense_tmm(Tensor x, Tensor g) -> Tensor", &dense_tmm);
+  m.def("exp_float_both(Tensor x) -> Tensor[]", &exp_float_both);
   m.def("lif_forward(Tensor x, Tensor in_begin, Tensor in_end, Tensor in_cols, Tensor in_vals, "
         "Tensor wt, Tensor vt, Tensor wot, int B, int T, float beta_mem, "
         "float one_minus_beta_mem, float beta_syn, Tensor bm_v, Tensor obm_v, Tensor bs_v, "
