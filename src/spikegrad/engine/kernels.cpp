@@ -1679,9 +1679,10 @@ std::vector<Tensor> lif_forward(const Tensor& x, const Tensor& in_begin, const T
 // with k = round(x / ln 2) and |r| <= ln 2 / 2 (ln 2 in two parts, fused multiply-adds),
 // exp(r) by its Taylor polynomial of degree 7 (truncation 5e-9 relative; Horner, fused
 // multiply-adds), times 2^k in two factors 2^floor(k / 2) 2^(k - floor(k / 2)) so that
-// results from the subnormal range to the overflow to +inf round once. x is clamped to [-104, 89] first
-// (exp is 0 below, +inf above); NaN stays NaN. Within 2 units in the last place of exp
-// (tests/test_engine.py).
+// results from the subnormal range to the overflow to +inf round once (Vec::pow2 builds them
+// in the exponent bits by the same 1.5 2^23 shift as k). x is clamped to [-104, 89] first (exp
+// is 0 below, +inf above); NaN stays NaN. Within 1 unit in the last place of exp
+// (tests/test_engine.py; 0.93 at most on 20 000 001 points of [-110, 95]).
 namespace expf32 {
 constexpr float kLow = -104.0f, kHigh = 89.0f, kLog2e = 1.44269504088896341f;
 constexpr float kShift = 12582912.0f;  // 1.5 2^23: x + kShift - kShift rounds x to an integer
