@@ -61,8 +61,9 @@ def test_cli_reference_has_every_command_and_is_docs_cli_md():
     def paths(command, prefix):
         yield prefix
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                yield from paths(sub, f"{prefix} {name}")
+            context = click.Context(command)
+            for name in command.list_commands(context):
+                yield from paths(command.get_command(context, name), f"{prefix} {name}")
 
     text = help_reference()
     for path in paths(main, "spikegrad"):

@@ -101,6 +101,30 @@ def test_modules_import_only_their_own_layer_or_below():
     assert upward == []
 
 
+def test_commands_that_train_nothing_start_without_torch():
+    """Importing torch takes seconds: the command line, a config read and checked, a study's
+    driver (its workers train) and ``spikegrad config show`` do without it."""
+    import subprocess
+    import sys
+
+    check = ("import sys, spikegrad, spikegrad.cli, spikegrad.studies.runner, spikegrad.data; "
+             "from spikegrad.config import load_config; load_config('randman'); "
+             "from spikegrad.cli import main\n"
+             "try: main(['config', 'show', 'randman'])\n"
+             "except SystemExit: pass\n"
+             "print('torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          check=True)
+    assert done.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_the_package_names_its_public_api_and_imports_each_on_first_use():
+    assert sorted(spikegrad.__all__) == sorted(spikegrad._HOME)
+    for name in spikegrad.__all__:
+        assert getattr(spikegrad, name) is getattr(import_module(spikegrad._HOME[name]), name)
+    assert set(spikegrad.__all__) <= set(dir(spikegrad))
+
+
 def test_the_command_line_starts_without_the_report_libraries():
     """scipy and matplotlib serve the report only: the command line (and every study worker
     it spawns, which imports it again) starts without them."""

@@ -92,6 +92,33 @@ def test_register_custom_surrogate():
         SURROGATES.pop("user_triangle_squared")
 
 
+def test_a_config_names_a_registered_surrogate_and_no_other():
+    """The config layer knows the built-in names without torch, and a user's registered ones
+    from the registry."""
+    from spikegrad.config import ConfigError, load_config
+
+    @register_surrogate("user_config_triangle")
+    def triangle(x, slope):
+        return torch.clamp(1 - slope * x.abs(), min=0)
+
+    try:
+        config = load_config("randman", ["surrogate.name=user_config_triangle"])
+        assert config.surrogate.name == "user_config_triangle"
+    finally:
+        SURROGATES.pop("user_config_triangle")
+    with pytest.raises(ConfigError, match="unknown surrogate 'user_config_triangle'"):
+        load_config("randman", ["surrogate.name=user_config_triangle"])
+
+
+def test_the_config_layer_lists_the_builtin_surrogates_in_kernel_order():
+    from spikegrad.schema import BUILTIN_SURROGATES
+
+    builtin = sorted((shape.kernel_id, name) for name, shape in SURROGATES.items()
+                     if shape.kernel_id)
+    assert [name for _, name in builtin] == list(BUILTIN_SURROGATES)
+    assert [kernel_id for kernel_id, _ in builtin] == list(range(1, len(builtin) + 1))
+
+
 def test_unknown_surrogate_is_rejected():
     with pytest.raises(ValueError, match="unknown surrogate 'nope'"):
         Surrogate("nope")

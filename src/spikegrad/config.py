@@ -21,20 +21,21 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
-from spikegrad.engine.contract import KernelChoice, RecomputeChoice
 from spikegrad.errors import ConfigError
-from spikegrad.functional import READOUT_INITIAL_MEMBRANE
-from spikegrad.losses import ReadoutReduction
 from spikegrad.schema import (
+    BUILTIN_SURROGATES,
+    READOUT_INITIAL_MEMBRANE,
     Float,
     Fraction,
+    KernelChoice,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    ReadoutReduction,
+    RecomputeChoice,
     Seed,
     Strict,
 )
-from spikegrad.surrogates import SURROGATES
 
 
 class TimeConfig(Strict):
@@ -60,6 +61,10 @@ class SurrogateConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
+        if name in BUILTIN_SURROGATES:
+            return name
+        from spikegrad.surrogates import SURROGATES  # and those a user registered (torch)
+
         if name not in SURROGATES:
             raise ValueError(f"unknown surrogate {name!r} (known: {', '.join(sorted(SURROGATES))})")
         return name

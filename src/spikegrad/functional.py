@@ -45,12 +45,10 @@ import torch
 from torch import Tensor
 
 from spikegrad.errors import SpikegradError
+from spikegrad.schema import READOUT_INITIAL_MEMBRANE
 from spikegrad.surrogates import Surrogate, spike
 
 THRESHOLD = 1.0
-READOUT_INITIAL_MEMBRANE = -1e-3
-"""U_out[0] of the readout: the default of the lab's stork ``ReadoutGroup`` (the paper's own
-value is not stated)."""
 
 
 class InputError(SpikegradError, ValueError):

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
-
 from spikegrad.errors import ConfigError, SpikegradError
 
 
@@ -151,6 +149,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    import torch  # here: the command line reads and writes results without torch
+
     return _atomic_write(path, lambda stream: torch.save(obj, stream))
 
 

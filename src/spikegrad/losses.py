@@ -17,13 +17,12 @@ neuron i on one sample and N neurons in the layer, averaged over the batch:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ReadoutReduction = Literal["max", "sum", "mean", "last"]
+from spikegrad.schema import ReadoutReduction
+
 READOUT_REDUCTIONS: tuple[str, ...] = ("max", "sum", "mean", "last")
 
 

@@ -41,10 +41,10 @@ from spikegrad.config import (
     TimeConstantsConfig,
     validate_section,
 )
-from spikegrad.engine.contract import KernelChoice, RecomputeChoice
 from spikegrad.fluctuation import LayerInit, fluctuation_init
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
-from spikegrad.losses import ReadoutReduction, reduce_readout
+from spikegrad.losses import reduce_readout
+from spikegrad.schema import KernelChoice, ReadoutReduction, RecomputeChoice
 from spikegrad.surrogates import Surrogate
 
 Engine = Literal["reference", "fast"]

@@ -7,9 +7,33 @@ as a boolean, which Python would otherwise take for 1).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+# The choices a config names, defined here (without torch) so that reading and checking a
+# config does not import torch; the modules that act on them re-export them.
+
+KernelChoice = Literal["auto", "cpp", "torch"]
+"""Which kernel set runs the fast engine: ``cpp`` (compiled, float32/float64 CPU tensors),
+``torch`` (any device) or ``auto`` (``cpp`` where it runs and compiles, else ``torch``)."""
+
+RecomputeChoice = bool | Literal["auto"]
+"""``model.recompute``: recompute U in the backward pass (True), keep it (False), or ``auto``
+(recompute the layers without recurrence where the kernels recompute in cache; see
+:mod:`spikegrad.engine`). The same results either way."""
+
+ReadoutReduction = Literal["max", "sum", "mean", "last"]
+"""How the readout trace becomes logits (:func:`spikegrad.losses.reduce_readout`)."""
+
+READOUT_INITIAL_MEMBRANE = -1e-3
+"""U_out[0] of the readout: the default of the lab's stork ``ReadoutGroup`` (the paper's own
+value is not stated)."""
+
+BUILTIN_SURROGATES = ("superspike", "sigmoid", "esser", "superspike_asymptotic", "exponential",
+                      "arctan", "gaussian", "true", "constant")
+"""The surrogate shapes :mod:`spikegrad.surrogates` registers (the kernels' ids 1-9, in order);
+a test holds the two equal."""
 
 
 class Strict(BaseModel):

@@ -12,26 +12,35 @@ line on stderr, ``spikegrad: error: ...``, and exit code 2.
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import click
 
-from spikegrad.cli.bench import bench
-from spikegrad.cli.config import config
-from spikegrad.cli.data import data
-from spikegrad.cli.export import export
 from spikegrad.cli.reference import help_reference
-from spikegrad.cli.reproduce import reproduce
-from spikegrad.cli.study import study
-from spikegrad.cli.train import train
 
 __all__ = ["help_reference", "main"]
 
+COMMANDS = ("bench", "config", "data", "export", "reproduce", "study", "train")
+"""The commands, in the order of ``--help``; each is the function of that name in the module of
+that name."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """The commands, each imported when it runs (or when ``--help`` lists them): a command that
+    trains nothing (``study run``'s driver, ``config``, ``data``) starts without importing torch,
+    which takes seconds."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return getattr(import_module(f"spikegrad.cli.{name}"), name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="spikegrad")
 def main() -> None:
     """spikegrad: train spiking networks with surrogate gradients and reproduce
     the robustness studies of Zenke & Vogels (2021)."""
-
-
-for _command in (train, config, data, study, reproduce, bench, export):
-    main.add_command(_command)

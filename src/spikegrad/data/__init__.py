@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from spikegrad.data.base import (
-    CurrentDataset,
-    DataSplits,
-    EventDataset,
-    iterate_batches,
-)
 from spikegrad.data.configs import DATA_SETS
+
+if TYPE_CHECKING:
+    from spikegrad.data.base import CurrentDataset, DataSplits, EventDataset, iterate_batches
+
+_FROM_BASE = ("CurrentDataset", "DataSplits", "EventDataset", "iterate_batches")
+
+
+def __getattr__(name: str):
+    """The data set classes, imported (with torch) on first use: a config names its data set
+    through :mod:`spikegrad.data.configs` without importing torch."""
+    if name in _FROM_BASE:
+        return getattr(import_module("spikegrad.data.base"), name)
+    raise AttributeError(f"module 'spikegrad.data' has no attribute {name!r}")
 
 
 def _builder(name: str) -> Callable[..., DataSplits]:

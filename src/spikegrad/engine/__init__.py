@@ -83,7 +83,6 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
-from spikegrad.engine.contract import KernelChoice, RecomputeChoice
 from spikegrad.engine.threads import GOVERNOR
 from spikegrad.errors import ConfigError, KernelsUnavailableError
 from spikegrad.functional import (
@@ -92,6 +91,7 @@ from spikegrad.functional import (
     check_layer_tensors,
     per_neuron_decays,
 )
+from spikegrad.schema import KernelChoice, RecomputeChoice
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
            "recompute_setting", "recomputes", "engine_info", "KernelChoice", "RecomputeChoice",

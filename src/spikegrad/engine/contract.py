@@ -5,21 +5,12 @@ this contract; a test holds both to it."""
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from torch import Tensor
 
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.surrogates import Surrogate
-
-KernelChoice = Literal["auto", "cpp", "torch"]
-"""Which kernel set runs the fast engine: ``cpp`` (compiled, float32/float64 CPU tensors),
-``torch`` (any device) or ``auto`` (``cpp`` where it runs and compiles, else ``torch``)."""
-
-RecomputeChoice = bool | Literal["auto"]
-"""``model.recompute``: recompute U in the backward pass (True), keep it (False), or ``auto``
-(recompute the layers without recurrence where the kernels recompute in cache; see
-:mod:`spikegrad.engine`). The same results either way."""
 
 Sparse = tuple[Tensor, Tensor, Tensor, Tensor]
 """The sparse form of a [B, T, C] tensor: rows time-major (row n B + b), row q's entries at
