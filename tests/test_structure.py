@@ -102,20 +102,29 @@ def test_modules_import_only_their_own_layer_or_below():
 
 
 def test_commands_that_train_nothing_start_without_torch():
-    """Importing torch takes seconds: the command line, a config read and checked, a study's
-    driver (its workers train) and ``spikegrad config show`` do without it."""
+    """Importing torch takes seconds: the command line and its ``--help``, a config read and
+    checked, a study's driver (its workers train) and ``spikegrad config show`` do without
+    it."""
     import subprocess
     import sys
 
     check = ("import sys, spikegrad, spikegrad.cli, spikegrad.studies.runner, spikegrad.data; "
              "from spikegrad.config import load_config; load_config('randman'); "
              "from spikegrad.cli import main\n"
-             "try: main(['config', 'show', 'randman'])\n"
-             "except SystemExit: pass\n"
+             "for words in (['--help'], ['config', 'show', 'randman']):\n"
+             "    try: main(words)\n"
+             "    except SystemExit: pass\n"
              "print('torch' in sys.modules, file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                           check=True)
     assert done.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_the_bench_command_names_the_benchmarks_cases_and_libraries():
+    from spikegrad import bench
+    from spikegrad.cli import bench as command
+
+    assert command.CASES == tuple(bench.CASES) and command.LIBRARIES == bench.LIBRARIES
 
 
 def test_the_package_names_its_public_api_and_imports_each_on_first_use():

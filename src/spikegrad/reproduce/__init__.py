@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from spikegrad.config import builtin_config_names, load_config
 from spikegrad.errors import ArgumentError
@@ -110,6 +109,8 @@ def prepare_data(base: dict[str, Any]) -> None:
 def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[float]]]:
     """‖dL/dU[n]‖ of the hidden layer at surrogate scale 1 and 100, per condition, for a
     freshly initialised network on one Randman batch (the same weights for both scales)."""
+    import torch
+
     from spikegrad.data import build_data
     from spikegrad.diagnostics import membrane_gradient_norms
     from spikegrad.model import SNN
@@ -137,6 +138,8 @@ def gradient_norms(profile: str, seed: int = 0) -> dict[str, dict[float, list[fl
 def example_network(config: dict[str, Any], out_dir: Path) -> tuple[Any, ...]:
     """The network of ``config`` trained (cached in ``out_dir`` by config hash) and one test
     sample through it: inputs, hidden spikes, readout trace and label."""
+    import torch
+
     from spikegrad.io import atomic_torch_save
     from spikegrad.training import Trainer
 
