@@ -128,10 +128,20 @@ def test_the_bench_command_names_the_benchmarks_cases_and_libraries():
 
 
 def test_the_package_names_its_public_api_and_imports_each_on_first_use():
+    import subprocess
+    import sys
+
     assert sorted(spikegrad.__all__) == sorted(spikegrad._HOME)
     for name in spikegrad.__all__:
         assert getattr(spikegrad, name) is getattr(import_module(spikegrad._HOME[name]), name)
     assert set(spikegrad.__all__) <= set(dir(spikegrad))
+    # a submodule by attribute, as when the package imported them all, in a fresh interpreter
+    check = ("import spikegrad\n"
+             "print(spikegrad.model.SNN.__name__, spikegrad.training.Trainer.__name__,\n"
+             "      hasattr(spikegrad, 'no_such_module'))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["SNN", "Trainer", "False"]
 
 
 def test_the_command_line_starts_without_the_report_libraries():

@@ -43,10 +43,16 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The public names, imported on first use (so that the command line starts without torch
-    where a command needs none)."""
+    """The public names and the submodules (``spikegrad.model``, ...), imported on first use (so
+    that the command line starts without torch where a command needs none)."""
     if name in _HOME:
         return getattr(import_module(_HOME[name]), name)
+    if not name.startswith("__"):
+        try:
+            return import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
     raise AttributeError(f"module 'spikegrad' has no attribute {name!r}")
 
 
