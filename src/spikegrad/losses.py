@@ -17,13 +17,15 @@ neuron i on one sample and N neurons in the layer, averaged over the batch:
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from spikegrad.schema import ReadoutReduction
 
-READOUT_REDUCTIONS: tuple[str, ...] = ("max", "sum", "mean", "last")
+READOUT_REDUCTIONS: tuple[str, ...] = get_args(ReadoutReduction)
 
 
 def reduce_readout(membrane: Tensor, reduction: ReadoutReduction) -> Tensor:
