@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # The choices a config names, defined here (without torch) so that reading and checking a
-# config does not import torch; the modules that act on them re-export them.
+# config does not import torch; the modules that act on them import them from here.
 
 KernelChoice = Literal["auto", "cpp", "torch"]
 """Which kernel set runs the fast engine: ``cpp`` (compiled, float32/float64 CPU tensors),
