@@ -133,6 +133,27 @@ def test_divergence_writes_strict_json_and_prints_no_warning(tmp_path):
     assert written["test_accuracy"] is None and written["hidden_spikes_per_neuron"] == [None]
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_step_that_leaves_a_weight_not_finite_ends_the_run(value):
+    config = tiny(**{"training.epochs": 3})
+    trainer = Trainer(config, progress=False)
+    step = trainer.optimizer.step
+
+    def poisoning_step():
+        step()
+        if trainer.state.epoch == 1:  # the second epoch's first step
+            with torch.no_grad():
+                trainer.model.readout.weight.view(-1)[-1] = value
+
+    trainer.optimizer.step = poisoning_step
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = trainer.fit()
+    assert [str(w.message) for w in caught] == []
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 2
+    assert result["divergence_reason"] == "weights are not finite"
+
+
 def test_metrics_lines_are_strict_json(tmp_path):
     history = [{"epoch": 1, "valid_loss": float("inf"), "train_loss": float("nan")}]
     RunFolder(tmp_path).write_metrics(history)

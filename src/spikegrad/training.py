@@ -260,7 +260,10 @@ def init_batch(config: ExperimentConfig, train: SampleDataset) -> Tensor | None:
 
 
 def _weights_finite(model: SNN) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    """Whether every weight is finite: a NaN makes a tensor's minimum and maximum NaN, an
+    infinity makes one of them infinite (one reduction; no boolean mask is built)."""
+    return all(math.isfinite(float(low)) and math.isfinite(float(high))
+               for low, high in (torch.aminmax(p.detach()) for p in model.parameters()))
 
 
 class Trainer:
@@ -295,6 +298,7 @@ class Trainer:
         self.model = SNN.from_config(config, self.data.n_inputs, self.data.n_classes,
                                      inputs=init_batch(config, self.data.train))
         self.optimizer = self._make_optimizer()
+        self.dale = bool(self.model.sign_constraints())  # signs to keep after each step
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + SHUFFLE_SEED_OFFSET)
         self.state = TrainingState()
 
@@ -446,7 +450,8 @@ class Trainer:
                 f"training.learning_rate: the {t.optimizer} step failed in epoch "
                 f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
                 f"({str(error).splitlines()[0]})") from None
-        self.model.enforce_signs()  # Dale's law, where configured
+        if self.dale:
+            self.model.enforce_signs()
 
     def _diverged(self, divergence: Divergence) -> None:
         s = self.state
