@@ -15,9 +15,10 @@ that listing the commands does not import torch, which the benchmarks need."""
 
 @click.command("bench")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--case", "cases", multiple=True, type=click.Choice([*CASES, "study"]),
+@click.option("--case", "cases", multiple=True, type=click.Choice([*CASES, "study", "trial"]),
               help="Case to run (repeatable; default: shd, randman, long); `study` (alone): "
-                   "trials per hour of a study.")
+                   "trials per hour of a study; `trial` (alone): where one study trial's "
+                   "time goes.")
 @click.option("--library", "libraries", multiple=True, type=click.Choice(LIBRARIES),
               help="Library to run (repeatable; default: all).")
 @click.option("--repeats", default=7, show_default=True, help="Timed steps per library.")
@@ -29,7 +30,7 @@ that listing the commands does not import torch, which the benchmarks need."""
               help="Run every case idle, then again while a single-threaded busy process "
                    "occupies one core; report both.")
 @click.option("--study-epochs", default=10, show_default=True,
-              help="Epochs per trial in the study case.")
+              help="Epochs per trial in the study and trial cases.")
 @click.option("--baseline", "baselines", multiple=True, metavar="PYTHON",
               help="The python of another spikegrad install (e.g. a previous release in its "
                    "own venv) to run the study case with too (repeatable).")
@@ -42,12 +43,23 @@ def bench(as_json: bool, cases: tuple[str, ...], libraries: tuple[str, ...], rep
 
     ``--case study`` instead trains a fixed 24-trial Randman grid through the study runner
     and reports trials per hour (with ``--baseline PYTHON``: side by side with another
-    install)."""
+    install); ``--case trial`` trains the grid's first trial on one thread and reports where
+    its time goes, and the start-up of a fresh process."""
+    for alone in ("study", "trial"):
+        if alone in cases and len(cases) > 1:
+            raise click.UsageError(f"--case {alone} runs alone")
+    if "trial" in cases:
+        from spikegrad import trial_profile
+
+        try:
+            report = trial_profile.profile_trial(study_epochs)
+        except trial_profile.TrialProfileError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(json.dumps(report) if as_json else trial_profile.format_profile(report))
+        return
     from spikegrad import bench as benchmarks
 
     if "study" in cases:
-        if len(cases) > 1:
-            raise click.UsageError("--case study runs alone")
         try:
             report = benchmarks.run_study_case(study_epochs, list(baselines), workers)
         except benchmarks.StudyCaseError as error:
