@@ -103,3 +103,44 @@ def test_kernels_and_recompute_are_config_fields_hashed_only_when_set():
     with pytest.raises(ConfigError, match=r"^model.recompute: expected true, false or auto "
                                           r"\(got 'sometimes'\)$"):
         load_config("randman", ["model.recompute=sometimes"])
+
+
+def test_config_reference_shows_each_data_sets_own_defaults():
+    """Every data field's default in the reference is the value a data section without it
+    gets (a section whose default differs from its class's, as the digits' split, once showed
+    its class's)."""
+    import json
+    import re
+
+    from spikegrad.config import config_reference
+    from spikegrad.data.configs import DATA_CONFIGS
+
+    text = config_reference()
+    for model in DATA_CONFIGS:
+        name = model.model_fields["name"].default
+        section = text.split(f"### `{name}`")[1].split("\n### ")[0]
+        instance = model.model_validate({"name": name}) if _constructible(model, name) else None
+        if instance is None:
+            continue
+        dumped = instance.model_dump(mode="json")
+        for path, shown in re.findall(r"^\| `data\.([\w.]+)` \| `([^`]*)` \|", section, re.M):
+            value = dumped
+            for part in path.split("."):
+                value = value[part] if isinstance(value, dict) else None
+            if shown != "—" and value is not None:
+                assert json.loads(shown) == value, (name, path)
+
+
+def _constructible(model, name) -> bool:
+    try:
+        model.model_validate({"name": name})
+    except Exception:  # noqa: BLE001 - a data set with required fields
+        return False
+    return True
+
+
+def test_setting_one_digits_split_fraction_keeps_the_others():
+    config = load_config("digits", {"data.split.train": 0.6})
+    assert (config.data.split.valid, config.data.split.test) == (0.2, 0.2)
+    with pytest.raises(ConfigError, match="data.split: train \\+ valid \\+ test must be 1"):
+        load_config("digits", {"data.split.train": 0.7})

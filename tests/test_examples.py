@@ -17,4 +17,5 @@ def test_example_runs(script, tmp_path):
     done = subprocess.run([sys.executable, str(EXAMPLES / script), *arguments], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]  # e.g. from a worker process
     assert done.stdout.strip()

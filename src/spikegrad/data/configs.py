@@ -46,6 +46,18 @@ class SplitFractions(Strict):
         return self
 
 
+class DigitsSplit(SplitFractions):
+    """The digits' fractions (1797 images: a fifth each for validation and test); a class of
+    its own, so that setting one fraction keeps the others' defaults."""
+
+    train: Fraction = 0.6
+    """Fraction for training."""
+    valid: Fraction = 0.2
+    """Fraction for validation (model selection, early stopping)."""
+    test: Fraction = 0.2
+    """Fraction for the test."""
+
+
 class RandmanConfig(Strict):
     """Random manifolds (Zenke & Vogels 2021, section 4). See :mod:`spikegrad.data.randman`."""
 
@@ -106,8 +118,7 @@ class DigitsConfig(Strict):
     """Latency code of the pixels."""
     seed: Seed = 42
     """Seed of the split."""
-    split: SplitFractions = Field(
-        default_factory=lambda: SplitFractions(train=0.6, valid=0.2, test=0.2))
+    split: DigitsSplit = Field(default_factory=DigitsSplit)
     """Train/valid/test fractions."""
 
     def input_width(self) -> int:
