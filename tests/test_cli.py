@@ -135,3 +135,15 @@ def test_library_errors_name_no_flags_and_only_the_cli_imports_click():
                             and flag.search(part.value):
                         problems.append(f"{path.name}:{node.lineno}: {part.value!r}")
     assert not problems, problems
+
+
+def test_resume_without_a_run_says_a_new_run_starts(tmp_path):
+    args = ["train", "randman", "--set", "training.epochs=1", "--set", "time.n_steps=20",
+            "--set", "data.samples_per_class=20", "--set", "model.hidden.0.size=8", "--quiet",
+            "--out", str(tmp_path / "typo"), "--resume"]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"spikegrad: {tmp_path / 'typo'}: no checkpoint to continue, " \
+                            "a new run starts\n"
+    again = run(*args)  # now it has one: continued, no notice
+    assert again.returncode == 0 and again.stderr == ""

@@ -61,6 +61,41 @@ def finished_run(d: Path) -> None:
         file_at(f"run/{name}", text)(d)
 
 
+def run_without_checkpoint(d: Path) -> None:
+    """A finished run whose checkpoint was deleted: its metrics and result are still there."""
+    for name, text in (("metrics.jsonl", b'{"epoch": 1}\n'), ("result.json", b"{}\n"),
+                       ("config.yaml", b"name: x\n")):
+        file_at(f"run/{name}", text)(d)
+
+
+def checkpoint_with(**changes) -> Callable[[Path], None]:
+    """A checkpoint of the TINY randman run (its config's hash) with ``changes`` (None: the
+    key removed), as one written by another version might be."""
+
+    def prepare(d: Path) -> None:
+        import torch
+
+        from spikegrad.config import load_config
+        from spikegrad.training import Trainer
+
+        overrides = [a for a in TINY if a not in ("--set", "--quiet")]
+        trainer = Trainer(load_config("randman", overrides), progress=False)
+        saved = {"config_hash": trainer.config.config_hash(),
+                 "model": trainer.model.state_dict(),
+                 "optimizer": trainer.optimizer.state_dict(),
+                 "shuffle_generator": trainer.shuffle_generator.get_state(),
+                 "state": {"epoch": 1}}
+        for key, value in changes.items():
+            if value is None:
+                del saved[key]
+            else:
+                saved[key] = value
+        (d / "run").mkdir()
+        torch.save(saved, d / "run" / "checkpoint.pt")
+
+    return prepare
+
+
 def foreign_db(d: Path) -> None:
     conn = sqlite3.connect(d / "theirs.sqlite")
     conn.execute("CREATE TABLE people (name TEXT)")
@@ -158,7 +193,44 @@ CASES = [
          file_at("run/notes.txt", b"mine"), hold_lock="run/.lock"),
     Case("finished out folder", ["train", "randman", *TINY, "--out", "{d}/run"],
          "{d}/run: already holds a run; pass --resume or choose another --out", finished_run),
+    Case("out folder with a run's metrics, no checkpoint", ["train", "randman", *TINY, "--out",
+                                                             "{d}/run"],
+         "{d}/run: already holds a run; pass --resume", run_without_checkpoint),
+    Case("resume a run without checkpoint", ["train", "randman", *TINY, "--out", "{d}/run",
+                                             "--resume"],
+         "{d}/run: holds a run's metrics or result but no checkpoint.pt to continue from",
+         run_without_checkpoint),
+    Case("checkpoint without optimiser", ["train", "randman", *TINY, "--out", "{d}/run",
+                                          "--resume"],
+         "{d}/run/checkpoint.pt: cannot read checkpoint (KeyError: 'optimizer')",
+         checkpoint_with(optimizer=None)),
+    Case("checkpoint with a text epoch", ["train", "randman", *TINY, "--out", "{d}/run",
+                                          "--resume"],
+         "{d}/run/checkpoint.pt: cannot read checkpoint (TypeError: state.epoch is 'x')",
+         checkpoint_with(state={"epoch": "x"})),
+    Case("checkpoint of other weights", ["train", "randman", *TINY, "--out", "{d}/run",
+                                         "--resume"],
+         "{d}/run/checkpoint.pt: cannot read checkpoint (RuntimeError: Error(s) in loading",
+         checkpoint_with(model={})),
+    Case("empty dict as checkpoint", ["train", "randman", *TINY, "--out", "{d}/run",
+                                      "--resume"],
+         "{d}/run/checkpoint.pt: cannot read checkpoint (KeyError: 'config_hash')",
+         checkpoint_with(config_hash=None, model=None, optimizer=None, state=None,
+                         shuffle_generator=None)),
+    # what click's checks refuse: one line too
+    Case("out is a file", ["train", "randman", *TINY, "--out", "{d}/file"],
+         "Invalid value for '--out': Directory '{d}/file' is a file. (see ",
+         file_at("file", b"x")),
+    Case("unknown option", ["train", "randman", "--epochs", "3"],
+         "No such option '--epochs'"),
+    Case("missing database", ["study", "status"], "Missing option '--db'"),
     # data
+    Case("picture under a file", ["data", "show", "randman", "--set",
+                                  "data.samples_per_class=5", "--out", "{d}/file/x.png"],
+         "{d}/file: is a file, where a folder is needed", file_at("file", b"x")),
+    Case("picture format", ["data", "show", "randman", "--set", "data.samples_per_class=5",
+                            "--out", "{d}/x.badext"],
+         "{d}/x.badext: matplotlib cannot save a picture as '.badext' (formats: "),
     Case("cache under a file", ["train", "shd", "--set", "data.path={d}/shd", *SHD],
          "{d}/file: is a file, where a folder is needed",
          both(shd_files(5), file_at("file", b"x")), env={"SPIKEGRAD_CACHE": "{d}/file/cache"}),

@@ -48,8 +48,9 @@ class RunFolder:
         return self.path / CHECKPOINT
 
     def holds_run(self) -> bool:
-        """Whether a run has written its checkpoint here."""
-        return self.checkpoint.exists()
+        """Whether a run has written its checkpoint, metrics or result here (a config alone
+        is what a run writes before its first epoch)."""
+        return any((self.path / name).exists() for name in (CHECKPOINT, METRICS, RESULT))
 
     def lock(self) -> ExclusiveLock:
         """The folder's lock, for the time of a training (created with the folder)."""
@@ -75,7 +76,9 @@ class RunFolder:
         if not self.checkpoint.exists():
             return None
         saved = read_checkpoint(self.checkpoint)
-        if saved.get("config_hash") != config_hash:
+        if "config_hash" not in saved:
+            raise unreadable_checkpoint(self.checkpoint, KeyError("config_hash"))
+        if saved["config_hash"] != config_hash:
             raise RunFolderError(
                 self.checkpoint, f"was written by a different config "
                 f"({saved.get('config_hash')} != {config_hash})"
@@ -88,9 +91,10 @@ def read_checkpoint(path: Path, map_location: str | None = None) -> dict[str, An
     try:
         saved = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise _unreadable(path, error) from None
+        raise unreadable_checkpoint(path, error) from None
     if not isinstance(saved, dict):
-        raise _unreadable(path, TypeError(f"holds a {type(saved).__name__}, not a checkpoint"))
+        raise unreadable_checkpoint(
+            path, TypeError(f"holds a {type(saved).__name__}, not a checkpoint"))
     return saved
 
 
@@ -101,10 +105,12 @@ def read_best_weights(path: Path) -> dict[str, torch.Tensor] | None:
     try:
         return saved["state"]["best_model_state"]
     except (KeyError, TypeError) as error:
-        raise _unreadable(path, error) from None
+        raise unreadable_checkpoint(path, error) from None
 
 
-def _unreadable(path: Path, error: BaseException) -> ConfigError:
+def unreadable_checkpoint(path: Path, error: BaseException) -> ConfigError:
+    """The one-line error of a checkpoint file that cannot be read or lacks what it should
+    hold."""
     return ConfigError(f"{path}: cannot read checkpoint "
                        f"({type(error).__name__}: {error})".splitlines()[0])
 

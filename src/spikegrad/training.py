@@ -41,7 +41,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from types import UnionType
+from typing import Any, TypedDict, get_args, get_origin, get_type_hints
 
 import torch
 from torch import Tensor
@@ -59,7 +60,7 @@ from spikegrad.losses import (
     upper_rate_penalty,
 )
 from spikegrad.model import SNN
-from spikegrad.run_files import RunFolder
+from spikegrad.run_files import RunFolder, unreadable_checkpoint
 
 SHUFFLE_SEED_OFFSET = 1_000_003
 
@@ -238,6 +239,23 @@ class TrainingState:
     stop_reason: str | None = None  # "patience", "epochs", "callback" or None (running)
 
 
+def training_state(saved: dict[str, Any]) -> TrainingState:
+    """The :class:`TrainingState` a checkpoint holds, each field of the type it should have
+    (a TypeError names the first that has not)."""
+    if not isinstance(saved, dict):
+        raise TypeError(f"state is a {type(saved).__name__}, not a dict")
+    state = TrainingState(**saved)
+    for name, hint in get_type_hints(TrainingState).items():
+        value = getattr(state, name)
+        allowed = tuple(get_origin(t) or t for t in (get_args(hint) if get_origin(hint) is
+                                                     UnionType else (hint,)))
+        if float in allowed:
+            allowed += (int,)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise TypeError(f"state.{name} is {value!r}")
+    return state
+
+
 def check_splits(data: DataSplits) -> None:
     """Every split must hold samples: training needs some, and so do the validation (the
     best epoch) and test metrics."""
@@ -328,10 +346,14 @@ class Trainer:
         saved = self.run.read_checkpoint(self.config.config_hash()) if self.run else None
         if saved is None:
             return False
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.shuffle_generator.set_state(saved["shuffle_generator"])
-        self.state = TrainingState(**saved["state"])
+        try:  # a checkpoint of another version, or damaged: one line naming the file
+            state = training_state(saved["state"])
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.shuffle_generator.set_state(saved["shuffle_generator"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise unreadable_checkpoint(self.run.checkpoint, error) from None
+        self.state = state
         return True
 
     # -- training ----------------------------------------------------------------------
@@ -369,6 +391,9 @@ class Trainer:
     def _check_fresh(self, resume: bool) -> None:
         if not resume and self.run.holds_run():
             raise RunFolderError(self.out_dir, "already holds a run", resumable=True)
+        if resume and self.run.holds_run() and not self.run.checkpoint.exists():
+            raise RunFolderError(self.out_dir, "holds a run's metrics or result but no "
+                                 "checkpoint.pt to continue from")
 
     def _fit(self, stop_after: int | None,
              epoch_callback: Callable[[TrainingState], bool] | None) -> dict[str, Any]:

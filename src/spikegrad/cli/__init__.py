@@ -6,8 +6,9 @@ One module per command: :mod:`~spikegrad.cli.train`, :mod:`~spikegrad.cli.config
 :mod:`~spikegrad.cli.bench`, :mod:`~spikegrad.cli.export`; what they share (one-line
 errors, JSON output, ``--set``) is in :mod:`~spikegrad.cli.support`.
 
-Every error a user can cause (a :class:`~spikegrad.errors.SpikegradError`) ends with one
-line on stderr, ``spikegrad: error: ...``, and exit code 2.
+Every error a user can cause (a :class:`~spikegrad.errors.SpikegradError`, or a value that
+click's checks refuse) ends with one line on stderr, ``spikegrad: error: ...``, and exit
+code 2.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from importlib import import_module
 import click
 
 from spikegrad.cli.reference import help_reference
+from spikegrad.cli.support import fail
 
 __all__ = ["help_reference", "main"]
 
@@ -37,6 +39,18 @@ class _Commands(click.Group):
         if name not in COMMANDS:
             return None
         return getattr(import_module(f"spikegrad.cli.{name}"), name)
+
+    def invoke(self, ctx: click.Context):
+        """What click's own checks refuse (a file where a folder is needed, a number out of
+        range, a missing or unknown option) is one line too, as the commands' own errors; a
+        group called without a command still shows its help."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # click >= 8.2
+                raise
+            command = f" (see {error.ctx.command_path} --help)" if error.ctx else ""
+            fail(error.format_message().splitlines()[0] + command)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from spikegrad.data.base import DataSplits
 from spikegrad.errors import ArgumentError
+from spikegrad.io import atomic_write_bytes
 
 
 def save_sample_picture(data: DataSplits, path: str | Path, index: int = 0,
                         split: str = "train", dt_ms: float = 1.0) -> Path:
-    """Save a picture of sample ``index`` of ``split`` to ``path`` (png, pdf, svg...)."""
+    """Save a picture of sample ``index`` of ``split`` to ``path`` (png, pdf, svg...; written
+    to a temporary file, then renamed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    path = Path(path)
+    fmt = path.suffix.removeprefix(".").lower() or "png"
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in formats:
+        raise ArgumentError(f"{path}: matplotlib cannot save a picture as '.{fmt}' (formats: "
+                            f"{', '.join(sorted(formats))})")
     dataset = getattr(data, split)
     if not 0 <= index < len(dataset):
         raise ArgumentError(f"index: {split} split has {len(dataset)} samples, got {index}")
@@ -43,8 +53,7 @@ def save_sample_picture(data: DataSplits, path: str | Path, index: int = 0,
     ax.set_xlabel("time (ms)")
     ax.set_title(f"{data.name}: {split} sample {index}, label {int(label)}: {kind}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
