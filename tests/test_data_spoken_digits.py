@@ -169,3 +169,28 @@ def test_digits_full_run_reaches_090(tmp_path):
 
     result = train(load_config("digits"), out_dir=tmp_path / "run", progress=False)
     assert result["test_accuracy"] >= 0.90
+
+
+@needs_espeak
+def test_an_interrupted_remake_leaves_the_set_as_it_was(spoken, tmp_path, monkeypatch):
+    from spikegrad.data import spoken_digits
+
+    folder = tmp_path / "set"
+    shutil.copytree(spoken, folder)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    made = []
+
+    def interrupted(samples, options, rng):
+        made.append(1)
+        if len(made) == 5:  # a few files of the new set are written by now
+            raise KeyboardInterrupt
+        return audio_to_spikes(samples, options, rng)
+
+    monkeypatch.setattr(spoken_digits, "audio_to_spikes", interrupted)
+    result = CliRunner().invoke(main, ["data", "make-spoken-digits", "--small", "--seed", "7",
+                                       "--out", str(folder), "--quiet"])
+    assert result.exit_code == 130
+    assert result.stderr == "spikegrad: interrupted; the folder's files are as they were\n"
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before  # no file changed, none added (the staging folder is gone)
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []

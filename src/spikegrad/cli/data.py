@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -68,7 +69,11 @@ def make_spoken_digits(out_dir: Path | None, small: bool, german: bool, speakers
     if speakers is not None:
         overrides["n_speakers"] = speakers
     options = SynthesisOptions.small(**overrides) if small else SynthesisOptions(**overrides)
-    folder = make(out_dir or default_folder(), options, progress=not quiet)
+    try:
+        folder = make(out_dir or default_folder(), options, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("spikegrad: interrupted; the folder's files are as they were", err=True)
+        sys.exit(130)
     click.echo(f"spoken digits in {folder}")
 
 

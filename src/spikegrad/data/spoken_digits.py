@@ -53,7 +53,7 @@ import numpy as np
 
 from spikegrad.data.files import MissingDataError, cache_dir
 from spikegrad.data.spike_file import write_spike_file
-from spikegrad.io import atomic_write_text
+from spikegrad.io import atomic_write_text, make_folder
 
 ENGLISH = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 GERMAN = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
@@ -197,14 +197,33 @@ def make_spoken_digits(folder: str | Path, options: SynthesisOptions | None = No
                        progress: bool = True) -> Path:
     """Synthesise the spoken digits into ``folder``: audio, split lists and SHD-format spikes.
 
-    Files appear atomically; ``speakers.json`` is written last and marks a complete set.
+    The set is made in a hidden folder inside ``folder`` and moved into place when it is
+    complete; ``speakers.json``, which marks a complete set, is removed before the first file
+    moves and written last. So an interrupted run leaves a set that was there as it was.
     """
+    options = options or SynthesisOptions()
+    espeak_path()
+    folder = make_folder(folder)
+    staging = Path(tempfile.mkdtemp(prefix=".making-", dir=folder))
+    try:
+        _synthesise(staging, options, progress)
+        (folder / "speakers.json").unlink(missing_ok=True)  # incomplete from here ...
+        for path in sorted(staging.rglob("*")):
+            if path.is_file() and path.name != "speakers.json":
+                target = folder / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.replace(target)
+        (staging / "speakers.json").replace(folder / "speakers.json")  # ... to here
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _synthesise(folder: Path, options: SynthesisOptions, progress: bool) -> None:
+    """Every file of the set into the new folder ``folder``."""
     import soundfile
     from tqdm.auto import tqdm
 
-    options = options or SynthesisOptions()
-    espeak_path()
-    folder = Path(folder)
     (folder / "audio").mkdir(parents=True, exist_ok=True)
     speakers, utterances = plan(options)
     spikes = {"train": ([], [], [], []), "test": ([], [], [], [])}
@@ -214,10 +233,8 @@ def make_spoken_digits(folder: str | Path, options: SynthesisOptions | None = No
         for utterance, samples in tqdm(zip(utterances, rendered, strict=True),
                                        total=len(utterances), desc="spoken digits",
                                        disable=not progress):
-            path = folder / "audio" / utterance["file"]
-            temporary = path.with_name(f".{path.stem}.tmp.flac")
-            soundfile.write(str(temporary), samples, SAMPLE_RATE, format="FLAC")
-            temporary.replace(path)
+            soundfile.write(str(folder / "audio" / utterance["file"]), samples, SAMPLE_RATE,
+                            format="FLAC")
             times, units = audio_to_spikes(samples, options, rng)
             lists = spikes[utterance["split"]]
             for target, value in zip(lists, (times, units, utterance["label"],
@@ -232,7 +249,6 @@ def make_spoken_digits(folder: str | Path, options: SynthesisOptions | None = No
                          np.array(speaker_ids), keys, {"voice": voices})
     atomic_write_text(folder / "speakers.json", json.dumps(
         {"options": asdict(options), "speakers": speakers}, indent=2) + "\n")
-    return folder
 
 
 def ensure_spoken_digits(folder: str | Path) -> Path:
