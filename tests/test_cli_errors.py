@@ -180,6 +180,9 @@ CASES = [
          file_at("photo.yaml", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")),
     Case("folder as config", ["train", "{d}/runs"], "{d}/runs: is a folder, not a config file",
          file_at("runs/old.txt", b"keep")),
+    Case("field of a config file", ["train", "{d}/run.yaml"],
+         "{d}/run.yaml: training.epochs: Input should be greater than or equal to 1 (got 0)",
+         file_at("run.yaml", b"name: x\ndata: {name: randman}\ntraining: {epochs: 0}\n")),
     # runs the machine cannot hold
     Case("hidden size 1e7", ["train", "randman", "--set", "model.hidden.0.size=10000000"],
          "hidden sizes [10000000]), more than the"),

@@ -89,6 +89,11 @@ def spec_error(spec: dict, overrides=None) -> str:
         ({"axes": {"surrogate.slope": [1]}, "zip": [{"surrogate.slope": [2]}]},
          "'surrogate.slope' is swept more than once"),
         ({"early_stopping": {"rule": "asha"}}, "early_stopping.rule:"),
+        ({"select": {"axis": "training.learning_rate", "values": [], "rung_epochs": 1}},
+         "select: no values to choose from for 'training.learning_rate'"),
+        ({"seeds": None, "select": {"axis": "training.learning_rate", "values": [0.1, 0.2],
+                                    "rung_epochs": 1}},
+         "select: rung_seeds is 2, but the spec has 1 seed"),
     ],
 )
 def test_spec_errors_name_the_field(change, expected):

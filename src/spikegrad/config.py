@@ -709,14 +709,18 @@ def load_config(
     source: str | Path | dict[str, Any] | ExperimentConfig,
     overrides: list[str] | dict[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """Load, override and validate a config. Raises :class:`ConfigError` with one line."""
-    if isinstance(source, ExperimentConfig):
-        raw = source.to_dict()
-    elif isinstance(source, dict):
-        raw = source
-    else:
-        raw = read_config_source(source)
-    return validate_config(apply_overrides(raw, overrides or []))
+    """Load, override and validate a config. Raises :class:`ConfigError` with one line (that
+    names the file, for a config read from one)."""
+    if isinstance(source, ExperimentConfig | dict):
+        raw = source.to_dict() if isinstance(source, ExperimentConfig) else source
+        return validate_config(apply_overrides(raw, overrides or []))
+    raw, origin, folder = read_yaml_source(source, "configs", "config")
+    try:
+        return validate_config(apply_overrides(raw or {}, overrides or []))
+    except ConfigError as error:
+        if folder is None:  # a built-in config: the message names the field
+            raise
+        raise ConfigError(f"{origin}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------

@@ -155,6 +155,12 @@ class Selection(Strict):
     rung_epochs: PositiveInt
     rung_seeds: PositiveInt = 2
 
+    @model_validator(mode="after")
+    def _some_values(self) -> Selection:
+        if _axis_length(self.values) == 0:
+            raise ValueError(f"no values to choose from for {self.axis!r}")
+        return self
+
 
 class StudySpec(Strict):
     """A validated study spec; :meth:`trials` expands it."""
@@ -230,10 +236,11 @@ class StudySpec(Strict):
             if self.select.axis in keys or self.select.axis == "seed":
                 raise ValueError(f"select: {self.select.axis!r} is also an axis; sweep it in "
                                  "one place only")
-            seeds = self.seeds if self.seeds is not None else range(self.repeats or 0)
-            if len(seeds) < self.select.rung_seeds:
+            n_seeds = (len(self.seeds) if self.seeds is not None else self.repeats
+                       if self.repeats is not None else 1)  # none given: the base config's
+            if n_seeds < self.select.rung_seeds:
                 raise ValueError(f"select: rung_seeds is {self.select.rung_seeds}, but the "
-                                 f"spec has {len(seeds)} seeds")
+                                 f"spec has {n_seeds} seed{'s' if n_seeds != 1 else ''}")
         return self
 
     # -- expansion -----------------------------------------------------------------------
