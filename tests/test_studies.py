@@ -343,6 +343,7 @@ def test_diverging_failing_and_crashing_trials_are_recorded(tmp_path):
     summary = run_study(spec, db_path, workers=2, progress=False,
                         trial_function=crash_on_seed_one_of_normal_trials)
     assert summary["counts"] == {"completed": 1, "diverged": 2, "failed": 2, "crashed": 1}
+    assert summary["first_failure"]["status"] in ("failed", "crashed")  # not "diverged"
     with ResultsDB(db_path) as db:
         by_status = {}
         for trial in db.trials():
@@ -630,3 +631,15 @@ def test_worker_continues_a_paused_trial_from_its_checkpoint(tmp_path):
     assert finished["status"] == "completed" and len(finished["history"]) == 3
     # epoch 1 comes from the checkpoint, measured time included: it was not trained again
     assert finished["history"][0] == paused["history"][0]
+
+
+def test_study_run_says_why_a_trial_failed(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(axes={}, seeds=[0],
+                                             set={"training.learning_rate": 1e39})))
+    result = CliRunner().invoke(main, ["study", "run", str(spec), "--db",
+                                       str(tmp_path / "db"), "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "failed 1" in result.output
+    assert "failed: seed=0: ConfigError: training.learning_rate: the adam step failed" in \
+        result.output and f"spikegrad study status --db {tmp_path / 'db'}" in result.output

@@ -122,7 +122,7 @@ def run_files(source: str | Path) -> tuple[Path, Path]:
     if source.is_dir():
         checkpoint, config = source / CHECKPOINT, source / CONFIG
     elif source.is_file():
-        checkpoint, config = source, source.parent / CONFIG
+        checkpoint, config = source, source.absolute().parent / CONFIG
     else:
         raise ConfigError(f"{source}: no such run folder or checkpoint")
     if not checkpoint.is_file():

@@ -119,6 +119,10 @@ def study_run(spec: str, db_path: Path, overrides: tuple[str, ...], workers: int
     click.echo(f"{summary['study']}: {summary['trials']} trials ({summary['already_finished']} "
                f"already finished, {summary['ran']} run in {summary['wall_time_s']:.1f} s): "
                f"{counts}")
+    failure = summary["first_failure"]
+    if failure is not None:  # the reason, without a second command
+        click.echo(f"{failure['status']}: {_axes_label(failure['axes'])}: {failure['error']} "
+                   f"(every one: spikegrad study status --db {db_path})")
     best = summary["best"]
     if best is not None:
         metric = loaded.metric

@@ -94,11 +94,15 @@ def cached_arrays(
 
 
 def find_file(folder: str | Path, names: list[str]) -> Path | None:
-    """The first of ``names`` (each also tried with ``.gz``) that exists in ``folder``."""
+    """The first of ``names`` (each also tried with ``.gz``) that exists in ``folder``; one of
+    them that is a folder is a :class:`DataFileError`."""
     for name in names:
         for candidate in (name, f"{name}.gz"):
-            if (Path(folder) / candidate).is_file():
-                return Path(folder) / candidate
+            path = Path(folder) / candidate
+            if path.is_file():
+                return path
+            if path.is_dir():
+                raise DataFileError(path, "is a folder, where a data file is expected")
     return None
 
 

@@ -189,6 +189,8 @@ def run_studies(
                 "ran": tracker.ran_by_study.get(spec.name, 0),
                 "counts": status["counts"],
                 "best": best_trial(db.trials(study=spec.name), spec.metric),
+                "first_failure": next((f for f in status["failures"]
+                                       if f["status"] in ("failed", "crashed")), None),
                 "workers": pool.n_workers if address is None else None,
                 "address": address,
                 "wall_time_s": time.perf_counter() - started,
