@@ -214,3 +214,18 @@ def test_gzip_that_is_not_hdf5_names_the_file(tmp_path):
     path.write_bytes(gzip.compress(b"not hdf5 at all"))
     with pytest.raises(DataFileError, match=f"^{path}: not a readable HDF5 file"):
         read_spike_file(path)
+
+
+def test_download_knows_which_data_sets_have_official_files(tmp_path, monkeypatch):
+    from spikegrad import data
+    from spikegrad.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="randman: no official files to download"):
+        data.download("randman", tmp_path)
+    called = []
+    monkeypatch.setattr("spikegrad.data.shd.download_shd",
+                        lambda name, folder, progress: called.append((name, folder)))
+    monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path / "cache"))
+    assert data.download("ssc") == tmp_path / "cache" / "ssc"  # where its config looks
+    assert called == [("ssc", tmp_path / "cache" / "ssc")]
+    assert set(data.data_set_summaries()) == set(data.DATA_SETS)

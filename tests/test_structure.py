@@ -66,7 +66,7 @@ LAYERS = [
     ("models", ["model", "diagnostics", "fluctuation"]),
     ("data", ["data"]),
     ("training", ["training", "run_files", "interop"]),
-    ("studies", ["studies", "reproduce", "bench"]),
+    ("studies", ["studies", "reproduce", "bench", "trial_profile"]),
     ("cli", ["cli", "__main__", ""]),
 ]
 """The layers, lowest first; a module belongs to the longest prefix that names it."""

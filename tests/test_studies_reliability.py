@@ -156,3 +156,18 @@ def test_status_of_a_database_without_studies_says_so(tmp_path):
         done = CliRunner().invoke(main, ["study", command, "--db", str(path)])
         assert done.exit_code == 2
         assert done.output.strip() == f"spikegrad: error: {path}: holds no studies yet"
+
+
+def test_status_counts_the_trials_of_a_stopped_driver_as_interrupted(tmp_path):
+    from spikegrad.io import ExclusiveLock
+    from spikegrad.studies.runner import study_status
+
+    spec = load_study_spec("randman-smoke")
+    db_path = tmp_path / "results.sqlite"
+    with ResultsDB(db_path) as db:
+        db.register_study(spec.name, spec.to_dict(), spec.trials())
+        db.mark_running(spec.trials()[0].config_hash())
+        assert study_status(db, [spec.name])[spec.name]["counts"]["interrupted"] == 1
+        with ExclusiveLock(tmp_path / "results.sqlite.lock", "a driver holds it"):
+            counts = study_status(db, [spec.name])[spec.name]["counts"]
+        assert counts["running"] == 1 and "interrupted" not in counts

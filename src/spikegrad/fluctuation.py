@@ -62,6 +62,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.errors import SpikegradError
+from spikegrad.functional import leaky_membrane, synaptic_current
 
 KERNEL_TOLERANCE = 1e-12
 """The kernel is simulated until it falls below this fraction of its peak (after its peak)."""
@@ -90,8 +91,8 @@ def psp_kernel(beta_mem: float, beta_syn: float) -> Tensor:
         peak = max(peak, membrane)
         if n > 2 and membrane < peak * KERNEL_TOLERANCE and current < peak * KERNEL_TOLERANCE:
             break
-        membrane, current = (beta_mem * membrane + (1.0 - beta_mem) * current,
-                             beta_syn * current + (1.0 if n == 0 else 0.0))
+        membrane, current = (leaky_membrane(membrane, current, beta_mem),
+                             synaptic_current(current, 1.0 if n == 0 else 0.0, beta_syn))
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -208,8 +209,8 @@ def free_membrane(current_input: Tensor, beta_mem: float, beta_syn: float) -> Te
     trace = []
     for n in range(steps):
         trace.append(membrane)
-        membrane, current = (beta_mem * membrane + (1.0 - beta_mem) * current,
-                             beta_syn * current + current_input[:, n])
+        membrane, current = (leaky_membrane(membrane, current, beta_mem),
+                             synaptic_current(current, current_input[:, n], beta_syn))
     return torch.stack(trace, dim=1)
 
 

@@ -165,6 +165,16 @@ class ReadoutDynamics:
                    initial_membrane)
 
 
+def leaky_membrane(membrane: Tensor | float, current: Tensor | float, beta_mem) -> Tensor:
+    """The membrane one step on, before a reset: β_m U[n] + (1 - β_m) I[n] (LIF and readout)."""
+    return beta_mem * membrane + (1.0 - beta_mem) * current
+
+
+def synaptic_current(current: Tensor | float, synaptic_input: Tensor | float, beta_syn) -> Tensor:
+    """The current one step on: β_s I[n] + x[n] (the recurrent input is added after)."""
+    return beta_syn * current + synaptic_input
+
+
 def lif_step(
     feedforward_input: Tensor,
     membrane: Tensor,
@@ -179,10 +189,8 @@ def lif_step(
     """
     spikes = spike(membrane - THRESHOLD, dynamics.surrogate)
     reset = spikes.detach() if dynamics.detach_reset else spikes
-    next_membrane = (dynamics.beta_mem * membrane + (1.0 - dynamics.beta_mem) * current) * (
-        1.0 - reset
-    )
-    next_current = dynamics.beta_syn * current + feedforward_input
+    next_membrane = leaky_membrane(membrane, current, dynamics.beta_mem) * (1.0 - reset)
+    next_current = synaptic_current(current, feedforward_input, dynamics.beta_syn)
     if recurrent_weight is not None:
         recurrent_spikes = spikes if dynamics.recurrent_gradient else spikes.detach()
         next_current = next_current + recurrent_spikes @ recurrent_weight.t()
@@ -230,8 +238,8 @@ def readout_step(
     feedforward_input: Tensor, membrane: Tensor, current: Tensor, dynamics: ReadoutDynamics
 ) -> tuple[Tensor, Tensor]:
     """One step of the leaky readout: returns (U_out[n+1], I_out[n+1])."""
-    next_membrane = dynamics.beta_mem * membrane + (1.0 - dynamics.beta_mem) * current
-    next_current = dynamics.beta_syn * current + feedforward_input
+    next_membrane = leaky_membrane(membrane, current, dynamics.beta_mem)
+    next_current = synaptic_current(current, feedforward_input, dynamics.beta_syn)
     return next_membrane, next_current
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from spikegrad.cli.support import set_option, user_errors
+from spikegrad.data import DOWNLOADS, data_set_summaries, download
 
 
 @click.group()
@@ -18,34 +19,18 @@ def data() -> None:
 @data.command("list")
 def data_list() -> None:
     """Names of the data sets (``data.name`` in a config) and what they are."""
-    import typing
-
-    from spikegrad.data.configs import DataConfig
-
-    for model in typing.get_args(typing.get_args(DataConfig)[0]):
-        name = model.model_fields["name"].default
-        summary = (model.__doc__ or "").strip().splitlines()[0]
+    for name, summary in data_set_summaries().items():
         click.echo(f"{name:22s} {summary}")
 
 
 @data.command("download")
-@click.argument("name", type=click.Choice(["mnist", "fashion-mnist", "shd", "ssc"]))
+@click.argument("name", type=click.Choice(list(DOWNLOADS)))
 @click.option("--path", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the files (default: the spikegrad cache).")
 @user_errors
 def data_download(name: str, path: Path | None) -> None:
     """Download the official files of NAME and verify their checksums (needs internet)."""
-    from spikegrad.data.files import cache_dir
-
-    folder = path or cache_dir() / name
-    if name in ("mnist", "fashion-mnist"):
-        from spikegrad.data.images import download_images
-
-        download_images(name, folder)
-    else:
-        from spikegrad.data.shd import download_shd
-
-        download_shd(name, folder)
+    folder = download(name, path)
     click.echo(f"{name}: files in {folder}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,14 +140,10 @@ def study_status(db_path: Path, study_name: str | None, as_json: bool) -> None:
     Trials that a stopped driver had started are counted as "interrupted" (they run
     again when the study is resumed).
     """
-    from spikegrad.studies.runner import driver_active
+    from spikegrad.studies.runner import study_status
 
     with _open_db(db_path) as db:
-        reports = {name: db.status(name) for name in _study_names(db, db_path, study_name)}
-    if not driver_active(db_path):  # "running" trials of a driver that was stopped
-        for report in reports.values():
-            if "running" in report["counts"]:
-                report["counts"]["interrupted"] = report["counts"].pop("running")
+        reports = study_status(db, _study_names(db, db_path, study_name))
     if as_json:
         print_json(reports[study_name] if study_name else
                    {"studies": {name: {k: v for k, v in r.items() if k != "studies"}
@@ -177,22 +172,13 @@ def study_export(db_path: Path, study_name: str | None, fmt: str, out_path: Path
     """Export the trials of --db (axes, status, metrics, timings, config) as a table."""
     if fmt == "parquet" and out_path is None:
         fail("--format parquet: needs --out FILE")
-    from spikegrad.io import atomic_write_bytes, atomic_write_text
-
     with _open_db(db_path) as db:
         _study_names(db, db_path, study_name)
-        frame = db.to_dataframe(study=study_name, epochs=epochs)
-    if fmt == "csv":
         if out_path is None:
-            frame.to_csv(sys.stdout, index=False)
-        else:
-            atomic_write_text(out_path, frame.to_csv(index=False))
-    else:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        atomic_write_bytes(out_path, buffer.getvalue())
-    if out_path is not None:
-        click.echo(f"{out_path}: {len(frame)} rows, {len(frame.columns)} columns", err=True)
+            db.to_dataframe(study=study_name, epochs=epochs).to_csv(sys.stdout, index=False)
+            return
+        rows, columns = db.write_table(out_path, fmt, study=study_name, epochs=epochs)
+    click.echo(f"{out_path}: {rows} rows, {columns} columns", err=True)
 
 
 @study.command("best")
@@ -211,11 +197,8 @@ def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
 
     with _open_db(db_path) as db:
         _study_names(db, db_path, study_name)
-        studies = {s["name"]: s["spec"] for s in db.studies()}
+        metric = metric or db.ranking_metric(study_name)
         trials = db.trials(study=study_name)
-    if metric is None:
-        chosen = studies.get(study_name) if study_name else next(iter(studies.values()), None)
-        metric = (chosen or {}).get("metric", "test_accuracy")
     if metric not in METRICS:
         fail(f"--metric {metric}: unknown metric (known: {', '.join(METRICS)})")
     try:

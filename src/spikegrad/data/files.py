@@ -48,9 +48,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPIKEGRAD_CACHE") or Path.home() / ".cache" / "spikegrad")
 
 
+def default_data_folder(name: str) -> Path:
+    """Where the data set ``name`` lives when its config gives no ``data.path``."""
+    return cache_dir() / name
+
+
 def data_folder(config) -> Path:
     """The folder of a data set: ``data.path``, or its default place in the cache."""
-    return Path(config.path).expanduser() if config.path else cache_dir() / config.name
+    return Path(config.path).expanduser() if config.path else default_data_folder(config.name)
 
 
 def file_identity(path: str | Path) -> list[Any]:

@@ -22,20 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from spikegrad.config import ConfigError
 from spikegrad.data.base import DataSplits, EventDataset, split_indices
 from spikegrad.data.configs import DigitsConfig, MNISTConfig
 from spikegrad.data.files import (
     DataFileError,
     MissingDataError,
-    cache_dir,
     cache_key,
     cached_arrays,
+    data_folder,
     download,
     find_file,
     read_maybe_gzip,
 )
 from spikegrad.data.latency import latency_encode
+from spikegrad.errors import ConfigError
 
 IDX_TYPES = {
     0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
@@ -140,7 +140,7 @@ def build_mnist(config: MNISTConfig, n_steps: int, dt_ms: float) -> DataSplits:
 
     The encoded splits are cached, keyed by the IDX files and every parameter.
     """
-    folder = Path(config.path).expanduser() if config.path else cache_dir() / config.name
+    folder = data_folder(config)
     if config.download:
         download_images(config.name, folder)
     sources = [find_file(folder, [name]) for name in IDX_FILES.values()]

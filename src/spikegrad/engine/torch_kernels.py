@@ -12,7 +12,13 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine.contract import Forward
-from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics
+from spikegrad.functional import (
+    THRESHOLD,
+    LIFDynamics,
+    ReadoutDynamics,
+    leaky_membrane,
+    synaptic_current,
+)
 from spikegrad.losses import reduce_readout
 
 READS_SPARSE_FORMS = False
@@ -66,11 +72,11 @@ def lif_forward(
             u_all[:, t] = u
         if i_all is not None:
             i_all[:, t] = i
-        p = beta_mem * u + (1.0 - beta_mem) * i
+        p = leaky_membrane(u, i, beta_mem)
         if p_all is not None:
             p_all[:, t] = p
         u = p * (1.0 - s)
-        i = beta_syn * i + x[:, t]
+        i = synaptic_current(i, x[:, t], beta_syn)
         if recurrent_weight is not None:
             i = i + s @ recurrent_weight.detach().t()
     counts = s_all.transpose(0, 1).sum(0)
@@ -186,8 +192,8 @@ def leaky_filter(x: Tensor, dynamics: ReadoutDynamics) -> Tensor:
     u = torch.full_like(x[:, 0], dynamics.initial_membrane)
     i = torch.zeros_like(x[:, 0])
     for t in range(steps):
-        u = dynamics.beta_mem * u + (1.0 - dynamics.beta_mem) * i
-        i = dynamics.beta_syn * i + x[:, t]
+        u = leaky_membrane(u, i, dynamics.beta_mem)
+        i = synaptic_current(i, x[:, t], dynamics.beta_syn)
         y[:, t] = u
     return y
 

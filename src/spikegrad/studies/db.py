@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from spikegrad.errors import SpikegradError
-from spikegrad.io import finite_values, make_folder, strict_json
+from spikegrad.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    finite_values,
+    make_folder,
+    strict_json,
+)
 
 SCHEMA_VERSION = 1
 
@@ -412,6 +418,30 @@ class ResultsDB:
             row["config"] = json.dumps(trial["config"], sort_keys=True)
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def write_table(self, path: str | Path, fmt: str = "csv", study: str | None = None,
+                    epochs: bool = False) -> tuple[int, int]:
+        """Write :meth:`to_dataframe` to ``path`` as ``csv`` or ``parquet`` (to a temporary
+        file, then renamed); its numbers of rows and columns."""
+        import io
+
+        frame = self.to_dataframe(study=study, epochs=epochs)
+        if fmt == "csv":
+            atomic_write_text(path, frame.to_csv(index=False))
+        elif fmt == "parquet":
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            atomic_write_bytes(path, buffer.getvalue())
+        else:
+            raise ValueError(f"unknown table format {fmt!r} (csv, parquet)")
+        return frame.shape
+
+    def ranking_metric(self, study: str | None = None) -> str:
+        """The metric ``study`` ranks its trials by (its spec's ``metric``); without a study,
+        the first study's; ``test_accuracy`` when the database holds no study."""
+        specs = {s["name"]: s["spec"] for s in self.studies()}
+        chosen = specs.get(study) if study else next(iter(specs.values()), None)
+        return (chosen or {}).get("metric", "test_accuracy")
 
 
 def _split_layers(row: dict[str, Any]) -> None:

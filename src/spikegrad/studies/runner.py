@@ -46,6 +46,7 @@ from spikegrad.studies.spec import (
     condition_key,
     load_study_spec,
 )
+from spikegrad.studies.tables import best_by, finite_number
 from spikegrad.studies.worker import ray_trial, worker_main
 
 RAY_MAX_RETRIES = 3
@@ -216,8 +217,8 @@ def _choose(spec: StudySpec, db: ResultsDB) -> None:
         if key in known:
             continue
         epochs = [e for e in db.epochs(trial.config_hash()) if e["epoch"] <= select.rung_epochs]
-        accuracies = [e["valid_accuracy"] for e in epochs if _finite(e.get("valid_accuracy"))]
-        losses = [e["valid_loss"] for e in epochs if _finite(e.get("valid_loss"))]
+        accuracies = [e["valid_accuracy"] for e in epochs if finite_number(e.get("valid_accuracy"))]
+        losses = [e["valid_loss"] for e in epochs if finite_number(e.get("valid_loss"))]
         value = json.dumps(trial.axes[select.axis])
         by_condition.setdefault(key, {}).setdefault(value, []).append(
             (max(accuracies) if accuracies else -math.inf, min(losses) if losses else math.inf))
@@ -236,17 +237,11 @@ def _choose(spec: StudySpec, db: ResultsDB) -> None:
 
 def best_trial(trials: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
     """The trial with the best finite ``metric`` (max for accuracies, min for losses)."""
-    scored = [t for t in trials if _finite(t.get(metric))]
-    if not scored:
+    rows = best_by(trials, [], metric)
+    if not rows:
         return None
-    pick = max if METRICS.get(metric, "max") == "max" else min
-    best = pick(scored, key=lambda t: t[metric])
-    return {"config_hash": best["config_hash"], "axes": best["axes"], "status": best["status"],
-            metric: best[metric]}
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    return {key: rows[0][key] for key in ("config_hash", "axes", "status")} | {
+        metric: rows[0]["best"]}
 
 
 class _Tracker:
@@ -313,7 +308,7 @@ class _Tracker:
         self._postfix()
 
     def _update_best(self, value: Any) -> None:
-        if not _finite(value):
+        if not finite_number(value):
             return
         better = max if METRICS[self.metric] == "max" else min
         self.best = value if self.best is None else better(self.best, value)
@@ -333,7 +328,7 @@ class _Tracker:
                 study=study, status=("completed", "stopped"))}
             curves: dict[str, list[float]] = {}
             for row in self.db.all_epochs(study):
-                if row["config_hash"] in finished and _finite(row.get("valid_accuracy")):
+                if row["config_hash"] in finished and finite_number(row.get("valid_accuracy")):
                     curve = curves.setdefault(row["config_hash"], [])
                     curve.append(max(row["valid_accuracy"], curve[-1] if curve else -1.0))
             length = max((len(c) for c in curves.values()), default=0)
@@ -541,6 +536,18 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
 def driver_active(db_path: str | Path) -> bool:
     """Whether a study driver is running on this database now (holds its lock)."""
     return _DriverLock(Path(db_path)).held_elsewhere()
+
+
+def study_status(db: ResultsDB, names: list[str]) -> dict[str, dict[str, Any]]:
+    """:meth:`ResultsDB.status` of each study in ``names``, where no driver runs on the
+    database with the trials that a stopped driver had started counted as "interrupted"
+    instead of "running" (they run again when the study is resumed)."""
+    reports = {name: db.status(name) for name in names}
+    if not driver_active(db.path):
+        for report in reports.values():
+            if "running" in report["counts"]:
+                report["counts"]["interrupted"] = report["counts"].pop("running")
+    return reports
 
 
 def _DriverLock(db_path: Path) -> ExclusiveLock:  # noqa: N802 - used as a class

@@ -23,8 +23,7 @@ def best_by(trials: list[dict[str, Any]], fields: list[str], metric: str) -> lis
     maximise = METRICS[metric] == "max"
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for trial in trials:
-        value = trial.get(metric)
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        if not finite_number(trial.get(metric)):
             continue
         key = tuple(field_value(trial, f) for f in fields)
         groups.setdefault(key, []).append(trial)
@@ -36,9 +35,15 @@ def best_by(trials: list[dict[str, Any]], fields: list[str], metric: str) -> lis
             "group": dict(zip(fields, key, strict=True)), "metric": metric, "best": best[metric],
             "mean": statistics.fmean(values), "n": len(values),
             "config_hash": best["config_hash"], "study": best["study"], "axes": best["axes"],
+            "status": best["status"],
         })
     rows.sort(key=lambda r: -r["best"] if maximise else r["best"])
     return rows
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (a metric that a trial has)."""
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def field_value(trial: dict[str, Any], path: str) -> Any:
