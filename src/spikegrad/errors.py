@@ -14,6 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(error: BaseException, empty: str | None = None) -> str:
+    """The first line of ``error``'s message; for an error without one, ``empty``, or the
+    name of its type."""
+    text = str(error)
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if empty is None else empty
+
+
 class SpikegradError(Exception):
     """Base of the errors a user's input can cause; the message is one line."""
 

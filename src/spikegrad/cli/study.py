@@ -212,7 +212,7 @@ def study_best(db_path: Path, study_name: str | None, group_by: tuple[str, ...],
         click.echo(f"no trial has a {metric} yet")
         return
     for row in rows:
-        group = ", ".join(f"{k}={_short(v)}" for k, v in row["group"].items()) or "all trials"
+        group = _axes_label(row["group"]) or "all trials"
         click.echo(f"{group}: best {metric} {row['best']:.4f} (mean {row['mean']:.4f} over "
                    f"{row['n']} trials) from {_axes_label(row['axes'])} ({row['config_hash']})")
 

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 
-from spikegrad.errors import GridTooLargeError, RunFolderError, SpikegradError
+from spikegrad.errors import GridTooLargeError, RunFolderError, SpikegradError, first_line
 from spikegrad.io import strict_json
 
 EXIT_USAGE = 2
@@ -30,8 +30,7 @@ def message(error: SpikegradError) -> str:
                                 else "; choose another --out")
     if isinstance(error, GridTooLargeError):
         return error.problem + "; pass --force to expand it anyway"
-    text = str(error)
-    return text.splitlines()[0] if text else type(error).__name__
+    return first_line(error)
 
 
 def user_errors(function: Callable) -> Callable:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from spikegrad.data.files import DataFileError, gunzipped
+from spikegrad.errors import first_line
 
 REQUIRED_KEYS = ("spikes/times", "spikes/units", "labels")
 
@@ -58,8 +59,8 @@ def read_spike_file(path: str | Path, n_units: int = 700,
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError,
             IndexError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataFileError(path, f"unreadable spikes or labels ({first})") from None
+        raise DataFileError(path, f"unreadable spikes or labels ({first_line(error)})"
+                            ) from None
     except MemoryError:
         raise DataFileError(path, "spikes or labels too large to read (corrupt sizes?)") from None
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):

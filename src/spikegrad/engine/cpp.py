@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from spikegrad.engine.contract import REDUCTIONS, Forward, Sparse
+from spikegrad.errors import first_line
 from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics, per_neuron_decays
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
@@ -134,7 +135,7 @@ def available() -> bool:
     except Exception as error:  # no compiler, no ninja, unsupported platform ...
         warnings.warn(
             f"spikegrad: compiled kernels unavailable ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); using the PyTorch kernels",
+            f"{first_line(error, empty='')}); using the PyTorch kernels",
             stacklevel=2,
         )
         return False

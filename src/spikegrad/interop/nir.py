@@ -101,7 +101,7 @@ import numpy as np
 import torch
 
 from spikegrad.config import ConfigError
-from spikegrad.errors import ArgumentError
+from spikegrad.errors import ArgumentError, first_line
 from spikegrad.functional import LIFDynamics, ReadoutDynamics
 from spikegrad.io import atomic_write_bytes
 from spikegrad.model import SNN, Engine, LeakyReadout, LIFLayer
@@ -385,7 +385,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     try:
         return nir.read(path, type_check=False)
     except Exception as error:  # noqa: BLE001 - the reader raises many kinds; report one line
-        message = str(error).splitlines()[0] if str(error) else ""
+        message = first_line(error, empty="")
         raise ConfigError(f"{path}: malformed NIR graph ({type(error).__name__}"
                           f"{': ' + message if message else ''})") from None
 

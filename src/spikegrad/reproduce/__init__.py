@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from spikegrad.config import builtin_config_names, load_config
-from spikegrad.errors import ArgumentError
+from spikegrad.errors import ArgumentError, first_line
 from spikegrad.reproduce import claims as rules
 from spikegrad.reproduce import init_claims
 from spikegrad.reproduce.report import write_report
@@ -91,8 +91,8 @@ def _files_missing(name: str) -> str | None:
     try:
         build_data(config.data, config.time.n_steps, config.time.dt_ms)
     except Exception as error:  # noqa: BLE001 - any missing or unreadable file means "absent"
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return f"files not found or unreadable ({first}); spikegrad data download {name}"
+        return (f"files not found or unreadable ({first_line(error)}); "
+                f"spikegrad data download {name}")
     return None
 
 

@@ -37,6 +37,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from spikegrad.config import ConfigError
+from spikegrad.errors import first_line
 from spikegrad.io import ExclusiveLock
 from spikegrad.studies.db import FINISHED, ResultsDB
 from spikegrad.studies.spec import (
@@ -500,8 +501,7 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
         extra = {"_node_ip_address": "127.0.0.1"} if loopback else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"{address}: cannot connect to a Ray cluster ({first})"
+        raise ConfigError(f"{address}: cannot connect to a Ray cluster ({first_line(error)})"
                           ) from None
     try:
         task = ray.remote(num_cpus=cpus, max_retries=RAY_MAX_RETRIES)(ray_trial)
@@ -524,7 +524,7 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
                 except ray_errors.RayError as error:  # worker or node lost, retries used up
                     outcome = {"status": "crashed", "finished_at": time.time(),
                                "error": f"{type(error).__name__}: "
-                                        f"{str(error).splitlines()[0] if str(error) else ''}"}
+                                        f"{first_line(error, empty='')}"}
                 tracker.finished(work, outcome)
     finally:
         ray.shutdown()
