@@ -10,7 +10,7 @@ The clocks wrap the functions the training loop calls, for the duration of the m
 only; each part's time is its own, without the parts it calls (the compiled kernels' time is
 not the forward pass's). Evaluation (the validation set after each epoch and the final test
 set) is one part with everything it calls. What no clock covers (building the network, the
-loop itself, the loss's finiteness check, the checkpoints) is the row ``the rest``.
+loop itself, the loss's finiteness check, the gradients' reset) is the row ``the rest``.
 """
 
 from __future__ import annotations
