@@ -144,3 +144,8 @@ def test_setting_one_digits_split_fraction_keeps_the_others():
     assert (config.data.split.valid, config.data.split.test) == (0.2, 0.2)
     with pytest.raises(ConfigError, match="data.split: train \\+ valid \\+ test must be 1"):
         load_config("digits", {"data.split.train": 0.7})
+
+
+def test_overrides_given_as_one_text_are_refused():
+    with pytest.raises(ConfigError, match="overrides: expected a list of key=value texts"):
+        load_config("randman", "training.epochs=3")

@@ -148,3 +148,67 @@ def test_meta_device_gives_meta_tensors(engine_name, record_spikes):
     (out.readout.sum() + out.spike_counts[0].sum()).backward()
     assert inputs.grad.device.type == "meta"
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in net.parameters())
+
+
+def coo(indices, shape, coalesced=None):
+    index = torch.tensor(indices).t()
+    return torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), shape,
+                                   is_coalesced=coalesced)
+
+
+@pytest.mark.parametrize("kernels", ["cpp", "torch"])
+@pytest.mark.parametrize("entry", [(0, -1, 2), (3, 1, 0), (0, 12, 1), (1, 2, 5)])
+def test_sparse_entries_outside_the_shape_are_refused(kernels, entry):
+    """PyTorch leaves a COO tensor's indices unchecked: out of range, the compiled kernels
+    wrote out of bounds (a crash, or a spike in another sample) and PyTorch's dropped it."""
+    if kernels == "cpp" and not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    x = coo([(0, 1, 2), (1, 3, 4), entry], (3, 12, 5))
+    with pytest.raises(InputError, match="inputs: "):
+        engine.lif_layer(x, torch.full((4, 5), 30.0), DYNAMICS, kernels=kernels)
+
+
+def test_sparse_tensor_marked_coalesced_out_of_order_is_refused():
+    if not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    x = coo([(1, 3, 4), (0, 1, 2)], (3, 12, 5), coalesced=True)
+    with pytest.raises(InputError, match="not in order"):
+        engine.lif_layer(x, torch.full((4, 5), 30.0), DYNAMICS, kernels="cpp")
+    good = coo([(1, 3, 4), (0, 1, 2)], (3, 12, 5))  # not marked: the engine coalesces it
+    good = engine.lif_layer(good, torch.full((4, 5), 30.0), DYNAMICS, kernels="cpp")
+    assert good.shape == (3, 12, 4)
+
+
+def test_hybrid_sparse_input_is_refused_in_one_line():
+    x = torch.zeros(2, 10, 5)
+    x[0, 3, 1] = 1
+    with pytest.raises(InputError, match="its 3 dimensions sparse"):
+        engine.lif_layer(x.to_sparse(2), torch.ones(4, 5), DYNAMICS)
+
+
+def test_the_engine_refuses_unknown_choices_and_decays():
+    from spikegrad.errors import ConfigError
+
+    x, w = torch.zeros(2, 10, 5), torch.ones(4, 5)
+    with pytest.raises(ConfigError, match="kernels: expected one of auto, cpp, torch, got 'gpu'"):
+        engine.lif_layer(x, w, DYNAMICS, kernels="gpu")
+    with pytest.raises(ConfigError, match="recompute: expected True, False, 'auto' or None"):
+        engine.lif_layer(x.requires_grad_(), w, DYNAMICS, recompute="sometimes")
+    for beta in (float("nan"), 1.5, -0.1, "0.9"):
+        with pytest.raises(InputError, match="dynamics.beta_mem: expected a decay in"):
+            LIFDynamics(beta, 0.8)
+    with pytest.raises(InputError, match="dynamics.beta_syn"):
+        ReadoutDynamics(0.9, 2.0)
+    with pytest.raises(ValueError, match="unknown readout reduction 'median'"):
+        SNN.build(5, [4], 3, engine="fast")(torch.rand(2, 10, 5), reduction="median")
+
+
+@pytest.mark.parametrize("kernels", ["cpp", "torch"])
+def test_fast_readout_takes_an_empty_batch(kernels):
+    if kernels == "cpp" and not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    x = torch.zeros(0, 10, 4, requires_grad=True)
+    w = torch.ones(3, 4, requires_grad=True)
+    y = engine.readout_layer(x, w, READOUT, kernels=kernels)
+    y.sum().backward()
+    assert y.shape == (0, 10, 3) and x.grad.shape == x.shape and w.grad.shape == w.shape

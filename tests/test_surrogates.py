@@ -3,6 +3,8 @@ import math
 import pytest
 import torch
 
+from spikegrad import engine
+from spikegrad.functional import LIFDynamics, lif_layer
 from spikegrad.surrogates import SURROGATES, Surrogate, heaviside, register_surrogate, spike
 
 X = torch.linspace(-3, 3, 601, dtype=torch.float64)
@@ -122,3 +124,50 @@ def test_the_config_layer_lists_the_builtin_surrogates_in_kernel_order():
 def test_unknown_surrogate_is_rejected():
     with pytest.raises(ValueError, match="unknown surrogate 'nope'"):
         Surrogate("nope")
+
+
+def test_register_surrogate_refuses_what_is_not_a_surrogate():
+    with pytest.raises(ValueError, match="surrogate name: expected a non-empty string"):
+        register_surrogate("")
+    with pytest.raises(TypeError, match="expected a function fn"):
+        register_surrogate("user_number")(42)
+    with pytest.raises(TypeError, match="must take \\(x, slope\\)"):
+        register_surrogate("user_no_arguments")(lambda: 1.0)
+    assert "user_number" not in SURROGATES and "user_no_arguments" not in SURROGATES
+
+
+@pytest.mark.parametrize("returned", ["number", "per neuron", "float64", "wrong shape"])
+def test_user_surrogate_results_read_alike_by_both_engines(returned):
+    """The compiled kernels read σ' as a [steps, B, N] array: what a user's function returns
+    is broadcast to it as the reference path's product would, or refused; before, a wrong
+    shape was read past its end (NaN gradients) and a number or float64 raised inside."""
+    from spikegrad.engine import cpp
+
+    if not cpp.available():
+        pytest.skip("compiled kernels unavailable")
+    functions = {"number": lambda x, s: 0.5, "per neuron": lambda x, s: torch.ones(x.shape[-1]),
+                 "float64": lambda x, s: torch.ones_like(x, dtype=torch.float64),
+                 "wrong shape": lambda x, s: torch.ones(3)}
+    name = "user_returns_" + returned.replace(" ", "_")
+    register_surrogate(name)(functions[returned])
+    try:
+        dynamics = LIFDynamics(0.9, 0.8, surrogate=Surrogate(name))
+        x = (torch.rand(2, 10, 5, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+        grads = []
+        for run in (lambda w: lif_layer(x, w, dynamics),
+                    lambda w: engine.lif_layer(x, w, dynamics, kernels="cpp")):
+            w = torch.full((6, 5), 3.0, requires_grad=True)
+            if returned == "wrong shape":
+                with pytest.raises((RuntimeError, ValueError)):
+                    run(w).sum().backward()
+                continue
+            run(w).sum().backward()
+            grads.append(w.grad)
+        if grads:
+            torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+        if returned == "wrong shape":
+            w = torch.full((6, 5), 3.0, requires_grad=True)
+            with pytest.raises(ValueError, match=f"surrogate '{name}': its derivative"):
+                engine.lif_layer(x, w, dynamics, kernels="cpp").sum().backward()
+    finally:
+        SURROGATES.pop(name)

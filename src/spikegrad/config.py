@@ -567,6 +567,9 @@ def parse_overrides(overrides: list[str] | dict[str, Any]) -> list[tuple[str, An
     (values parsed as YAML) or a mapping from paths to values."""
     if isinstance(overrides, dict):
         return list(overrides.items())
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides: expected a list of key=value texts or a mapping, got "
+                          f"the text {overrides!r} (put it in a list)")
     items = []
     for text in overrides:
         if "=" not in text:

@@ -39,6 +39,7 @@ of the weight's floating-point dtype and on its device; anything else is an
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -128,6 +129,9 @@ class LIFDynamics:
         return replace(self, beta_mem=decay_factor(tau_mem_ms, dt_ms),
                        beta_syn=decay_factor(tau_syn_ms, dt_ms))
 
+    def __post_init__(self) -> None:
+        _check_decays(self, ("beta_mem", "beta_syn"))
+
     @property
     def per_neuron(self) -> bool:
         """Whether the decays are per neuron (tensors) rather than one for the layer."""
@@ -152,11 +156,27 @@ def per_neuron_decays(dynamics: LIFDynamics, n: int, like: Tensor) -> tuple[Tens
     return decays[0], decays[1]
 
 
+def _check_decays(dynamics, names: tuple[str, ...]) -> None:
+    """A decay that is a number must be a finite one in [0, 1] (one that is a tensor is
+    checked where it is used, :func:`per_neuron_decays`)."""
+    for name in names:
+        beta = getattr(dynamics, name)
+        if not isinstance(beta, Tensor) and not (isinstance(beta, numbers.Real)
+                                                 and 0.0 <= beta <= 1.0):
+            raise InputError(f"dynamics.{name}: expected a decay in [0, 1], got {beta!r}")
+
+
 @dataclass(frozen=True)
 class ReadoutDynamics:
     beta_mem: float
     beta_syn: float
     initial_membrane: float = READOUT_INITIAL_MEMBRANE
+
+    def __post_init__(self) -> None:
+        _check_decays(self, ("beta_mem", "beta_syn"))
+        if not math.isfinite(self.initial_membrane):
+            raise InputError(f"dynamics.initial_membrane: expected a finite number, got "
+                             f"{self.initial_membrane!r}")
 
     @classmethod
     def from_time_constants(cls, tau_mem_ms: float, tau_syn_ms: float, dt_ms: float,

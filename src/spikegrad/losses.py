@@ -28,17 +28,23 @@ from spikegrad.schema import ReadoutReduction
 READOUT_REDUCTIONS: tuple[str, ...] = get_args(ReadoutReduction)
 
 
+def check_reduction(reduction: str) -> None:
+    """Raise ValueError unless ``reduction`` is one of :data:`READOUT_REDUCTIONS`."""
+    if reduction not in READOUT_REDUCTIONS:
+        raise ValueError(f"unknown readout reduction {reduction!r} (known: "
+                         f"{READOUT_REDUCTIONS})")
+
+
 def reduce_readout(membrane: Tensor, reduction: ReadoutReduction) -> Tensor:
     """Reduce a readout trace [B, T, K] over time to logits [B, K]."""
+    check_reduction(reduction)
     if reduction == "max":
         return membrane.max(dim=1).values
     if reduction == "sum":
         return membrane.sum(dim=1)
     if reduction == "mean":
         return membrane.mean(dim=1)
-    if reduction == "last":
-        return membrane[:, -1]
-    raise ValueError(f"unknown readout reduction {reduction!r} (known: {READOUT_REDUCTIONS})")
+    return membrane[:, -1]  # "last"
 
 
 def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:

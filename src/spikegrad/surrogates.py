@@ -32,6 +32,7 @@ Add your own with one decorated function::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,9 +68,20 @@ def register_surrogate(name: str, description: str | None = None, *, kernel_id: 
     ``kernel_id`` is for the built-ins only: the index of the same formula in the compiled
     kernels (a test holds each equal to its Python definition)."""
 
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"surrogate name: expected a non-empty string, got {name!r}")
+
     def decorator(fn: DerivativeFn) -> DerivativeFn:
         if name in SURROGATES:
             raise ValueError(f"surrogate {name!r} is already registered")
+        if not callable(fn):
+            raise TypeError(f"surrogate {name!r}: expected a function fn(x, slope), got {fn!r}")
+        try:
+            inspect.signature(fn).bind(None, None)
+        except TypeError:
+            raise TypeError(f"surrogate {name!r}: the function must take (x, slope)") from None
+        except ValueError:  # no signature to inspect (some built-in callables)
+            pass
         doc_lines = (fn.__doc__ or "").strip().splitlines()
         text = description or (doc_lines[0] if doc_lines else name)
         SURROGATES[name] = SurrogateShape(name=name, derivative=fn, description=text,
@@ -161,6 +173,21 @@ class Surrogate:
     def derivative(self, x: Tensor) -> Tensor:
         """σ'(x) = scale * natural_derivative(x, slope)."""
         return self.scale * get_surrogate_shape(self.name).derivative(x, self.slope)
+
+    def derivative_like(self, x: Tensor) -> Tensor:
+        """σ'(x) as a contiguous tensor of x's shape and dtype, as the compiled kernels read
+        it: a user's function may return a number or a tensor that broadcasts to x (as the
+        reference path's product would take it); anything else is a ValueError naming the
+        surrogate."""
+        value = self.derivative(x)
+        try:
+            value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            return torch.broadcast_to(value, x.shape).contiguous()
+        except (RuntimeError, TypeError, ValueError) as error:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"surrogate {self.name!r}: its derivative of a {tuple(x.shape)} "
+                             f"tensor returned {shape}, which is not of that shape "
+                             f"({str(error).splitlines()[0]})") from None
 
     @property
     def kernel_id(self) -> int:

@@ -84,13 +84,15 @@ from torch import Tensor
 
 from spikegrad.engine import cpp, torch_kernels
 from spikegrad.engine.threads import GOVERNOR
-from spikegrad.errors import ConfigError, KernelsUnavailableError
+from spikegrad.errors import ConfigError, KernelsUnavailableError, first_line
 from spikegrad.functional import (
+    InputError,
     LIFDynamics,
     ReadoutDynamics,
     check_layer_tensors,
     per_neuron_decays,
 )
+from spikegrad.losses import check_reduction
 from spikegrad.schema import KernelChoice, RecomputeChoice
 
 __all__ = ["lif_layer", "lif_readout", "readout_layer", "kernels_for", "kernel_setting",
@@ -109,6 +111,9 @@ def kernel_setting(kernels: KernelChoice = "auto") -> KernelChoice:
     """The kernels asked for: ``SPIKEGRAD_ENGINE`` when it is set, else ``kernels``."""
     override = os.environ.get(KERNELS_VARIABLE, "").strip().lower()
     if not override:
+        if kernels not in get_args(KernelChoice):
+            raise ConfigError(f"kernels: expected one of {', '.join(get_args(KernelChoice))}, "
+                              f"got {kernels!r}")
         return kernels
     if override not in get_args(KernelChoice):
         raise ConfigError(f"{KERNELS_VARIABLE}={override!r}: expected one of "
@@ -122,6 +127,8 @@ def recompute_setting(recompute: RecomputeChoice | None = "auto") -> RecomputeCh
     override = os.environ.get(RECOMPUTE_VARIABLE, "").strip().lower()
     if override:
         return "auto" if override == "auto" else override != "0"
+    if recompute not in (True, False, "auto", None):
+        raise ConfigError(f"recompute: expected True, False, 'auto' or None, got {recompute!r}")
     return "auto" if recompute == "auto" else bool(recompute)
 
 
@@ -353,7 +360,7 @@ class _Readout(torch.autograd.Function):
             x = _matmul_time_major(inputs, weight.detach().t())
         else:
             x = kernels.sparse_mm(sparse, weight.detach().t())
-            x = x.view(inputs.shape[1], inputs.shape[0], -1).transpose(0, 1)
+            x = x.view(inputs.shape[1], inputs.shape[0], weight.shape[0]).transpose(0, 1)
         ctx.dynamics, ctx.kernels, ctx.sparse = dynamics, kernels, sparse
         ctx.save_for_backward(inputs, weight)
         return kernels.leaky_filter(x, dynamics)
@@ -378,8 +385,19 @@ def _readable(inputs: Tensor, kernels: KernelChoice) -> Tensor:
     products only), it is made dense."""
     if not inputs.is_sparse:
         return inputs
-    form = _sparse_form(kernels_for(inputs, kernels), inputs)  # None for PyTorch's
+    if inputs.sparse_dim() != 3:
+        raise InputError(f"inputs: a sparse COO tensor needs its 3 dimensions sparse (batch, "
+                         f"time, channel), got {inputs.sparse_dim()} sparse and "
+                         f"{inputs.dense_dim()} dense")
+    chosen = kernels_for(inputs, kernels)
+    form = _sparse_form(chosen, inputs)  # None for PyTorch's; checks the indices
     if form is None:
+        if not chosen.READS_SPARSE_FORMS:  # the indices, checked before to_dense reads them
+            try:
+                torch._validate_sparse_coo_tensor_args(inputs._indices(), inputs._values(),
+                                                       inputs.shape)
+            except RuntimeError as error:
+                raise InputError(f"inputs: {first_line(error)}") from None
         return inputs.to_dense()
     _attach_sparse_form(inputs, form)
     return inputs
@@ -457,6 +475,8 @@ def lif_readout(
     as :func:`lif_layer`, :func:`readout_layer`, ``spikes.sum(1)`` and ``reduce_readout``,
     faster; ``recompute`` and ``kernels`` as for :func:`lif_layer`."""
     check_layer_tensors(inputs, weight, recurrent_weight, readout_weight)
+    if reduction is not None:
+        check_reduction(reduction)
     inputs = _readable(inputs, kernels)
     s, y, counts, logits = _Layer.apply(inputs, weight, recurrent_weight, readout_weight,
                                         *_decay_inputs(dynamics, weight), dynamics, readout,

@@ -28,7 +28,13 @@ from torch import Tensor
 
 from spikegrad.engine.contract import REDUCTIONS, Forward, Sparse
 from spikegrad.errors import first_line
-from spikegrad.functional import THRESHOLD, LIFDynamics, ReadoutDynamics, per_neuron_decays
+from spikegrad.functional import (
+    THRESHOLD,
+    InputError,
+    LIFDynamics,
+    ReadoutDynamics,
+    per_neuron_decays,
+)
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 DTYPES = (torch.float32, torch.float64)  # what the kernels are compiled for
@@ -161,7 +167,12 @@ def sparse_form_of_coo(x: Tensor, max_density: float) -> Sparse | None:
     """The sparse form of a sparse COO [B, T, C] tensor (e.g. a batch of spike events),
     without a dense tensor; None when too dense, as :func:`to_sparse` would decide."""
     x = x if x.is_coalesced() else x.coalesce()
-    parts = _ops().coo_to_sparse(x.indices(), x.values(), *x.shape, max_density)
+    try:
+        parts = _ops().coo_to_sparse(x.indices(), x.values(), *x.shape, max_density)
+    except RuntimeError as error:  # an entry outside the shape, or out of order
+        if not str(error).startswith("inputs: "):
+            raise
+        raise InputError(first_line(error)) from None
     return tuple(parts) if parts else None
 
 
@@ -311,8 +322,8 @@ def lif_backward(
     total = None
     for stop in range(steps, 0, -block):
         start = max(0, stop - block)
-        sg = empty if shape else surrogate.derivative(
-            u.transpose(0, 1)[start:stop] - THRESHOLD).contiguous()
+        sg = empty if shape else surrogate.derivative_like(
+            u.transpose(0, 1)[start:stop] - THRESHOLD)
         parts = _ops().lif_backward(*common, u, empty if p is None else p, sg, shape,
                                     surrogate.slope, surrogate.scale, *tail, start, stop,
                                     *betas, *decays[3:], cur, want_decays)

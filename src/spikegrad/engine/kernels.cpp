@@ -684,6 +684,22 @@ std::vector<Tensor> coo_to_sparse(const Tensor& indices, const Tensor& values, i
   const Tensor idx = indices.to(at::kLong).contiguous();
   const int64_t nnz = idx.size(1), blocks = n_blocks(B);
   const int64_t *bi = idx.data_ptr<int64_t>(), *ti = bi + nnz, *ci = ti + nnz;
+  // PyTorch does not check a COO tensor's indices unless asked: an entry outside the shape
+  // or out of order (a tensor marked coalesced that is not) is refused here, before any
+  // write that it would send out of bounds
+  const auto inside = [](int64_t i, int64_t n) {
+    return static_cast<uint64_t>(i) < static_cast<uint64_t>(n);
+  };
+  for (int64_t e = 0; e < nnz; ++e) {
+    TORCH_CHECK(inside(bi[e], B) && inside(ti[e], T) && inside(ci[e], C),
+                "inputs: the sparse entry (", bi[e], ", ", ti[e], ", ", ci[e],
+                ") lies outside the shape [", B, ", ", T, ", ", C, "]");
+    TORCH_CHECK(e == 0 || bi[e] > bi[e - 1] ||
+                    (bi[e] == bi[e - 1] && (ti[e] > ti[e - 1] ||
+                                            (ti[e] == ti[e - 1] && ci[e] > ci[e - 1]))),
+                "inputs: the sparse tensor is marked coalesced, but its entries are not "
+                "in order without repeats (coalesce() it)");
+  }
   for (int64_t c = 0; c < blocks; ++c) {  // the entries of a block are contiguous: count them
     const int64_t b0 = block_begin(B, c, blocks), b1 = block_begin(B, c + 1, blocks);
     const int64_t e0 = std::lower_bound(bi, bi + nnz, b0) - bi;
