@@ -685,32 +685,36 @@ std::vector<Tensor> coo_to_sparse(const Tensor& indices, const Tensor& values, i
   const int64_t nnz = idx.size(1), blocks = n_blocks(B);
   const int64_t *bi = idx.data_ptr<int64_t>(), *ti = bi + nnz, *ci = ti + nnz;
   // PyTorch does not check a COO tensor's indices unless asked: an entry outside the shape
-  // or out of order (a tensor marked coalesced that is not) is refused here, before any
-  // write that it would send out of bounds
-  const auto inside = [](int64_t i, int64_t n) {
-    return static_cast<uint64_t>(i) < static_cast<uint64_t>(n);
-  };
-  for (int64_t e = 0; e < nnz; ++e) {
+  // or out of order (a tensor marked coalesced that is not) is refused, before any write
+  // that it would send out of bounds
+  int64_t previous = -1;
+  const auto check = [&](int64_t e) {
+    const auto inside = [](int64_t i, int64_t n) {
+      return static_cast<uint64_t>(i) < static_cast<uint64_t>(n);
+    };
     TORCH_CHECK(inside(bi[e], B) && inside(ti[e], T) && inside(ci[e], C),
                 "inputs: the sparse entry (", bi[e], ", ", ti[e], ", ", ci[e],
                 ") lies outside the shape [", B, ", ", T, ", ", C, "]");
-    TORCH_CHECK(e == 0 || bi[e] > bi[e - 1] ||
-                    (bi[e] == bi[e - 1] && (ti[e] > ti[e - 1] ||
-                                            (ti[e] == ti[e - 1] && ci[e] > ci[e - 1]))),
-                "inputs: the sparse tensor is marked coalesced, but its entries are not "
-                "in order without repeats (coalesce() it)");
-  }
+    const int64_t key = (bi[e] * T + ti[e]) * C + ci[e];
+    TORCH_CHECK(key > previous, "inputs: the sparse tensor is marked coalesced, but its "
+                "entries are not in order without repeats (coalesce() it)");
+    previous = key;
+  };
   for (int64_t c = 0; c < blocks; ++c) {  // the entries of a block are contiguous: count them
     const int64_t b0 = block_begin(B, c, blocks), b1 = block_begin(B, c + 1, blocks);
     const int64_t e0 = std::lower_bound(bi, bi + nnz, b0) - bi;
     const int64_t e1 = std::lower_bound(bi, bi + nnz, b1) - bi;
-    if (static_cast<size_t>(e1 - e0) > sparse_limit(b1 - b0, T, C, max_density)) return {};
+    if (static_cast<size_t>(e1 - e0) > sparse_limit(b1 - b0, T, C, max_density)) {
+      for (int64_t e = 0; e < nnz; ++e) check(e);  // as the dense product will read them
+      return {};
+    }
   }
   Tensor begin = at::zeros({B * T}, idx.options()), end = at::zeros({B * T}, idx.options());
   Tensor cols = at::empty({nnz}, idx.options().dtype(at::kInt));
   int64_t *bp = begin.data_ptr<int64_t>(), *ep = end.data_ptr<int64_t>();
   int32_t* cp = cols.data_ptr<int32_t>();
   for (int64_t e = 0; e < nnz; ++e) {
+    check(e);
     const int64_t q = ti[e] * B + bi[e];
     if (e == 0 || ti[e] != ti[e - 1] || bi[e] != bi[e - 1]) bp[q] = e;
     ep[q] = e + 1;
