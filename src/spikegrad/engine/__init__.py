@@ -435,6 +435,11 @@ def lif_layer(
     ``kernels`` chooses the kernels (:func:`kernels_for`); ``SPIKEGRAD_RECOMPUTE`` and
     ``SPIKEGRAD_ENGINE`` override both when set. Tensors are checked as by the reference
     path (:func:`spikegrad.functional.check_layer_tensors`).
+
+    The spikes carry the list of their non-zeros for a next layer, which reads it instead of
+    scanning them. An in-place change made through PyTorch (``spikes[...] = 0``, ``zero_()``)
+    drops the list; a change that PyTorch does not see (through ``.data`` or a NumPy view,
+    which autograd does not see either) does not: change a ``clone()`` instead.
     """
     check_layer_tensors(inputs, weight, recurrent_weight)
     inputs = _readable(inputs, kernels)
