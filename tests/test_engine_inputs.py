@@ -153,7 +153,7 @@ def test_meta_device_gives_meta_tensors(engine_name, record_spikes):
 def coo(indices, shape, coalesced=None):
     index = torch.tensor(indices).t()
     return torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), shape,
-                                   is_coalesced=coalesced)
+                                   is_coalesced=coalesced, check_invariants=False)
 
 
 @pytest.mark.parametrize("kernels", ["cpp", "torch"])
