@@ -212,3 +212,15 @@ def test_fast_readout_takes_an_empty_batch(kernels):
     y = engine.readout_layer(x, w, READOUT, kernels=kernels)
     y.sum().backward()
     assert y.shape == (0, 10, 3) and x.grad.shape == x.shape and w.grad.shape == w.shape
+
+
+def test_a_layer_without_neurons_is_refused_alike(implementation):
+    with pytest.raises(InputError, match="weight: expected a floating-point \\[out >= 1, in\\]"):
+        run_layer(implementation, torch.zeros(2, 10, 5), torch.zeros(0, 5))
+
+
+@pytest.mark.parametrize("engine_name", ["reference", "fast"])
+def test_a_network_refuses_a_list_as_input(engine_name):
+    net = SNN.build(5, [4], 3, engine=engine_name)
+    with pytest.raises(InputError, match="inputs: expected \\[batch, time >= 1, 5\\]"):
+        net([[0.0] * 5] * 10)

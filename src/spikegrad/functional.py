@@ -71,8 +71,9 @@ def check_layer_tensors(
     """Raise :class:`InputError` unless ``weight`` is a floating-point [N, C] matrix and
     ``inputs`` is [batch, time >= 1, C] of the same dtype on the same device (and the
     recurrent weight is [N, N], the readout weight [K, N], both alike)."""
-    if not isinstance(weight, Tensor) or weight.ndim != 2 or not weight.is_floating_point():
-        raise InputError(f"weight: expected a floating-point [out, in] matrix, got "
+    if (not isinstance(weight, Tensor) or weight.ndim != 2 or not weight.is_floating_point()
+            or weight.shape[0] == 0):
+        raise InputError(f"weight: expected a floating-point [out >= 1, in] matrix, got "
                          f"{describe_tensor(weight)}")
     n, c = weight.shape
     kind = f"{str(weight.dtype).removeprefix('torch.')} on {weight.device}"

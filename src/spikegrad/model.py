@@ -159,7 +159,7 @@ class LIFLayer(nn.Module):
                 inputs, self.weight, dynamics, self.recurrent_weight, self.recompute,
                 self.kernels,
             )
-        if inputs.is_sparse:  # the reference path multiplies dense tensors
+        if isinstance(inputs, Tensor) and inputs.is_sparse:  # the reference path: dense
             inputs = inputs.to_dense()
         return functional.lif_layer(inputs, self.weight, dynamics, self.recurrent_weight)
 
