@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from spikegrad.errors import first_line
 from spikegrad.model import SNN
 
 LIBRARIES = ("fast", "reference", "snntorch", "norse")
@@ -293,7 +294,7 @@ def run_case(case: Case, libraries: list[str], repeats: int, warmup: int,
         try:
             steps[library] = build_step(library, case, x, y, weights)
         except ImportError as error:
-            results[library] = {"status": "missing", "reason": str(error).splitlines()[0]}
+            results[library] = {"status": "missing", "reason": first_line(error)}
     rates: dict[str, float] = {}
     times: dict[str, list[float]] = {library: [] for library in steps}
     threads = torch.get_num_threads()

@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from spikegrad.data.configs import DataConfig
-from spikegrad.errors import ConfigError
+from spikegrad.errors import ConfigError, first_line
 from spikegrad.schema import (
     BUILTIN_SURROGATES,
     READOUT_INITIAL_MEMBRANE,
@@ -493,7 +493,7 @@ def load_yaml(text: str, origin: str) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem = getattr(error, "problem", None) or first_line(error)
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise ConfigError(f"{origin}: invalid YAML: {problem}{where}") from None

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from spikegrad.errors import first_line
+
 DerivativeFn = Callable[[Tensor, float], Tensor]
 
 
@@ -187,7 +189,7 @@ class Surrogate:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"surrogate {self.name!r}: its derivative of a {tuple(x.shape)} "
                              f"tensor returned {shape}, which is not of that shape "
-                             f"({str(error).splitlines()[0]})") from None
+                             f"({first_line(error)})") from None
 
     @property
     def kernel_id(self) -> int:

@@ -53,7 +53,7 @@ from spikegrad.data import DataSplits, build_data, iterate_batches
 from spikegrad.data.base import SampleDataset
 from spikegrad.engine import engine_info, recompute_setting, recomputes
 from spikegrad.engine.threads import GOVERNOR, thread_info
-from spikegrad.errors import RunFolderError
+from spikegrad.errors import RunFolderError, first_line
 from spikegrad.losses import (
     classification_loss,
     lower_rate_penalty,
@@ -474,7 +474,7 @@ class Trainer:
             raise ConfigError(
                 f"training.learning_rate: the {t.optimizer} step failed in epoch "
                 f"{self.state.epoch + 1} at learning rate {t.learning_rate:g} "
-                f"({str(error).splitlines()[0]})") from None
+                f"({first_line(error)})") from None
         if self.dale:
             self.model.enforce_signs()
 

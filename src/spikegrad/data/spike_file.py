@@ -46,7 +46,7 @@ def read_spike_file(path: str | Path, n_units: int = 700,
         handle = h5py.File(plain, "r")
     except (OSError, ValueError, RuntimeError) as error:
         raise DataFileError(path, f"not a readable HDF5 file (corrupt or truncated: "
-                                  f"{str(error).splitlines()[0]})") from None
+                                  f"{first_line(error)})") from None
     try:
         with handle:
             missing = [key for key in REQUIRED_KEYS if key not in handle]

@@ -325,7 +325,7 @@ def load_run_model(source: str | Path) -> tuple[SNN, float]:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ConfigError(f"{checkpoint}: weights do not fit {config_path} "
-                          f"({str(error).splitlines()[0]})") from None
+                          f"({first_line(error)})") from None
     return model, config.time.dt_ms / 1000.0
 
 
@@ -745,7 +745,7 @@ def from_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, *,
                     float(_stored(stored, "surrogate_scale", Surrogate.scale)))
             except (KeyError, ValueError) as error:
                 raise ConfigError(f"{where}: node '{layer.name}': "
-                                  f"{str(error).splitlines()[0]}") from None
+                                  f"{first_line(error)}") from None
             lif = LIFLayer(n_in, n, LIFDynamics(
                 *_layer_decays(dynamics, stored if exact else None), surrogate,
                 bool(_stored(stored, "detach_reset", True)),

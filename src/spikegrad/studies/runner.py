@@ -520,7 +520,7 @@ def _run_ray(todo: list[Work], tracker: _Tracker, address: str, cpus: int,
                     outcome = ray.get(ref)
                 except ray_errors.RayTaskError as error:
                     outcome = {"status": "failed", "finished_at": time.time(),
-                               "error": str(error).splitlines()[0]}
+                               "error": first_line(error)}
                 except ray_errors.RayError as error:  # worker or node lost, retries used up
                     outcome = {"status": "crashed", "finished_at": time.time(),
                                "error": f"{type(error).__name__}: "
