@@ -323,3 +323,26 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, monkey
     assert lines[0].startswith("spikegrad: error: ") and message in lines[0], lines[0]
     after = contents(d)
     assert {p: after.get(p) for p in before} == before
+
+
+def test_refusing_a_picture_format_leaves_the_users_figures_open(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spikegrad.config import load_config
+    from spikegrad.data import build_data
+    from spikegrad.data.show import save_sample_picture
+    from spikegrad.errors import ArgumentError
+
+    config = load_config("randman", {"data.samples_per_class": 5})
+    data = build_data(config.data, config.time.n_steps, config.time.dt_ms)
+    mine = plt.figure()
+    try:
+        with pytest.raises(ArgumentError, match="cannot save a picture as '.badext'"):
+            save_sample_picture(data, tmp_path / "x.badext")
+        assert save_sample_picture(data, tmp_path / "x.png").stat().st_size > 0
+        assert plt.get_fignums() == [mine.number]
+    finally:
+        plt.close(mine)

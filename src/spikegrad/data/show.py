@@ -20,11 +20,11 @@ def save_sample_picture(data: DataSplits, path: str | Path, index: int = 0,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     path = Path(path)
     fmt = path.suffix.removeprefix(".").lower() or "png"
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    formats = FigureCanvasBase.get_supported_filetypes()  # no figure made (or closed) to ask
     if fmt not in formats:
         raise ArgumentError(f"{path}: matplotlib cannot save a picture as '.{fmt}' (formats: "
                             f"{', '.join(sorted(formats))})")
