@@ -69,7 +69,7 @@ def test_trial_clocks_time_each_part_without_the_parts_it_calls():
 def test_bench_trial_case_runs_alone_and_prints_json(monkeypatch):
     from spikegrad import trial_profile
 
-    monkeypatch.setattr(trial_profile, "STARTUP", {"nothing": "pass"})
+    monkeypatch.setattr(trial_profile, "STARTUP", {"nothing": ("", "pass")})
     result = CliRunner().invoke(main, ["bench", "--case", "trial", "--study-epochs", "1",
                                        "--json"])
     assert result.exit_code == 0, result.output

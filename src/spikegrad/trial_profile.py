@@ -40,12 +40,11 @@ PARTS = {
     "checks": "finite weights, the epoch's metric sums",
     "evaluation": "evaluation (validation each epoch, test at the end)",
 }
-# Python code that starts a process's work, timed in fresh processes
+# What starts a process's work, timed in fresh processes: (code run first, code timed)
 STARTUP = {
-    "import torch": "import torch",
-    "import spikegrad.training (torch with it)": "import spikegrad.training",
-    "load the compiled kernels": "import spikegrad.engine.cpp as c; t = time.perf_counter(); "
-                                 "assert c.available()",
+    "import torch": ("", "import torch"),
+    "import spikegrad.training (torch with it)": ("", "import spikegrad.training"),
+    "load the compiled kernels": ("import spikegrad.engine.cpp as c", "assert c.available()"),
 }
 
 
@@ -147,10 +146,9 @@ def startup_seconds(repeats: int) -> dict[str, float]:
     if not cpp.available():
         raise TrialProfileError("the compiled kernels are unavailable (the warning above says why)")
     times: dict[str, float] = {}
-    for name, code in STARTUP.items():
-        if "t = time.perf_counter()" not in code:
-            code = f"t = time.perf_counter(); {code}"
-        program = f"import time; {code}; print(time.perf_counter() - t)"
+    for name, (setup, timed) in STARTUP.items():
+        program = (f"import time\n{setup}\nt = time.perf_counter()\n{timed}\n"
+                   f"print(time.perf_counter() - t)")
         runs = [float(subprocess.run([sys.executable, "-c", program], check=True,
                                      capture_output=True, text=True).stdout.split()[-1])
                 for _ in range(repeats)]
