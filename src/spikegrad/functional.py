@@ -131,7 +131,7 @@ class LIFDynamics:
                        beta_syn=decay_factor(tau_syn_ms, dt_ms))
 
     def __post_init__(self) -> None:
-        _check_decays(self, ("beta_mem", "beta_syn"))
+        _check_decays(self)
 
     @property
     def per_neuron(self) -> bool:
@@ -157,10 +157,10 @@ def per_neuron_decays(dynamics: LIFDynamics, n: int, like: Tensor) -> tuple[Tens
     return decays[0], decays[1]
 
 
-def _check_decays(dynamics, names: tuple[str, ...]) -> None:
-    """A decay that is a number must be a finite one in [0, 1] (one that is a tensor is
-    checked where it is used, :func:`per_neuron_decays`)."""
-    for name in names:
+def _check_decays(dynamics) -> None:
+    """A decay (``beta_mem``, ``beta_syn``) that is a number must be a finite one in [0, 1]
+    (one that is a tensor is checked where it is used, :func:`per_neuron_decays`)."""
+    for name in ("beta_mem", "beta_syn"):
         beta = getattr(dynamics, name)
         if not isinstance(beta, Tensor) and not (isinstance(beta, numbers.Real)
                                                  and 0.0 <= beta <= 1.0):
@@ -174,7 +174,7 @@ class ReadoutDynamics:
     initial_membrane: float = READOUT_INITIAL_MEMBRANE
 
     def __post_init__(self) -> None:
-        _check_decays(self, ("beta_mem", "beta_syn"))
+        _check_decays(self)
         if not math.isfinite(self.initial_membrane):
             raise InputError(f"dynamics.initial_membrane: expected a finite number, got "
                              f"{self.initial_membrane!r}")

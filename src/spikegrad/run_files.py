@@ -81,7 +81,7 @@ class RunFolder:
         if saved["config_hash"] != config_hash:
             raise RunFolderError(
                 self.checkpoint, f"was written by a different config "
-                f"({saved.get('config_hash')} != {config_hash})"
+                f"({saved['config_hash']} != {config_hash})"
             )
         return saved
 
